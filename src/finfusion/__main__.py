@@ -1,0 +1,3 @@
+from finfusion.cli import app
+
+app(prog_name="finfusion")

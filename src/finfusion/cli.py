@@ -1,0 +1,32 @@
+"""The `finfusion` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from finfusion import __version__
+from finfusion.commands import data
+from finfusion.commands.quickstart import quickstart
+
+app = typer.Typer(
+    name="finfusion",
+    help="Forecast markets from prices and text: data lake, features, models, walk-forward evaluation, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")(quickstart)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"finfusion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """finfusion: prices + text -> honest forecasts."""

@@ -1,0 +1,229 @@
+"""`finfusion data ...`: ingest, list, show, resample, download and synthesise datasets in the lake."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from finfusion.commands.common import LakeOption, out, print_report, reports_errors
+from finfusion.data.calendar import calendar_covering
+from finfusion.data.catalog import Catalog
+from finfusion.data.download import REMOTE
+from finfusion.data.download import download as download_remote
+from finfusion.data.ingest import BarOptions, TextOptions
+from finfusion.data.lake import Lake
+from finfusion.data.resample import resample_bars
+from finfusion.data.schema import BARS
+from finfusion.data.sources.archive import ingest_archive
+from finfusion.data.sources.csv_parquet import FileIngest, parse_mapping, read_actions
+from finfusion.data.sources.hf_news_price import HUB_REPO, download_news_price, ingest_news_price
+from finfusion.data.sources.kdd17 import ingest_kdd17
+from finfusion.data.sources.stocknet import ingest_stocknet
+from finfusion.data.sources.synthetic import SyntheticConfig
+from finfusion.data.sources.synthetic_ingest import make_and_ingest
+from finfusion.errors import FinfusionError
+
+app = typer.Typer(help="Put data into the lake and look at what is there.", no_args_is_help=True)
+
+
+class Source(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    archive = "archive"
+    stocknet = "stocknet"
+    kdd17 = "kdd17"
+    hf_news = "hf-news"
+
+
+class Kind(StrEnum):
+    bars = "bars"
+    text = "text"
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  finfusion data ingest stocknet ../shared/data/stocknet\n\n"
+    "  finfusion data ingest csv prices/ --dataset mine --map Ticker=symbol --map 'Trade Date=ts' --date-format %d.%m.%Y\n\n"
+    "  finfusion data ingest csv news.csv --kind text --dataset news --map headline=title\n\n"
+    "  finfusion data ingest archive dump.zip --manifest SHA256SUMS --dataset dump"
+)
+@reports_errors
+def ingest(
+    source: Annotated[Source, typer.Argument(help="Layout of PATH.")],
+    path: Annotated[Path, typer.Argument(help="File or folder (an archive for 'archive').")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name in the lake (default: the source's name).")] = None,
+    kind: Annotated[Kind, typer.Option(help="csv/parquet/archive: bars or text.")] = Kind.bars,
+    freq: Annotated[str, typer.Option(help="Bar frequency: 1d (one bar per session), 1m, 5m, 30m, 1h, ...")] = "1d",
+    calendar: Annotated[str, typer.Option(help="exchange_calendars code (XNYS, XLON, ...) or 24/7.")] = "XNYS",
+    tz: Annotated[
+        str | None, typer.Option(help="Time zone of naive timestamps (bars: the calendar's, text: UTC).")
+    ] = None,
+    date_format: Annotated[str | None, typer.Option(help="strftime format of the dates, e.g. %d/%m/%Y.")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="Column mapping THEIRS=OURS (repeatable).")] = None,
+    bar_label: Annotated[str, typer.Option(help="Intraday timestamps label the bar's 'start' or 'end'.")] = "start",
+    missing_bars: Annotated[
+        str, typer.Option(help="flag (report gaps; missing values are errors), drop or ffill.")
+    ] = "flag",
+    repair: Annotated[
+        bool, typer.Option(help="Sort unsorted rows, drop duplicate timestamps and off-session bars.")
+    ] = False,
+    actions: Annotated[
+        Path | None, typer.Option(help="CSV of corporate actions: symbol, ex_date, split_ratio, dividend.")
+    ] = None,
+    symbol_separator: Annotated[str, typer.Option(help="Text: separator of several symbols in one cell.")] = ",",
+    sha256: Annotated[str | None, typer.Option(help="Archive: expected SHA-256 of the archive.")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Archive: sha256sum-style manifest listing the archive.")
+    ] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Validate, clean and store a dataset in the lake (re-running on the same input changes nothing)."""
+    store = Lake(lake)
+    bar_options = BarOptions(
+        dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format, bar_label=bar_label,
+        missing_bars=missing_bars, repair=repair, actions=read_actions(actions) if actions else None, source=source.value,
+    )  # fmt: skip
+    text_options = TextOptions(
+        dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,
+        symbol_separator=symbol_separator,
+    )  # fmt: skip
+    files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options)
+    if source is Source.stocknet:
+        reports = ingest_stocknet(store, path, dataset or "stocknet")
+    elif source is Source.kdd17:
+        reports = ingest_kdd17(store, path, dataset or "kdd17")
+    elif source is Source.hf_news:
+        reports = ingest_news_price(store, path, dataset or "news_price")
+    elif source is Source.archive:
+        reports = ingest_archive(store, path, dataset=dataset, sha256=sha256, manifest=manifest, ingest_files=files)
+    else:
+        reports = [files(path, dataset or _default_name(path))]
+    for report in reports:
+        print_report(report)
+
+
+def _default_name(path: Path) -> str:
+    return path.name.split(".")[0] or "dataset"
+
+
+def _fmt_instant(value: object, daily: bool, tz: str) -> str:
+    if value is None:
+        return ""
+    series = pl.Series([value]).dt.convert_time_zone(tz)
+    return str(series.dt.date()[0]) if daily else str(series[0])
+
+
+def _fields(fields: str | None) -> str:
+    if not fields:
+        return ""
+    return "OHLCV" if fields == "open,high,low,close,volume" else f"{fields} only"
+
+
+@app.command("list", epilog="Example:\n\n  finfusion data list --lake ./finfusion-data")
+@reports_errors
+def list_(lake: LakeOption = None) -> None:
+    """List every dataset: kind, frequency, symbols, rows and date range (session dates for daily bars)."""
+    catalog = Catalog(Lake(lake))
+    table = Table("kind", "dataset", "freq", "symbols", "rows", "first", "last", "source", "fields")
+    for row in catalog.datasets().iter_rows(named=True):
+        tz = catalog.lake.metadata(row["kind"], row["dataset"]).get("timezone", "UTC")
+        daily = row["freq"] == "1d"
+        table.add_row(
+            row["kind"], row["dataset"], row["freq"] or "", f"{row['symbols']:,}", f"{row['rows']:,}",
+            _fmt_instant(row["first"], daily, tz), _fmt_instant(row["last"], daily, tz), row["source"] or "",
+            _fields(row["fields"]),
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command(epilog="Example:\n\n  finfusion data show stocknet --kind text")
+@reports_errors
+def show(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    kind: Annotated[str, typer.Option(help="bars, text or events.")] = "bars",
+    freq: Annotated[str | None, typer.Option(help="Bar frequency (default: the dataset's first).")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Per-symbol rows and first/last date of one dataset, and its metadata (source, fields, notes)."""
+    store = Lake(lake)
+    meta = store.metadata(kind, dataset)
+    if kind == "bars" and freq is None:
+        freq = (meta.get("freqs") or ["1d"])[0]
+    catalog = Catalog(store)
+    per_symbol = catalog.symbols(kind, dataset, freq if kind == "bars" else None)
+    daily, tz = freq == "1d", meta.get("timezone", "UTC")
+    table = Table("symbol", "rows", "first", "last", title=f"{kind} {dataset} {freq or ''}", title_justify="left")
+    for row in per_symbol.iter_rows(named=True):
+        table.add_row(
+            row["symbol"],
+            f"{row['rows']:,}",
+            _fmt_instant(row["first"], daily, tz),
+            _fmt_instant(row["last"], daily, tz),
+        )
+    out.print(table)
+    for key in ("source", "fields", "calendar", "timezone", "notes"):
+        if key in meta:
+            out.print(f"{key}: {meta[key]}")
+
+
+@app.command(epilog="Example:\n\n  finfusion data synth --symbols 50 --start 2015-01-01 --end 2020-12-31 --seed 7")
+@reports_errors
+def synth(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "synthetic",
+    symbols: Annotated[int, typer.Option(help="Number of symbols.")] = 20,
+    start: Annotated[str, typer.Option(help="First calendar day.")] = "2018-01-01",
+    end: Annotated[str, typer.Option(help="Last calendar day.")] = "2020-12-31",
+    freq: Annotated[str, typer.Option(help="1d or an intraday frequency such as 5m.")] = "1d",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same market).")] = 0,
+    lake: LakeOption = None,
+) -> None:
+    """Make the seeded synthetic multimodal market (prices + news with planted effects) and ingest it."""
+    config = SyntheticConfig(n_symbols=symbols, start=start, end=end, freq=freq, seed=seed)
+    for report in make_and_ingest(Lake(lake), config, dataset):
+        print_report(report)
+
+
+@app.command(epilog="Example:\n\n  finfusion data resample intraday --from 1m --to 5m")
+@reports_errors
+def resample(
+    dataset: Annotated[str, typer.Argument(help="Bars dataset.")],
+    to: Annotated[str, typer.Option("--to", help="Target frequency (3m, 5m, 30m, 1h, 1d).")],
+    from_: Annotated[str, typer.Option("--from", help="Source frequency.")] = "1m",
+    lake: LakeOption = None,
+) -> None:
+    """Aggregate bars to a coarser frequency inside exchange sessions; stored beside the source frequency."""
+    store = Lake(lake)
+    meta = store.metadata("bars", dataset)
+    bars = store.read("bars", dataset, freq=from_)
+    calendar = calendar_covering(meta.get("calendar", "XNYS"), (bars["ts"].dt.year().min(), bars["ts"].dt.year().max()))
+    result = store.write(BARS, dataset, resample_bars(bars, calendar, to, from_freq=from_), freq=to, metadata={})
+    out.print(f"{dataset}: {from_} -> {to}: {result.rows:,} bars, {result.files_written} files written")
+
+
+@app.command(
+    epilog="Examples:\n\n  finfusion data download stocknet\n\n  finfusion data download hf-news --to ./raw/news_price"
+)
+@reports_errors
+def download(
+    name: Annotated[str, typer.Argument(help="stocknet, kdd17 or hf-news.")],
+    url: Annotated[str | None, typer.Option(help="Fetch from this address instead (a mirror).")] = None,
+    to: Annotated[Path | None, typer.Option(help="hf-news: folder for the parquet files.")] = None,
+    repo: Annotated[str, typer.Option(help="hf-news: hub dataset name or a local folder.")] = HUB_REPO,
+    lake: LakeOption = None,
+) -> None:
+    """Download a public dataset (needs a network), check its digests, then ingest it."""
+    store = Lake(lake)
+    if name == "hf-news":
+        folder = download_news_price(to or store.root / "_downloads" / "news_price", repo)
+        reports = ingest_news_price(store, folder, "news_price")
+    elif name in REMOTE:
+        reports = download_remote(store, REMOTE[name], url=url)
+    else:
+        raise FinfusionError(f"unknown dataset '{name}': choose stocknet, kdd17 or hf-news")
+    for report in reports:
+        print_report(report)

@@ -1,0 +1,130 @@
+"""The catalog: DuckDB queries over the lake's Parquet files.
+
+It lists datasets (frequency, symbols, date range, row counts) and serves point-in-time reads: the bars and texts
+known at an instant t (a bar is known at its close `ts`, a text at `published_at`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from finfusion.data.lake import Lake
+from finfusion.data.schema import BARS, TEXT
+from finfusion.errors import LakeError
+
+TIME_COLUMNS = {"bars": "ts", "text": "published_at", "events": "published_at"}
+
+
+class Catalog:
+    """Read-only SQL view of a lake. Every method returns a polars frame with UTC timestamps."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def _source(self, kind: str, dataset: str, freq: str | None = None) -> str:
+        files = self.lake.files(kind, dataset, freq)
+        if not files:
+            raise LakeError(f"no {kind} dataset '{dataset}'{f' at {freq}' if freq else ''} in {self.lake.root}")
+        base = self.lake.dataset_dir(kind, dataset, freq)
+        depth = len(files[0].relative_to(base).parts) - 1
+        pattern = (base / Path(*(["*"] * depth)) / "*.parquet").as_posix()
+        return f"read_parquet('{_quote(pattern)}', hive_partitioning = true, hive_types_autocast = false)"
+
+    def _query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        frame = pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
+        return frame.with_columns(
+            pl.col(c).dt.convert_time_zone("UTC")
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Datetime) and t.time_zone
+        )
+
+    def datasets(self) -> pl.DataFrame:
+        """One row per (kind, dataset, freq): symbols, rows, first, last, source and fields."""
+        rows = []
+        for kind, dataset, freq in self.lake.datasets():
+            meta = self.lake.metadata(kind, dataset)
+            time_col = TIME_COLUMNS.get(kind)
+            src = self._source(kind, dataset, freq)
+            symbol_expr = "symbol" if kind != "text" else "unnest(symbols)"
+            stats = self._query(
+                f"SELECT count(*) AS n, min({time_col}) AS first, max({time_col}) AS last FROM {src}"
+            ).row(0, named=True)
+            symbols = self._query(f"SELECT count(DISTINCT s) AS n FROM (SELECT {symbol_expr} AS s FROM {src})").item()
+            rows.append(
+                {
+                    "kind": kind,
+                    "dataset": dataset,
+                    "freq": freq,
+                    "symbols": int(symbols),
+                    "rows": int(stats["n"]),
+                    "first": stats["first"],
+                    "last": stats["last"],
+                    "source": meta.get("source"),
+                    "fields": ",".join(meta.get("fields", [])) or None,
+                }
+            )
+        schema = {
+            "kind": pl.String, "dataset": pl.String, "freq": pl.String, "symbols": pl.Int64, "rows": pl.Int64,
+            "first": pl.Datetime("us", "UTC"), "last": pl.Datetime("us", "UTC"), "source": pl.String, "fields": pl.String,
+        }  # fmt: skip
+        return pl.DataFrame(rows, schema=schema)
+
+    def symbols(self, kind: str, dataset: str, freq: str | None = None) -> pl.DataFrame:
+        """Per symbol: rows, first and last instant (for texts, per symbol mentioned)."""
+        src = self._source(kind, dataset, freq)
+        time_col = TIME_COLUMNS[kind]
+        inner = (
+            f"SELECT unnest(symbols) AS symbol, {time_col} FROM {src}"
+            if kind == "text"
+            else f"SELECT symbol, {time_col} FROM {src}"
+        )
+        return self._query(
+            f"SELECT symbol, count(*) AS rows, min({time_col}) AS first, max({time_col}) AS last "
+            f"FROM ({inner}) GROUP BY symbol ORDER BY symbol"
+        )
+
+    def bars_asof(
+        self,
+        dataset: str,
+        t: datetime,
+        *,
+        freq: str = "1d",
+        symbols: list[str] | None = None,
+        start: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Bars closed at or before `t` (optionally from `start`), sorted by (symbol, ts)."""
+        where, params = ["ts <= ?"], [t]
+        if start is not None:
+            where.append("ts >= ?")
+            params.append(start)
+        if symbols is not None:
+            where.append("list_contains(?, symbol)")
+            params.append(symbols)
+        columns = ", ".join(c.name for c in BARS.columns)
+        sql = f"SELECT {columns} FROM {self._source('bars', dataset, freq)} WHERE {' AND '.join(where)} ORDER BY symbol, ts"
+        return self._query(sql, params)
+
+    def texts_asof(
+        self, dataset: str, t: datetime, *, symbols: list[str] | None = None, start: datetime | None = None
+    ) -> pl.DataFrame:
+        """Texts published at or before `t` (optionally from `start`) that mention any of `symbols`."""
+        where, params = ["published_at <= ?"], [t]
+        if start is not None:
+            where.append("published_at >= ?")
+            params.append(start)
+        if symbols is not None:
+            where.append("len(list_intersect(symbols, ?)) > 0")
+            params.append(symbols)
+        columns = ", ".join(c.name for c in TEXT.columns)
+        sql = f"SELECT {columns} FROM {self._source('text', dataset)} WHERE {' AND '.join(where)} ORDER BY published_at, id"
+        return self._query(sql, params)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")

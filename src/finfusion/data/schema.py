@@ -1,0 +1,128 @@
+"""Canonical table schemas of the lake. Every write goes through `TableSchema.conform`.
+
+Conventions:
+- Every timestamp is UTC with microsecond precision.
+- A bar's `ts` is the instant the bar closed, so a bar is known at `ts` (point-in-time by construction). A daily
+  bar's `ts` is its session's close (half days included), taken from the exchange calendar.
+- A text's `published_at` is the instant it became public.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+#: Columns carried alongside raw rows so that every error can name the file and row it came from.
+SOURCE_FILE = "_file"
+SOURCE_ROW = "_row"
+PROVENANCE_COLUMNS = (SOURCE_FILE, SOURCE_ROW)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    required: bool = True
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table kind of the lake: its columns, primary key, time column and hive partition columns."""
+
+    kind: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    time_column: str
+    partition_by: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def file_columns(self) -> list[Column]:
+        """Columns stored inside the Parquet files (partition columns live in the path)."""
+        return [c for c in self.columns if c.name not in self.partition_by]
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Select the schema's columns in order, cast to their types and add absent optional columns as null.
+
+        Raises KeyError naming a missing required column; callers validate before conforming, so this is a guard.
+        """
+        exprs = []
+        for col in self.columns:
+            if col.name in df.columns:
+                exprs.append(pl.col(col.name).cast(col.dtype, strict=True))
+            elif col.required:
+                raise KeyError(f"required column '{col.name}' is missing")
+            else:
+                exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+        return df.select(exprs)
+
+
+PRICE_FIELDS = ("open", "high", "low", "close")
+
+BARS = TableSchema(
+    kind="bars",
+    columns=(
+        Column("symbol", pl.String),
+        Column("ts", UTC_TS),
+        Column("open", pl.Float64, nullable=True),
+        Column("high", pl.Float64, nullable=True),
+        Column("low", pl.Float64, nullable=True),
+        Column("close", pl.Float64),
+        Column("volume", pl.Float64, nullable=True),
+        Column("adj_close", pl.Float64, required=False, nullable=True),
+        Column("adj_factor", pl.Float64, required=False, nullable=True),
+        Column("filled", pl.Boolean, required=False, nullable=True),
+        Column("volume_anomaly", pl.Boolean, required=False, nullable=True),
+    ),
+    key=("symbol", "ts"),
+    time_column="ts",
+    partition_by=("symbol",),
+)
+
+TEXT = TableSchema(
+    kind="text",
+    columns=(
+        Column("id", pl.String),
+        Column("published_at", UTC_TS),
+        Column("symbols", pl.List(pl.String)),
+        Column("title", pl.String, nullable=True),
+        Column("body", pl.String, nullable=True),
+        Column("source", pl.String),
+        Column("url", pl.String, required=False, nullable=True),
+        Column("author", pl.String, required=False, nullable=True),
+        Column("source_ref", pl.String, required=False, nullable=True),
+    ),
+    key=("id",),
+    time_column="published_at",
+    partition_by=(),
+)
+
+#: Ground truth of the synthetic market's planted news effects (one row per news item that carries an effect).
+EVENTS = TableSchema(
+    kind="events",
+    columns=(
+        Column("text_id", pl.String),
+        Column("symbol", pl.String),
+        Column("published_at", UTC_TS),
+        Column("first_session_ts", UTC_TS),
+        Column("effect_return", pl.Float64),
+        Column("horizon", pl.Int64),
+    ),
+    key=("text_id", "symbol"),
+    time_column="published_at",
+    partition_by=(),
+)
+
+SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in (BARS, TEXT, EVENTS)}

@@ -1,0 +1,209 @@
+"""CSV and Parquet files or folders as raw frames, with a column mapping for other people's names.
+
+Every value is read as text (CSV) or as stored (Parquet); types are checked later by the ingest pipeline so that
+errors can name the row. Problems with the file itself (empty, not UTF-8, ragged rows, corrupt Parquet) are
+reported here with the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import polars as pl
+
+from finfusion.data.ingest import BarOptions, TextOptions, ingest_bars, ingest_texts
+from finfusion.data.lake import Lake
+from finfusion.data.report import IngestReport
+from finfusion.data.schema import SOURCE_FILE, SOURCE_ROW
+from finfusion.data.timestamps import parse_instants
+from finfusion.data.validate import fail_at, parse_numbers, require_columns
+from finfusion.errors import DataValidationError
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+#: Common spellings of canonical columns (compared case-insensitively, spaces and dashes as underscores).
+BAR_ALIASES = {
+    "date": "ts", "datetime": "ts", "timestamp": "ts", "time": "ts", "ts": "ts",
+    "ticker": "symbol", "symbol": "symbol", "stock": "symbol",
+    "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume", "vol": "volume",
+    "adj_close": "adj_close", "adjclose": "adj_close", "adjusted_close": "adj_close", "adj_factor": "adj_factor",
+}  # fmt: skip
+TEXT_ALIASES = {
+    "published_at": "published_at", "date": "published_at", "datetime": "published_at", "timestamp": "published_at",
+    "created_at": "published_at", "time": "published_at",
+    "symbols": "symbols", "symbol": "symbols", "ticker": "symbols", "tickers": "symbols", "stock": "symbols",
+    "title": "title", "headline": "title", "body": "body", "content": "body", "text": "body", "article": "body",
+    "source": "source", "url": "url", "link": "url", "author": "author", "id": "id",
+}  # fmt: skip
+
+
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """'THEIRS=OURS' pairs from the command line as {theirs: ours}."""
+    mapping = {}
+    for pair in pairs:
+        theirs, sep, ours = pair.partition("=")
+        if not sep or not theirs or not ours:
+            raise DataValidationError(f"column mapping '{pair}' must look like THEIRS=OURS (e.g. Date=ts)")
+        mapping[theirs] = ours
+    return mapping
+
+
+def list_files(path: Path) -> list[Path]:
+    """The CSV/Parquet files at `path` (a file, or a folder searched recursively), sorted."""
+    if not path.exists():
+        raise DataValidationError("path does not exist", file=path)
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES)
+    if not files:
+        raise DataValidationError(
+            f"no CSV or Parquet files under this folder ({', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})", file=path
+        )
+    return files
+
+
+def read_raw(
+    path: Path,
+    *,
+    aliases: Mapping[str, str],
+    mapping: Mapping[str, str] | None = None,
+    symbol_from_filename: bool = False,
+    separator: str | None = None,
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """All files at `path` as one raw frame with canonical names, and the rename {canonical: the user's name}."""
+    frames, rename = [], {}
+    for file in list_files(path):
+        frame, names = read_file(file, aliases=aliases, mapping=mapping or {}, separator=separator)
+        if symbol_from_filename and "symbol" not in frame.columns:
+            frame = frame.with_columns(pl.lit(_stem(file)).alias("symbol"))
+        frames.append(frame)
+        rename.update(names)
+    return pl.concat(frames, how="diagonal_relaxed"), rename
+
+
+def read_file(
+    file: Path, *, aliases: Mapping[str, str] | None, mapping: Mapping[str, str], separator: str | None = None
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """One file as a raw frame (text values for CSV) with `_file` and `_row`, renamed to canonical names (all
+    columns kept under their own names when `aliases` is None)."""
+    label = str(file)
+    if file.stat().st_size == 0:
+        raise DataValidationError("file is empty", file=label)
+    if file.suffix.lower() in PARQUET_SUFFIXES:
+        try:
+            frame = pl.read_parquet(file)
+        except Exception as exc:  # pyarrow and polars raise many types for corrupt files
+            raise DataValidationError(
+                f"not a readable Parquet file ({exc.__class__.__name__}: {exc})", file=label
+            ) from exc
+    else:
+        frame = _read_csv(file, separator or ("\t" if file.suffix.lower() == ".tsv" else ","))
+    if frame.height == 0:
+        raise DataValidationError("file has a header but no data rows", file=label)
+    frame, rename = _canonical_names(frame, aliases, mapping, label) if aliases is not None else (frame, {})
+    return frame.with_columns(
+        pl.lit(label).alias(SOURCE_FILE), pl.int_range(1, frame.height + 1).alias(SOURCE_ROW)
+    ), rename
+
+
+def _read_csv(file: Path, separator: str) -> pl.DataFrame:
+    try:
+        return pl.read_csv(file, infer_schema=False, separator=separator)
+    except pl.exceptions.NoDataError as exc:
+        raise DataValidationError("file is empty", file=file) from exc
+    except pl.exceptions.ComputeError as exc:
+        row, problem = _locate_csv_problem(file, separator)
+        raise DataValidationError(problem or str(exc).splitlines()[0], file=file, row=row) from exc
+
+
+def _locate_csv_problem(file: Path, separator: str) -> tuple[int | None, str | None]:
+    """Slow path after a failed read: the first data row that is not UTF-8 or has the wrong number of fields."""
+    raw = file.read_bytes()
+    for number, line in enumerate(raw.splitlines(), start=0):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (number or None), f"not valid UTF-8 (byte {exc.start} of the line); re-encode the file as UTF-8"
+    rows = csv.reader(io.StringIO(raw.decode("utf-8")), delimiter=separator)
+    header = next(rows, [])
+    for number, fields in enumerate(rows, start=1):
+        if fields and len(fields) != len(header):
+            return number, f"has {len(fields)} fields, the header has {len(header)}"
+    return None, None
+
+
+def _canonical_names(
+    frame: pl.DataFrame, aliases: Mapping[str, str], mapping: Mapping[str, str], label: str
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Rename columns: explicit mapping first, then aliases. Returns the frame and {canonical: original}."""
+    renames: dict[str, str] = {}
+    for column in frame.columns:
+        target = mapping.get(column) or aliases.get(_normalise(column))
+        if target is None or target in renames.values():
+            continue
+        renames[column] = target
+    for theirs in mapping:
+        if theirs not in frame.columns:
+            raise DataValidationError(
+                f"mapped column '{theirs}' is not in the file; it has {frame.columns}", file=label, field=theirs
+            )
+    keep = [c for c in frame.columns if c in renames]
+    return frame.select(keep).rename(renames), {ours: theirs for theirs, ours in renames.items()}
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def _stem(file: Path) -> str:
+    name = file.name
+    for suffix in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return file.stem
+
+
+@dataclass
+class FileIngest:
+    """Ingest a CSV/Parquet file or folder as bars or text with the given options (used directly and by archives)."""
+
+    lake: Lake
+    kind: str
+    mapping: dict[str, str]
+    bar_options: BarOptions
+    text_options: TextOptions
+
+    def __call__(self, path: Path, dataset: str) -> IngestReport:
+        if self.kind == "text":
+            raw, rename = read_raw(path, aliases=TEXT_ALIASES, mapping=self.mapping)
+            return ingest_texts(self.lake, raw, replace(self.text_options, dataset=dataset), rename=rename)
+        raw, rename = read_raw(path, aliases=BAR_ALIASES, mapping=self.mapping, symbol_from_filename=True)
+        return ingest_bars(self.lake, raw, replace(self.bar_options, dataset=dataset), rename=rename)
+
+
+def read_actions(path: Path) -> pl.DataFrame:
+    """A corporate-actions file [symbol, ex_date, split_ratio, dividend] as [symbol, ex_ts, split_ratio, dividend].
+
+    ex_ts is midnight UTC of the ex-date: before that session's bar closes and after the previous session's.
+    """
+    raw, rename = read_raw(path, aliases={"symbol": "symbol", "ticker": "symbol", "ex_date": "ex_date",
+                                          "date": "ex_date", "split_ratio": "split_ratio", "split": "split_ratio",
+                                          "dividend": "dividend"})  # fmt: skip
+    require_columns(raw, ["symbol", "ex_date"], str(path), rename)
+    numbers = parse_numbers(raw, [c for c in ("split_ratio", "dividend") if c in raw.columns], rename)
+    ex = parse_instants(numbers, "ex_date", tz="UTC", date_format=None, rename=rename)
+    actions = numbers.with_columns(
+        ex.alias("ex_ts"),
+        (pl.col("split_ratio") if "split_ratio" in numbers.columns else pl.lit(1.0))
+        .fill_null(1.0)
+        .alias("split_ratio"),
+        (pl.col("dividend") if "dividend" in numbers.columns else pl.lit(0.0)).fill_null(0.0).alias("dividend"),
+    )
+    fail_at(actions, pl.col("split_ratio") <= 0, "split_ratio", "split ratio {value} must be > 0", rename)
+    fail_at(actions, pl.col("dividend") < 0, "dividend", "dividend {value} must be >= 0", rename)
+    return actions.select("symbol", "ex_ts", "split_ratio", "dividend")

@@ -1,0 +1,92 @@
+"""Parsing of user timestamps into UTC instants, and mapping of daily dates to session closes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+
+from finfusion.data.calendar import US_PER_MINUTE, Frequency, SessionCalendar, from_us, to_us
+from finfusion.data.validate import fail_at
+from finfusion.errors import DataValidationError
+
+#: Formats tried, in order, when no --date-format is given. Day-first dates are ambiguous and need --date-format.
+NAIVE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%Y%m%d",
+)
+AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
+
+
+def parse_instants(
+    df: pl.DataFrame, column: str, *, tz: str, date_format: str | None, rename: Mapping[str, str]
+) -> pl.Series:
+    """The column as UTC instants (Datetime us UTC). Naive values are read in `tz`; values with an offset keep it.
+
+    Raises on values that do not parse, naming the row and the user's column name.
+    """
+    series = df[column]
+    if series.dtype == pl.String:
+        text = series.str.strip_chars().str.replace(r"Z$", "+00:00")
+        formats = (date_format,) if date_format else NAIVE_FORMATS
+        naive = pl.select(pl.coalesce([text.str.strptime(pl.Datetime("us"), f, strict=False) for f in formats]))
+        local = _localise(naive.to_series(), tz)
+        aware = pl.select(
+            pl.coalesce([text.str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in AWARE_FORMATS])
+        ).to_series()
+        parsed = pl.select(pl.coalesce(aware, local)).to_series()
+        hint = f"does not match the date format '{date_format}'" if date_format else "is not a date or timestamp"
+        fail_at(
+            df, parsed.is_null() & text.is_not_null(), column, "value {value} " + hint + " (see --date-format)", rename
+        )
+        series = parsed
+    elif series.dtype == pl.Date:
+        series = _localise(series.cast(pl.Datetime("us")), tz)
+    elif isinstance(series.dtype, pl.Datetime):
+        if series.dtype.time_zone is None:
+            series = _localise(series, tz)
+    else:
+        raise DataValidationError(
+            f"column has type {series.dtype}, expected dates or timestamps",
+            file=df["_file"][0] if "_file" in df.columns and df.height else None,
+            field=rename.get(column, column),
+        )
+    fail_at(df, series.is_null(), column, f"timestamp is missing (or does not exist in {tz})", rename)
+    return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(column)
+
+
+def _localise(naive: pl.Series, tz: str) -> pl.Series:
+    """Naive wall-clock times read in `tz`; times in a DST gap become null (and are reported by the caller)."""
+    local = naive.dt.cast_time_unit("us").dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
+
+
+def daily_session_closes(
+    df: pl.DataFrame, instants: pl.Series, calendar: SessionCalendar
+) -> tuple[pl.Series, np.ndarray]:
+    """Daily bars: the session close of each row's local date, and a mask [N] of dates that are not sessions."""
+    local_dates = instants.dt.convert_time_zone(calendar.tz).dt.date().to_numpy().astype("datetime64[D]")
+    idx, is_session = calendar.session_index_of_dates(local_dates)
+    return from_us(calendar.closes[idx], "ts"), ~is_session
+
+
+def intraday_bar_ends(
+    instants: pl.Series, freq: Frequency, calendar: SessionCalendar, *, bar_label: str
+) -> tuple[pl.Series, np.ndarray]:
+    """Intraday bars: bar-end instants (shifted by one bar when labelled by start) and a mask [N] of bars outside
+    every session."""
+    ts_us = to_us(instants)
+    if bar_label == "start":
+        ts_us = ts_us + freq.minutes * US_PER_MINUTE  # type: ignore[operator]
+    _, inside = calendar.session_of_bar_end(ts_us)
+    return from_us(ts_us, "ts"), ~inside

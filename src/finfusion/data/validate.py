@@ -1,0 +1,113 @@
+"""Row-level checks of raw input frames. Every failure raises `DataValidationError` naming file, row and field.
+
+Raw frames carry two provenance columns, `_file` and `_row` (1-based data row in that file, header not counted),
+and `rename` maps canonical column names back to the user's names so messages use the names the user wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from finfusion.data.lake import SYMBOL_RE
+from finfusion.data.schema import SOURCE_FILE, SOURCE_ROW
+from finfusion.errors import DataValidationError
+
+#: Spellings of a missing value in text files.
+MISSING_TOKENS = ("", "null", "NULL", "None", "NA", "N/A", "-")
+
+
+def fail_at(df: pl.DataFrame, mask: pl.Series | pl.Expr, field: str, message: str, rename: Mapping[str, str]) -> None:
+    """Raise for the first row of `df` where `mask` is true; `message` may use {value} for that row's field value."""
+    hits = df.with_row_index("__i").filter(mask)
+    if hits.height == 0:
+        return
+    first = hits.row(0, named=True)
+    value = first.get(field)
+    raise DataValidationError(
+        message.format(value=repr(value), count=hits.height),
+        file=first.get(SOURCE_FILE),
+        row=first.get(SOURCE_ROW),
+        field=rename.get(field, field),
+    )
+
+
+def require_columns(df: pl.DataFrame, required: list[str], file: str, rename: Mapping[str, str]) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        found = [c for c in df.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
+        raise DataValidationError(
+            f"missing required column(s) {[rename.get(c, c) for c in missing]}; the file has {found}"
+            " (map other names with --map THEIRS=OURS)",
+            file=file,
+            field=rename.get(missing[0], missing[0]),
+        )
+
+
+def missing_value_mask(column: str, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.String:
+        return pl.col(column).is_null() | pl.col(column).str.strip_chars().is_in(MISSING_TOKENS)
+    return pl.col(column).is_null()
+
+
+def parse_numbers(df: pl.DataFrame, columns: list[str], rename: Mapping[str, str]) -> pl.DataFrame:
+    """Cast `columns` to Float64; missing values (empty, 'null', 'NA', ...) become null.
+
+    Raises on text that is not a number and on columns of a non-numeric type (dates, booleans, lists).
+    """
+    casts = []
+    for col in columns:
+        if col not in df.columns:
+            continue
+        dtype = df.schema[col]
+        if dtype == pl.String:
+            missing = df.select(missing_value_mask(col, dtype)).to_series()
+            parsed = df[col].str.strip_chars().str.replace_all(",", "").cast(pl.Float64, strict=False)
+            bad = parsed.is_null() & ~missing
+            fail_at(df, bad, col, "value {value} is not a number", rename)
+        elif dtype.is_numeric():
+            parsed = df[col].cast(pl.Float64)
+        else:
+            raise DataValidationError(
+                f"column has type {dtype}, expected numbers", file=_first(df, SOURCE_FILE), field=rename.get(col, col)
+            )
+        casts.append(parsed.alias(col))
+    return df.with_columns(casts)
+
+
+def check_prices(df: pl.DataFrame, rename: Mapping[str, str], *, price_columns: list[str]) -> None:
+    """Finite, strictly positive prices; finite non-negative volume; high >= low. Nulls are checked elsewhere."""
+    for col in price_columns:
+        if col in df.columns:
+            fail_at(df, ~pl.col(col).is_finite(), col, "value {value} is not finite (NaN or inf)", rename)
+            fail_at(df, pl.col(col) <= 0, col, "price {value} must be > 0", rename)
+    if "volume" in df.columns:
+        fail_at(df, ~pl.col("volume").is_finite(), "volume", "value {value} is not finite (NaN or inf)", rename)
+        fail_at(df, pl.col("volume") < 0, "volume", "volume {value} is negative", rename)
+    if "high" in df.columns and "low" in df.columns:
+        fail_at(df, pl.col("high") < pl.col("low"), "high", "high {value} is below low", rename)
+
+
+def check_symbols(df: pl.DataFrame, rename: Mapping[str, str]) -> None:
+    fail_at(df, pl.col("symbol").is_null() | (pl.col("symbol") == ""), "symbol", "symbol is empty", rename)
+    bad = ~pl.col("symbol").str.contains(SYMBOL_RE.pattern)
+    fail_at(
+        df, bad, "symbol", "symbol {value} has characters other than letters, digits, '.', '_', '-', '^', '='", rename
+    )
+
+
+def order_problems(df: pl.DataFrame, key: list[str], time_column: str) -> tuple[pl.Series, pl.Series]:
+    """(duplicate [N], out of order [N]) masks: a row repeating an earlier key, or earlier in time than the previous
+    row of the same key group within the same file."""
+    group = [c for c in key if c != time_column]
+    dup = df.select(
+        pl.struct([*group, time_column]).is_duplicated() & ~pl.struct([*group, time_column]).is_first_distinct()
+    )
+    prev = pl.col(time_column).shift(1).over([SOURCE_FILE, *group])
+    unsorted = df.select((pl.col(time_column) < prev).fill_null(False))
+    return dup.to_series(), unsorted.to_series()
+
+
+def _first(df: pl.DataFrame, column: str) -> str | None:
+    return df[column][0] if column in df.columns and df.height else None
