@@ -69,8 +69,8 @@ class SessionCalendar:
         self.first_year = first_year
         self.last_year = last_year
         self.sessions = schedule.index.values.astype("datetime64[D]")
-        self.opens = schedule["open"].values.astype("datetime64[us]").astype(np.int64)
-        self.closes = schedule["close"].values.astype("datetime64[us]").astype(np.int64)
+        self.opens = _utc_us(schedule["open"])
+        self.closes = _utc_us(schedule["close"])
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -120,6 +120,10 @@ class SessionCalendar:
 
     def session_dates(self, idx: np.ndarray) -> np.ndarray:
         return self.sessions[idx]
+
+
+def _utc_us(column: pd.Series) -> np.ndarray:
+    return column.dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64)
 
 
 @lru_cache(maxsize=16)

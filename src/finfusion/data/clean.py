@@ -52,7 +52,9 @@ def forward_fill_prices(bars: pl.DataFrame) -> pl.DataFrame:
     """On rows where the boolean column `__fill` is true, set open/high/low/close to the previous close of the
     symbol (adj_close and adj_factor carried forward too) and volume to 0, and mark them `filled`. Drops `__fill`."""
     fill = pl.col("__fill")
-    out = bars.with_columns(pl.when(fill).then(None).otherwise(pl.col("close")).forward_fill().over("symbol"))
+    out = bars.with_columns(
+        pl.when(fill).then(None).otherwise(pl.col("close")).forward_fill().over("symbol").alias("close")
+    )
     out = out.with_columns(
         [
             pl.when(fill).then(pl.col("close")).otherwise(pl.col(c)).alias(c)
@@ -92,6 +94,7 @@ def adjust_from_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFra
             by="symbol",
             strategy="backward",
             allow_exact_matches=False,
+            check_sortedness=False,
         )
         .with_columns(
             ((1.0 / pl.col("split_ratio")) * (1.0 - pl.col("dividend").fill_null(0.0) / pl.col("close"))).alias("f")
@@ -102,7 +105,13 @@ def adjust_from_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFra
         .sort("ex_ts")
     )
     out = bars.sort("ts").join_asof(
-        events, left_on="ts", right_on="ex_ts", by="symbol", strategy="forward", allow_exact_matches=False
+        events,
+        left_on="ts",
+        right_on="ex_ts",
+        by="symbol",
+        strategy="forward",
+        allow_exact_matches=False,
+        check_sortedness=False,
     )
     out = out.with_columns(pl.col("later_product").fill_null(1.0).alias("adj_factor")).drop("ex_ts", "later_product")
     return out.with_columns((pl.col("close") * pl.col("adj_factor")).alias("adj_close")).sort("symbol", "ts")

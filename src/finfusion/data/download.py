@@ -86,7 +86,7 @@ def download(
 ) -> list[IngestReport]:
     """Download, unpack, verify and ingest. The lake is only written once every check passed."""
     archive = fetch(url or remote.url, lake.root / "_downloads" / f"{remote.name}.zip")
-    root = data_root(unpack(archive, lake.root / "_staging", sha256_file(archive)))
+    root = data_root(unpack(archive, lake.root / "_staging", sha256_file(archive)), max_depth=1)  # repo-<commit>/
     verify_tree(root, remote.digests)
     if remote.ingest is None:
         return []

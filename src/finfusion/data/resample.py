@@ -93,16 +93,19 @@ def _is_sorted(frame: pl.DataFrame) -> bool:
 
 def _aggregations(columns: list[str]) -> tuple[list[pl.Expr], list[pl.Expr], list[str]]:
     """Per-bin aggregations of the BARS columns present, the post-fixes of nullable ones, and helper columns."""
-    aggs: list[pl.Expr] = [
-        pl.col("open").first(ignore_nulls=True),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").last(ignore_nulls=True),
-        pl.col("volume").sum(),
-        pl.col("volume").count().alias("__n_volume"),
-    ]
-    fixes: list[pl.Expr] = [pl.when(pl.col("__n_volume") > 0).then(pl.col("volume")).alias("volume")]
-    helpers = ["__n_volume"]
+    every = {
+        "open": pl.col("open").first(ignore_nulls=True),
+        "high": pl.col("high").max(),
+        "low": pl.col("low").min(),
+        "close": pl.col("close").last(ignore_nulls=True),
+    }
+    aggs: list[pl.Expr] = [expr for name, expr in every.items() if name in columns]
+    fixes: list[pl.Expr] = []
+    helpers: list[str] = []
+    if "volume" in columns:
+        aggs += [pl.col("volume").sum(), pl.col("volume").count().alias("__n_volume")]
+        fixes.append(pl.when(pl.col("__n_volume") > 0).then(pl.col("volume")).alias("volume"))
+        helpers.append("__n_volume")
     for name in ("adj_close", "adj_factor"):
         if name in columns:
             aggs.append(pl.col(name).last(ignore_nulls=True))

@@ -71,16 +71,18 @@ class TableSchema:
 
 PRICE_FIELDS = ("open", "high", "low", "close")
 
+#: open/high/low/volume are optional at the schema level so that close-only sources (one price per day) can be
+#: stored as they are; sources that have them declare them in `BarOptions.fields`, which makes them required.
 BARS = TableSchema(
     kind="bars",
     columns=(
         Column("symbol", pl.String),
         Column("ts", UTC_TS),
-        Column("open", pl.Float64, nullable=True),
-        Column("high", pl.Float64, nullable=True),
-        Column("low", pl.Float64, nullable=True),
+        Column("open", pl.Float64, required=False, nullable=True),
+        Column("high", pl.Float64, required=False, nullable=True),
+        Column("low", pl.Float64, required=False, nullable=True),
         Column("close", pl.Float64),
-        Column("volume", pl.Float64, nullable=True),
+        Column("volume", pl.Float64, required=False, nullable=True),
         Column("adj_close", pl.Float64, required=False, nullable=True),
         Column("adj_factor", pl.Float64, required=False, nullable=True),
         Column("filled", pl.Boolean, required=False, nullable=True),

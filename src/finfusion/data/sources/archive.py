@@ -132,11 +132,12 @@ def _untar(archive: Path, dest: Path) -> None:
         raise ArchiveError(f"{archive}: corrupt tar archive ({exc})") from exc
 
 
-def data_root(folder: Path) -> Path:
-    """Archives often wrap everything in one top folder: descend through single folders."""
+def data_root(folder: Path, max_depth: int | None = None) -> Path:
+    """Archives often wrap everything in one top folder: descend through single folders (at most `max_depth`)."""
+    depth = 0
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    while len(entries) == 1 and entries[0].is_dir():
-        folder = entries[0]
+    while len(entries) == 1 and entries[0].is_dir() and (max_depth is None or depth < max_depth):
+        folder, depth = entries[0], depth + 1
         entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     return folder
 

@@ -1,0 +1,59 @@
+"""Shared fixtures: a temporary lake, the CLI runner, small bar files and byte snapshots of a lake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from finfusion.cli import app
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+STOCKNET = SHARED_DATA / "stocknet"
+KDD17 = SHARED_DATA / "kdd17-acl18-advalstm"
+
+#: Daily bars of two XNYS sessions and a half day (2014-11-26 Wed, 2014-11-28 Fri half day; 27th is Thanksgiving).
+GOOD_BARS = """Date,Open,High,Low,Close,Adj Close,Volume
+2014-11-24,10.0,10.5,9.8,10.2,10.2,1000
+2014-11-25,10.2,10.6,10.0,10.4,10.4,1200
+2014-11-26,10.4,10.9,10.3,10.8,10.8,900
+2014-11-28,10.8,11.0,10.7,10.9,10.9,400
+"""
+
+
+def requires(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.exists(), reason=f"public dataset not found at {path} (needs ../shared/data)")
+
+
+@pytest.fixture
+def lake_root(tmp_path: Path) -> Path:
+    return tmp_path / "lake"
+
+
+@pytest.fixture
+def cli(lake_root: Path) -> Callable[..., Result]:
+    """Run `finfusion ARGS --lake <tmp lake>` in-process; returns click's Result (exit_code, output, stderr)."""
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, [*args, "--lake", str(lake_root)], catch_exceptions=False)
+
+    return invoke
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (the lake), by relative path, with its bytes."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_text(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
