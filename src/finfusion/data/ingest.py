@@ -26,7 +26,7 @@ from finfusion.data.clean import (
 )
 from finfusion.data.lake import Lake, WriteResult
 from finfusion.data.report import IngestReport
-from finfusion.data.schema import BARS, PRICE_FIELDS, SOURCE_FILE, SOURCE_ROW, TEXT
+from finfusion.data.schema import BARS, PRICE_FIELDS, SOURCE_FILE, SOURCE_ROW, TEXT, TableSchema
 from finfusion.data.timestamps import daily_session_closes, intraday_bar_ends, parse_instants
 from finfusion.data.validate import (
     check_prices,
@@ -148,7 +148,8 @@ def _bar_times(
     if options.repair:
         report.count("bars_outside_sessions_dropped", int(outside.sum()))
         return df.filter(~pl.col("__outside")).drop("__outside")
-    fail_at(df.with_columns(instants.alias("__when")), pl.col("__outside"), "__when", what + ": {value}", rename)
+    when = {**rename, "__when": rename.get("ts", "ts")}
+    fail_at(df.with_columns(instants.alias("__when")), pl.col("__outside"), "__when", what + ": {value}", when)
     return df.drop("__outside")
 
 
@@ -189,10 +190,18 @@ def _years(instants: pl.Series) -> tuple[int, int]:
     return int(years.min() or 2000), int(years.max() or 2000)
 
 
-def ingest_bars(
-    lake: Lake, raw: pl.DataFrame, options: BarOptions, *, rename: Mapping[str, str] | None = None
-) -> IngestReport:
-    """Validate, clean and write bars; returns the report of what was done."""
+@dataclass
+class Prepared:
+    """Validated rows ready for `write_prepared`, with the report of how they were checked and cleaned."""
+
+    schema: TableSchema
+    frame: pl.DataFrame
+    freq: str | None
+    metadata: dict[str, object]
+    report: IngestReport
+
+
+def prepare_bar_ingest(raw: pl.DataFrame, options: BarOptions, rename: Mapping[str, str] | None = None) -> Prepared:
     report = IngestReport(kind="bars", dataset=options.dataset, source=options.source)
     for text in options.notes:
         report.note(text)
@@ -204,8 +213,30 @@ def ingest_bars(
         "timezone": get_calendar(options.calendar).tz,
         "notes": report.notes,
     }
-    _record_write(report, lake.write(BARS, options.dataset, bars, freq=options.freq, metadata=metadata))
-    return report
+    return Prepared(BARS, bars, options.freq, metadata, report)
+
+
+def prepare_text_ingest(raw: pl.DataFrame, options: TextOptions, rename: Mapping[str, str] | None = None) -> Prepared:
+    report = IngestReport(kind="text", dataset=options.dataset, source=options.source)
+    for text in options.notes:
+        report.note(text)
+    texts = prepare_texts(raw, options, report, rename or {})
+    return Prepared(TEXT, texts, None, {"source": options.source, "notes": report.notes}, report)
+
+
+def write_prepared(lake: Lake, parts: list[Prepared]) -> list[IngestReport]:
+    """Write tables that were all validated first, so a bad table never leaves a good one half-ingested."""
+    for part in parts:
+        result = lake.write(part.schema, part.report.dataset, part.frame, freq=part.freq, metadata=part.metadata)
+        _record_write(part.report, result)
+    return [part.report for part in parts]
+
+
+def ingest_bars(
+    lake: Lake, raw: pl.DataFrame, options: BarOptions, *, rename: Mapping[str, str] | None = None
+) -> IngestReport:
+    """Validate, clean and write bars; returns the report of what was done."""
+    return write_prepared(lake, [prepare_bar_ingest(raw, options, rename)])[0]
 
 
 def _record_write(report: IngestReport, result: WriteResult) -> None:
@@ -280,10 +311,5 @@ def _symbols(df: pl.DataFrame, separator: str) -> pl.Expr:
 def ingest_texts(
     lake: Lake, raw: pl.DataFrame, options: TextOptions, *, rename: Mapping[str, str] | None = None
 ) -> IngestReport:
-    report = IngestReport(kind="text", dataset=options.dataset, source=options.source)
-    for text in options.notes:
-        report.note(text)
-    texts = prepare_texts(raw, options, report, rename or {})
-    metadata = {"source": options.source, "notes": report.notes}
-    _record_write(report, lake.write(TEXT, options.dataset, texts, metadata=metadata))
-    return report
+    """Validate and write texts; returns the report."""
+    return write_prepared(lake, [prepare_text_ingest(raw, options, rename)])[0]

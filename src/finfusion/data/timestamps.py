@@ -38,13 +38,12 @@ def parse_instants(
     series = df[column]
     if series.dtype == pl.String:
         text = series.str.strip_chars().str.replace(r"Z$", "+00:00")
-        formats = (date_format,) if date_format else NAIVE_FORMATS
-        naive = pl.select(pl.coalesce([text.str.strptime(pl.Datetime("us"), f, strict=False) for f in formats]))
-        local = _localise(naive.to_series(), tz)
-        aware = pl.select(
-            pl.coalesce([text.str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in AWARE_FORMATS])
-        ).to_series()
-        parsed = pl.select(pl.coalesce(aware, local)).to_series()
+        formats = [(date_format, False)] if date_format else _likely_formats(text)
+        parsed = _parse_with(text, formats, tz)
+        failed = parsed.is_null() & text.is_not_null()
+        if failed.any() and not date_format:  # mixed formats: retry only the rows that failed, with every format
+            every = [(f, False) for f in NAIVE_FORMATS] + [(f, True) for f in AWARE_FORMATS]
+            parsed = parsed.scatter(failed.arg_true(), _parse_with(text.filter(failed), every, tz))
         hint = f"does not match the date format '{date_format}'" if date_format else "is not a date or timestamp"
         fail_at(
             df, parsed.is_null() & text.is_not_null(), column, "value {value} " + hint + " (see --date-format)", rename
@@ -63,6 +62,28 @@ def parse_instants(
         )
     fail_at(df, series.is_null(), column, f"timestamp is missing (or does not exist in {tz})", rename)
     return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(column)
+
+
+def _likely_formats(text: pl.Series) -> list[tuple[str, bool]]:
+    """The formats (and whether they carry an offset) that parse every one of the first non-null values."""
+    sample = text.drop_nulls().head(200)
+    candidates = [(f, False) for f in NAIVE_FORMATS] + [(f, True) for f in AWARE_FORMATS]
+    for fmt, aware in candidates:
+        dtype = pl.Datetime("us", "UTC") if aware else pl.Datetime("us")
+        if sample.str.strptime(dtype, fmt, strict=False).null_count() == 0:
+            return [(fmt, aware)]
+    return candidates
+
+
+def _parse_with(text: pl.Series, formats: list[tuple[str, bool]], tz: str) -> pl.Series:
+    """Coalesce of the formats [N]: naive ones read in `tz`, offset-carrying ones converted; all UTC."""
+    parsed = []
+    for fmt, aware in formats:
+        if aware:
+            parsed.append(text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False))
+        else:
+            parsed.append(_localise(text.str.strptime(pl.Datetime("us"), fmt, strict=False), tz))
+    return pl.select(pl.coalesce(parsed)).to_series()
 
 
 def _localise(naive: pl.Series, tz: str) -> pl.Series:

@@ -36,7 +36,7 @@ def fail_at(df: pl.DataFrame, mask: pl.Series | pl.Expr, field: str, message: st
 def require_columns(df: pl.DataFrame, required: list[str], file: str, rename: Mapping[str, str]) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
-        found = [c for c in df.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
+        found = [rename.get(c, c) for c in df.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
         raise DataValidationError(
             f"missing required column(s) {[rename.get(c, c) for c in missing]}; the file has {found}"
             " (map other names with --map THEIRS=OURS)",
@@ -62,10 +62,14 @@ def parse_numbers(df: pl.DataFrame, columns: list[str], rename: Mapping[str, str
             continue
         dtype = df.schema[col]
         if dtype == pl.String:
-            missing = df.select(missing_value_mask(col, dtype)).to_series()
-            parsed = df[col].str.strip_chars().str.replace_all(",", "").cast(pl.Float64, strict=False)
-            bad = parsed.is_null() & ~missing
-            fail_at(df, bad, col, "value {value} is not a number", rename)
+            parsed = df[col].cast(pl.Float64, strict=False)
+            retry = parsed.is_null() & df[col].is_not_null()
+            if retry.any():  # spaces around numbers, or spellings of a missing value: only on the rows that need it
+                rows = df.filter(retry)
+                stripped = rows[col].str.strip_chars().cast(pl.Float64, strict=False)
+                missing = rows.select(missing_value_mask(col, dtype)).to_series()
+                fail_at(rows, stripped.is_null() & ~missing, col, "value {value} is not a number", rename)
+                parsed = parsed.scatter(retry.arg_true(), stripped)
         elif dtype.is_numeric():
             parsed = df[col].cast(pl.Float64)
         else:
@@ -98,15 +102,22 @@ def check_symbols(df: pl.DataFrame, rename: Mapping[str, str]) -> None:
 
 
 def order_problems(df: pl.DataFrame, key: list[str], time_column: str) -> tuple[pl.Series, pl.Series]:
-    """(duplicate [N], out of order [N]) masks: a row repeating an earlier key, or earlier in time than the previous
-    row of the same key group within the same file."""
+    """(duplicate [N], out of order [N]) masks: a row repeating an earlier row's key, or earlier in time than the
+    previous row of the same key group in the same file. Both are found by stable sorts and neighbour comparisons."""
     group = [c for c in key if c != time_column]
-    dup = df.select(
-        pl.struct([*group, time_column]).is_duplicated() & ~pl.struct([*group, time_column]).is_first_distinct()
+    frame = df.select(
+        SOURCE_FILE, *group, pl.col(time_column).to_physical().alias("__t"), pl.int_range(pl.len()).alias("__i")
     )
-    prev = pl.col(time_column).shift(1).over([SOURCE_FILE, *group])
-    unsorted = df.select((pl.col(time_column) < prev).fill_null(False))
-    return dup.to_series(), unsorted.to_series()
+
+    def neighbour_flags(by: list[str], flag: pl.Expr) -> pl.Series:
+        ordered = frame.sort(by, maintain_order=True)
+        same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in by if c != "__t"])
+        hits = ordered.select("__i", (same & flag).fill_null(False).alias("hit"))
+        return hits.sort("__i")["hit"]
+
+    unsorted = neighbour_flags([SOURCE_FILE, *group], pl.col("__t") < pl.col("__t").shift(1))
+    duplicate = neighbour_flags([*group, "__t"], pl.col("__t") == pl.col("__t").shift(1))
+    return duplicate, unsorted
 
 
 def _first(df: pl.DataFrame, column: str) -> str | None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -113,7 +114,7 @@ def _unzip(archive: Path, dest: Path) -> None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as source, open(out, "wb") as sink:
                     shutil.copyfileobj(source, sink, CHUNK)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
         raise ArchiveError(f"{archive}: corrupt zip archive ({exc})") from exc
 
 
@@ -155,10 +156,20 @@ def ingest_archive(
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such file")
     digest = verify(archive, expected_digest(archive, sha256, manifest))
-    root = data_root(unpack(archive, lake.root / "_staging", digest))
+    staging = lake.root / "_staging"
+    fresh = not staging.exists() or not any(staging.glob(f"*-{digest[:16]}/.complete"))
+    unpacked = unpack(archive, staging, digest)
+    root = data_root(unpacked)
     name = dataset or archive.name.split(".")[0]
-    if is_stocknet(root):
-        return ingest_stocknet(lake, root, name)
-    if (root / "price_long_50").is_dir() or (root / "data" / "kdd17").is_dir():
-        return ingest_kdd17(lake, root, name)
-    return [ingest_files(root, name)]
+    try:
+        if is_stocknet(root):
+            return ingest_stocknet(lake, root, name)
+        if (root / "price_long_50").is_dir() or (root / "data" / "kdd17").is_dir():
+            return ingest_kdd17(lake, root, name)
+        return [ingest_files(root, name)]
+    except Exception:
+        if fresh:  # a failed ingest leaves the lake as it was, staging included
+            shutil.rmtree(unpacked, ignore_errors=True)
+            if not any(staging.iterdir()):
+                staging.rmdir()
+        raise

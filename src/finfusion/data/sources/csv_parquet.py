@@ -112,6 +112,14 @@ def read_file(
 
 
 def _read_csv(file: Path, separator: str) -> pl.DataFrame:
+    with open(file, "rb") as handle:
+        header = handle.readline()
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(
+            f"header is not valid UTF-8 (byte {exc.start}); re-encode the file", file=file
+        ) from exc
     try:
         return pl.read_csv(file, infer_schema=False, separator=separator)
     except pl.exceptions.NoDataError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from finfusion.data.calendar import calendar_covering
-from finfusion.data.ingest import BarOptions, TextOptions, ingest_bars, ingest_texts
+from finfusion.data.ingest import BarOptions, TextOptions, prepare_bar_ingest, prepare_text_ingest, write_prepared
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import SOURCE_FILE, SOURCE_ROW
@@ -115,9 +115,9 @@ def ingest_news_price(lake: Lake, path: Path, dataset: str = "news_price") -> li
     text_options = TextOptions(
         dataset=dataset, source=SOURCE, notes=["dates without a time are taken as known at the end of that day"]
     )
-    bars_report = ingest_bars(lake, bars, bar_options)
-    bars_report.count("conflicting_closes_latest_kept", conflicts)
-    return [bars_report, ingest_texts(lake, texts, text_options)]
+    parts = [prepare_bar_ingest(bars, bar_options), prepare_text_ingest(texts, text_options)]
+    parts[0].report.count("conflicting_closes_latest_kept", conflicts)
+    return write_prepared(lake, parts)
 
 
 def download_news_price(dest: Path, repo: str = HUB_REPO) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from finfusion.data.ingest import BarOptions, TextOptions, ingest_bars, ingest_texts
+from finfusion.data.ingest import BarOptions, TextOptions, prepare_bar_ingest, prepare_text_ingest, write_prepared
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import SOURCE_FILE, SOURCE_ROW
@@ -71,8 +71,8 @@ def _read_day_file(path: Path, ticker: str, root: Path, records: dict[str, list]
             raise DataValidationError("missing key", file=path, row=number, field=str(exc.args[0])) from exc
         except (TypeError, ValueError) as exc:
             raise DataValidationError(f"bad created_at ({exc})", file=path, row=number, field="created_at") from exc
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise DataValidationError("expected a list of tokens", file=path, row=number, field="text")
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            raise DataValidationError("expected a non-empty list of tokens", file=path, row=number, field="text")
         records["published_at"].append(created)
         records["symbols"].append([ticker])
         records["body"].append(" ".join(tokens))
@@ -96,5 +96,5 @@ def ingest_stocknet(lake: Lake, root: Path, dataset: str = "stocknet") -> list[I
     )
     tweets = read_tweets(root)
     text_options = TextOptions(dataset=dataset, source=SOURCE, notes=["one post per line of tweet/preprocessed"])
-    bars_report = ingest_bars(lake, raw, bar_options, rename=rename)
-    return [bars_report, ingest_texts(lake, tweets, text_options)]
+    parts = [prepare_bar_ingest(raw, bar_options, rename), prepare_text_ingest(tweets, text_options)]
+    return write_prepared(lake, parts)

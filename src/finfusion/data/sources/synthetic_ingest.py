@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from finfusion.data.ingest import BarOptions, TextOptions, ingest_bars, ingest_texts
+from finfusion.data.ingest import BarOptions, TextOptions, prepare_bar_ingest, prepare_text_ingest, write_prepared
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import EVENTS, SOURCE_FILE, SOURCE_ROW
@@ -28,12 +28,15 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
         source=SOURCE,
         notes=[f"synthetic market, seed {config.seed}: see docs/synthetic.md"],
     )
-    reports = [
-        ingest_bars(lake, _with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options),
-        ingest_texts(
-            lake, _with_provenance(market.texts, f"synthetic:{config.seed}:texts"), TextOptions(dataset, SOURCE)
-        ),
-    ]
+    reports = write_prepared(
+        lake,
+        [
+            prepare_bar_ingest(_with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options),
+            prepare_text_ingest(
+                _with_provenance(market.texts, f"synthetic:{config.seed}:texts"), TextOptions(dataset, SOURCE)
+            ),
+        ],
+    )
     events = IngestReport(kind="events", dataset=dataset, source=SOURCE, rows_in=market.events.height)
     result = lake.write(EVENTS, dataset, market.events, metadata={"source": SOURCE, "seed": config.seed})
     events.rows_written, events.new_rows, events.files_written = result.rows, result.new_rows, result.files_written
