@@ -69,6 +69,5 @@ def test_kdd17_counts_and_ranges(cli: Callable[..., Result], lake_root: Path) ->
 
 
 def _ny():
-    from zoneinfo import ZoneInfo
 
     return ZoneInfo("America/New_York")

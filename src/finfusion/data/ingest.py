@@ -163,7 +163,9 @@ def _order(df: pl.DataFrame, repair: bool, rename: Mapping[str, str], report: In
         fail_at(df, dup, "ts", "duplicate timestamp {value} for this symbol (--repair keeps the last row)", rename)
     report.count("unsorted_rows_sorted", int(unsorted.sum()))
     report.count("duplicate_rows_dropped", int(dup.sum()))
-    return df.unique(subset=["symbol", "ts"], keep="last", maintain_order=True).sort("symbol", "ts")
+    if dup.any():
+        df = df.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
+    return df.sort("symbol", "ts", maintain_order=True)
 
 
 def _adjust(df: pl.DataFrame, options: BarOptions, report: IngestReport) -> pl.DataFrame:

@@ -145,9 +145,10 @@ class Lake:
         """(merged frame, or None when the file would not change; rows new to the lake; rows whose values changed)."""
         key = [k for k in schema.key if k in rows.columns]
         sort_cols = list(dict.fromkeys([schema.time_column, *key]))
-        rows = rows.unique(subset=key, keep="last", maintain_order=True)
+        if not _strictly_increasing(rows, schema.time_column, key):
+            rows = rows.unique(subset=key, keep="last", maintain_order=True).sort(sort_cols)
         if not target.exists():
-            return rows.sort(sort_cols), rows.height, 0
+            return rows, rows.height, 0
         old = pl.read_parquet(target)
         present = rows.join(old.select(key), on=key, how="semi", nulls_equal=True).sort(key)
         previous = old.join(present.select(key), on=key, how="semi", nulls_equal=True).sort(key)
@@ -225,6 +226,14 @@ class Lake:
             sort_cols = [c for c in (*schema.partition_by, schema.time_column) if c in out.columns]
             out = out.sort(sort_cols)
         return out
+
+
+def _strictly_increasing(rows: pl.DataFrame, time_column: str, key: list[str]) -> bool:
+    """True when the time column alone is the key within the partition and strictly increases: already sorted and
+    unique, so the merge can skip its de-duplication and sort (the common case of a fresh, validated ingest)."""
+    if key != [time_column] or rows.height < 2:
+        return key == [time_column]
+    return bool((rows[time_column].to_physical().diff().slice(1) > 0).all())
 
 
 def _partition_value(column: str, value: object) -> str:
