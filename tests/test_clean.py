@@ -30,7 +30,8 @@ def raw_bars(
     text = [None if c is None else str(c) for c in closes]
     return pl.DataFrame({
         "symbol": [symbol] * len(dates), "ts": dates, "open": text, "high": text, "low": text, "close": text,
-        "volume": [str(v) for v in volumes], SOURCE_FILE: ["t.csv"] * len(dates), SOURCE_ROW: list(range(1, len(dates) + 1)),
+        "volume": [str(v) for v in volumes], SOURCE_FILE: ["t.csv"] * len(dates),
+        SOURCE_ROW: list(range(1, len(dates) + 1)),
     })  # fmt: skip
 
 

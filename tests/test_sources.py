@@ -51,10 +51,9 @@ def test_intraday_naive_times_are_exchange_local_and_labelled_by_start(
 
 def test_parquet_folder_and_idempotent_reingest(tmp_path: Path, cli: Callable[..., Result], lake_root: Path) -> None:
     frame = pl.read_csv(io.StringIO(GOOD_BARS))
+    (tmp_path / "pq").mkdir()
     for symbol in ("AAA", "BBB"):
-        frame.write_parquet(
-            write_text(tmp_path / "pq" / f"{symbol}.parquet", b"") if False else tmp_path / "pq" / f"{symbol}.parquet"
-        ) if (tmp_path / "pq").mkdir(exist_ok=True) is None else None
+        frame.write_parquet(tmp_path / "pq" / f"{symbol}.parquet")
     assert cli("data", "ingest", "parquet", str(tmp_path / "pq"), "--dataset", "p").exit_code == 0
     before = snapshot(lake_root / "kind=bars")
     again = cli("data", "ingest", "parquet", str(tmp_path / "pq"), "--dataset", "p")
@@ -64,7 +63,11 @@ def test_parquet_folder_and_idempotent_reingest(tmp_path: Path, cli: Callable[..
 
 
 def test_text_csv_with_symbol_lists(tmp_path: Path, cli: Callable[..., Result], lake_root: Path) -> None:
-    csv = 'date,headline,content,tickers\n2014-11-26T15:00:00Z,Up,"AAA beats, raises",AAA;BBB\n2014-11-26 23:00:00,Down,,CCC\n'
+    csv = (
+        "date,headline,content,tickers\n"
+        '2014-11-26T15:00:00Z,Up,"AAA beats, raises",AAA;BBB\n'
+        "2014-11-26 23:00:00,Down,,CCC\n"
+    )
     path = write_text(tmp_path / "news.csv", csv)
     result = cli("data", "ingest", "csv", str(path), "--kind", "text", "--dataset", "news", "--symbol-separator", ";")
     assert result.exit_code == 0, result.output

@@ -48,7 +48,7 @@ class Kind(StrEnum):
 @app.command(
     epilog="Examples:\n\n"
     "  finfusion data ingest stocknet ../shared/data/stocknet\n\n"
-    "  finfusion data ingest csv prices/ --dataset mine --map Ticker=symbol --map 'Trade Date=ts' --date-format %d.%m.%Y\n\n"
+    "  finfusion data ingest csv prices/ --dataset mine --map Ticker=symbol --date-format %d.%m.%Y\n\n"
     "  finfusion data ingest csv news.csv --kind text --dataset news --map headline=title\n\n"
     "  finfusion data ingest archive dump.zip --manifest SHA256SUMS --dataset dump"
 )
@@ -86,7 +86,8 @@ def ingest(
     store = Lake(lake)
     bar_options = BarOptions(
         dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format, bar_label=bar_label,
-        missing_bars=missing_bars, repair=repair, actions=read_actions(actions) if actions else None, source=source.value,
+        missing_bars=missing_bars, repair=repair, actions=read_actions(actions) if actions else None,
+        source=source.value,
     )  # fmt: skip
     text_options = TextOptions(
         dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,

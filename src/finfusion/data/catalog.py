@@ -71,7 +71,8 @@ class Catalog:
             )
         schema = {
             "kind": pl.String, "dataset": pl.String, "freq": pl.String, "symbols": pl.Int64, "rows": pl.Int64,
-            "first": pl.Datetime("us", "UTC"), "last": pl.Datetime("us", "UTC"), "source": pl.String, "fields": pl.String,
+            "first": pl.Datetime("us", "UTC"), "last": pl.Datetime("us", "UTC"),
+            "source": pl.String, "fields": pl.String,
         }  # fmt: skip
         return pl.DataFrame(rows, schema=schema)
 
@@ -107,7 +108,8 @@ class Catalog:
             where.append("list_contains(?, symbol)")
             params.append(symbols)
         columns = ", ".join(c.name for c in BARS.columns)
-        sql = f"SELECT {columns} FROM {self._source('bars', dataset, freq)} WHERE {' AND '.join(where)} ORDER BY symbol, ts"
+        source = self._source("bars", dataset, freq)
+        sql = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return self._query(sql, params)
 
     def texts_asof(
@@ -122,7 +124,8 @@ class Catalog:
             where.append("len(list_intersect(symbols, ?)) > 0")
             params.append(symbols)
         columns = ", ".join(c.name for c in TEXT.columns)
-        sql = f"SELECT {columns} FROM {self._source('text', dataset)} WHERE {' AND '.join(where)} ORDER BY published_at, id"
+        source = self._source("text", dataset)
+        sql = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY published_at, id"
         return self._query(sql, params)
 
 
