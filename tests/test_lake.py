@@ -70,15 +70,15 @@ def test_failed_write_leaves_every_partition_unchanged(lake_root: Path, monkeypa
     lake.write(BARS, "d", bars(["AAA", "BBB"], [2]), freq="1d")
     before = snapshot(lake_root)
     calls = {"n": 0}
-    real_write = pq.write_table
+    real_write = pl.DataFrame.write_parquet
 
-    def failing_write(*args: object, **kwargs: object) -> None:
+    def failing_write(self: pl.DataFrame, *args: object, **kwargs: object) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
-        real_write(*args, **kwargs)
+        real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "write_table", failing_write)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", failing_write)
     with pytest.raises(OSError, match="disk full"):
         lake.write(BARS, "d", bars(["AAA", "BBB"], [3]), freq="1d")
     assert snapshot(lake_root) == before  # the first partition was staged but never renamed into place

@@ -120,14 +120,19 @@ def adjust_from_actions(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFra
 def flag_volume_anomalies(bars: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, int]:
     """volume_anomaly = |robust z| of log(1 + volume) against the trailing window (excluding the bar) > threshold.
 
-    The centre is the trailing median and the scale the trailing inter-quartile range / 1.349, both from bars
-    before t only, so the flag at t never depends on later bars.
+    The centre is the trailing median m and the scale 1.2533 x the trailing mean of |x - m| (the mean absolute
+    deviation around the median, which equals the standard deviation for normal data), both from bars before t
+    only, so the flag at t never depends on later bars. The median keeps one spike from moving the centre.
     """
-    x = pl.col("volume").log1p()
     past = {"window_size": VOLUME_WINDOW, "min_samples": VOLUME_MIN_HISTORY}
-    median = x.rolling_median(**past).shift(1).over("symbol")
-    iqr = (x.rolling_quantile(0.75, **past) - x.rolling_quantile(0.25, **past)).shift(1).over("symbol")
-    z = (x - median) / (iqr / 1.349)
-    flag = (z.abs() > threshold) & (iqr > 0)
+    x = bars.select(pl.col("volume").log1p().alias("x"), "symbol")
+    x = x.with_columns(pl.col("x").rolling_median(**past).over("symbol").alias("median"))
+    x = x.with_columns(
+        ((pl.col("x") - pl.col("median")).abs().rolling_mean(**past) * 1.2533).over("symbol").alias("spread")
+    )
+    before = x.select("x", pl.col("median").shift(1).over("symbol"), pl.col("spread").shift(1).over("symbol"))
+    flag = before.select(
+        (((pl.col("x") - pl.col("median")) / pl.col("spread")).abs() > threshold) & (pl.col("spread") > 0)
+    ).to_series()
     out = bars.with_columns(flag.fill_null(False).alias("volume_anomaly"))
     return out, int(out["volume_anomaly"].sum())

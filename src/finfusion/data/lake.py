@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from finfusion.data.atomic import temporary_sibling, write_json_atomic
 from finfusion.data.calendar import parse_freq
@@ -109,6 +108,9 @@ class Lake:
         if year:
             table = table.with_columns(pl.col(schema.time_column).dt.year().alias("year"))
         part_cols = [*schema.partition_by, *(["year"] if year else [])]
+        ordered = _strictly_ordered(table, [*part_cols, schema.time_column]) and [
+            k for k in schema.key if k not in part_cols
+        ] == [schema.time_column]
         result = WriteResult(rows=table.height)
         staged: list[tuple[Path, Path]] = []
         with self.lock():
@@ -120,7 +122,7 @@ class Lake:
                     )
                     target = target / DATA_FILE
                     rows = part.drop(part_cols)
-                    merged, new, updated = self._merge(schema, target, rows)
+                    merged, new, updated = self._merge(schema, target, rows, ordered)
                     result.new_rows += new
                     result.updated_rows += updated
                     result.partitions.append(str(target.parent.relative_to(self.root)))
@@ -130,7 +132,7 @@ class Lake:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     tmp = temporary_sibling(target)
                     staged.append((tmp, target))
-                    pq.write_table(merged.to_arrow(), tmp, compression="zstd")
+                    merged.write_parquet(tmp, compression="zstd", compression_level=1)
                 for tmp, target in staged:
                     os.replace(tmp, target)
                     result.files_written += 1
@@ -141,11 +143,13 @@ class Lake:
                     tmp.unlink(missing_ok=True)
         return result
 
-    def _merge(self, schema: TableSchema, target: Path, rows: pl.DataFrame) -> tuple[pl.DataFrame | None, int, int]:
+    def _merge(
+        self, schema: TableSchema, target: Path, rows: pl.DataFrame, ordered: bool
+    ) -> tuple[pl.DataFrame | None, int, int]:
         """(merged frame, or None when the file would not change; rows new to the lake; rows whose values changed)."""
         key = [k for k in schema.key if k in rows.columns]
         sort_cols = list(dict.fromkeys([schema.time_column, *key]))
-        if not _strictly_increasing(rows, schema.time_column, key):
+        if not ordered:
             rows = rows.unique(subset=key, keep="last", maintain_order=True).sort(sort_cols)
         if not target.exists():
             return rows, rows.height, 0
@@ -228,12 +232,17 @@ class Lake:
         return out
 
 
-def _strictly_increasing(rows: pl.DataFrame, time_column: str, key: list[str]) -> bool:
-    """True when the time column alone is the key within the partition and strictly increases: already sorted and
-    unique, so the merge can skip its de-duplication and sort (the common case of a fresh, validated ingest)."""
-    if key != [time_column] or rows.height < 2:
-        return key == [time_column]
-    return bool((rows[time_column].to_physical().diff().slice(1) > 0).all())
+def _strictly_ordered(table: pl.DataFrame, columns: list[str]) -> bool:
+    """True when rows strictly increase in the lexicographic order of `columns`: sorted and free of duplicate keys,
+    so merging a fresh partition can skip its de-duplication and sort (the common case of a validated ingest)."""
+    if table.height < 2:
+        return True
+    greater, equal = pl.lit(False), pl.lit(True)
+    for column in columns:
+        value = pl.col(column).to_physical() if table.schema[column].is_temporal() else pl.col(column)
+        greater = greater | (equal & (value > value.shift(1)))
+        equal = equal & (value == value.shift(1))
+    return bool(table.select(greater.slice(1).all()).item())
 
 
 def _partition_value(column: str, value: object) -> str:

@@ -82,7 +82,8 @@ def _parse_with(text: pl.Series, formats: list[tuple[str, bool]], tz: str) -> pl
         if aware:
             parsed.append(text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False))
         else:
-            parsed.append(_localise(text.str.strptime(pl.Datetime("us"), fmt, strict=False), tz))
+            cache = "%H" not in fmt  # dates repeat across symbols; instants rarely do
+            parsed.append(_localise(text.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=cache), tz))
     return pl.select(pl.coalesce(parsed)).to_series()
 
 
