@@ -188,8 +188,8 @@ def _outside_range(df: pl.DataFrame) -> int:
 
 
 def _years(instants: pl.Series) -> tuple[int, int]:
-    years = instants.dt.year()
-    return int(years.min() or 2000), int(years.max() or 2000)
+    first, last = instants.min(), instants.max()
+    return (first.year, last.year) if first is not None and last is not None else (2000, 2000)
 
 
 @dataclass

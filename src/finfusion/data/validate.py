@@ -20,9 +20,10 @@ MISSING_TOKENS = ("", "null", "NULL", "None", "NA", "N/A", "-")
 
 def fail_at(df: pl.DataFrame, mask: pl.Series | pl.Expr, field: str, message: str, rename: Mapping[str, str]) -> None:
     """Raise for the first row of `df` where `mask` is true; `message` may use {value} for that row's field value."""
-    hits = df.with_row_index("__i").filter(mask)
-    if hits.height == 0:
+    found = mask.any() if isinstance(mask, pl.Series) else df.select(mask.any()).item()
+    if not found:
         return
+    hits = df.filter(mask)
     first = hits.row(0, named=True)
     value = first.get(field)
     raise DataValidationError(
