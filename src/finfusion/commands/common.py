@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from finfusion.data.lake import ENV_LAKE
 from finfusion.data.report import IngestReport
 from finfusion.errors import FinfusionError
+from finfusion.progress import console as progress_console
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +43,16 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(exc.exit_code) from exc
 
     return wrapper
+
+
+@contextmanager
+def busy(what: str) -> Iterator[None]:
+    """A spinner on stderr while a step runs (only on a terminal; progress bars inside still show)."""
+    if progress_console.is_terminal:
+        with progress_console.status(what):
+            yield
+    else:
+        yield
 
 
 def print_report(report: IngestReport) -> None:

@@ -10,13 +10,14 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from finfusion.commands.common import LakeOption, out, print_report, reports_errors
+from finfusion.commands.common import LakeOption, busy, out, print_report, reports_errors
 from finfusion.data.calendar import calendar_covering
 from finfusion.data.catalog import Catalog
 from finfusion.data.download import REMOTE
 from finfusion.data.download import download as download_remote
 from finfusion.data.ingest import BarOptions, TextOptions
 from finfusion.data.lake import Lake
+from finfusion.data.report import IngestReport
 from finfusion.data.resample import resample_bars
 from finfusion.data.schema import BARS
 from finfusion.data.sources.archive import ingest_archive
@@ -94,18 +95,28 @@ def ingest(
         symbol_separator=symbol_separator,
     )  # fmt: skip
     files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options)
-    if source is Source.stocknet:
-        reports = ingest_stocknet(store, path, dataset or "stocknet")
-    elif source is Source.kdd17:
-        reports = ingest_kdd17(store, path, dataset or "kdd17")
-    elif source is Source.hf_news:
-        reports = ingest_news_price(store, path, dataset or "news_price")
-    elif source is Source.archive:
-        reports = ingest_archive(store, path, dataset=dataset, sha256=sha256, manifest=manifest, ingest_files=files)
+    if source is Source.stocknet:  # has its own progress bar
+        reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     else:
-        reports = [files(path, dataset or _default_name(path))]
+        with busy(f"validating and storing {path}"):
+            reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     for report in reports:
         print_report(report)
+
+
+def _ingest(
+    source: Source, path: Path, dataset: str | None, store: Lake, files: FileIngest, *, sha256: str | None,
+    manifest: Path | None,
+) -> list[IngestReport]:  # fmt: skip
+    if source is Source.stocknet:
+        return ingest_stocknet(store, path, dataset or "stocknet")
+    if source is Source.kdd17:
+        return ingest_kdd17(store, path, dataset or "kdd17")
+    if source is Source.hf_news:
+        return ingest_news_price(store, path, dataset or "news_price")
+    if source is Source.archive:
+        return ingest_archive(store, path, dataset=dataset, sha256=sha256, manifest=manifest, ingest_files=files)
+    return [files(path, dataset or _default_name(path))]
 
 
 def _default_name(path: Path) -> str:

@@ -25,6 +25,7 @@ from finfusion.data.clean import (
     forward_fill_prices,
 )
 from finfusion.data.lake import Lake, WriteResult
+from finfusion.data.ordering import strictly_ordered
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import BARS, PRICE_FIELDS, SOURCE_FILE, SOURCE_ROW, TEXT, TableSchema
 from finfusion.data.timestamps import daily_session_closes, intraday_bar_ends, parse_instants
@@ -155,6 +156,8 @@ def _bar_times(
 
 def _order(df: pl.DataFrame, repair: bool, rename: Mapping[str, str], report: IngestReport) -> pl.DataFrame:
     """Duplicate and unsorted timestamps: errors, or with `repair` sorted and de-duplicated (the last row wins)."""
+    if strictly_ordered(df, ["symbol", "ts"]):  # the common case: nothing to check further, nothing to sort
+        return df
     dup, unsorted = order_problems(df, ["symbol", "ts"], "ts")
     if not repair:
         fail_at(

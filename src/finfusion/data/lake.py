@@ -29,6 +29,7 @@ import polars as pl
 
 from finfusion.data.atomic import temporary_sibling, write_json_atomic
 from finfusion.data.calendar import parse_freq
+from finfusion.data.ordering import strictly_ordered
 from finfusion.data.schema import SCHEMAS, TableSchema
 from finfusion.errors import LakeError
 
@@ -108,7 +109,7 @@ class Lake:
         if year:
             table = table.with_columns(pl.col(schema.time_column).dt.year().alias("year"))
         part_cols = [*schema.partition_by, *(["year"] if year else [])]
-        ordered = _strictly_ordered(table, [*part_cols, schema.time_column]) and [
+        ordered = strictly_ordered(table, [*part_cols, schema.time_column]) and [
             k for k in schema.key if k not in part_cols
         ] == [schema.time_column]
         result = WriteResult(rows=table.height)
@@ -230,19 +231,6 @@ class Lake:
             sort_cols = [c for c in (*schema.partition_by, schema.time_column) if c in out.columns]
             out = out.sort(sort_cols)
         return out
-
-
-def _strictly_ordered(table: pl.DataFrame, columns: list[str]) -> bool:
-    """True when rows strictly increase in the lexicographic order of `columns`: sorted and free of duplicate keys,
-    so merging a fresh partition can skip its de-duplication and sort (the common case of a validated ingest)."""
-    if table.height < 2:
-        return True
-    greater, equal = pl.lit(False), pl.lit(True)
-    for column in columns:
-        value = pl.col(column).to_physical() if table.schema[column].is_temporal() else pl.col(column)
-        greater = greater | (equal & (value > value.shift(1)))
-        equal = equal & (value == value.shift(1))
-    return bool(table.select(greater.slice(1).all()).item())
 
 
 def _partition_value(column: str, value: object) -> str:

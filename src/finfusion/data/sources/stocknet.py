@@ -19,6 +19,7 @@ from finfusion.data.report import IngestReport
 from finfusion.data.schema import SOURCE_FILE, SOURCE_ROW
 from finfusion.data.sources.csv_parquet import BAR_ALIASES, read_raw
 from finfusion.errors import DataValidationError
+from finfusion.progress import track
 
 TWEET_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
 SOURCE = "stocknet"
@@ -34,7 +35,8 @@ def read_tweets(root: Path) -> pl.DataFrame:
     records: dict[str, list] = {
         k: [] for k in ("published_at", "symbols", "body", "author", "source_ref", "_file", "_row")
     }
-    for ticker_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+    tickers = sorted(p for p in base.iterdir() if p.is_dir())
+    for ticker_dir in track(tickers, "reading StockNet tweets"):
         for day_file in sorted(p for p in ticker_dir.iterdir() if p.is_file()):
             _read_day_file(day_file, ticker_dir.name, root, records)
     return pl.DataFrame(
