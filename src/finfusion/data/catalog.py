@@ -13,10 +13,8 @@ import duckdb
 import polars as pl
 
 from finfusion.data.lake import Lake
-from finfusion.data.schema import BARS, TEXT
+from finfusion.data.schema import BARS, SCHEMAS, TEXT
 from finfusion.errors import LakeError
-
-TIME_COLUMNS = {"bars": "ts", "text": "published_at", "events": "published_at"}
 
 
 class Catalog:
@@ -49,13 +47,12 @@ class Catalog:
         rows = []
         for kind, dataset, freq in self.lake.datasets():
             meta = self.lake.metadata(kind, dataset)
-            time_col = TIME_COLUMNS.get(kind)
+            schema = SCHEMAS[kind]
             src = self._source(kind, dataset, freq)
-            symbol_expr = "symbol" if kind != "text" else "unnest(symbols)"
-            stats = self._query(
-                f"SELECT count(*) AS n, min({time_col}) AS first, max({time_col}) AS last FROM {src}"
-            ).row(0, named=True)
-            symbols = self._query(f"SELECT count(DISTINCT s) AS n FROM (SELECT {symbol_expr} AS s FROM {src})").item()
+            time_col = schema.time_column
+            span = f"min({time_col}) AS first, max({time_col}) AS last" if time_col else "NULL AS first, NULL AS last"
+            stats = self._query(f"SELECT count(*) AS n, {span} FROM {src}").row(0, named=True)
+            symbols = self._symbol_count(kind, src)
             rows.append(
                 {
                     "kind": kind,
@@ -76,10 +73,17 @@ class Catalog:
         }  # fmt: skip
         return pl.DataFrame(rows, schema=schema)
 
+    def _symbol_count(self, kind: str, src: str) -> int:
+        names = SCHEMAS[kind].names
+        if "symbol" not in names and "symbols" not in names:
+            return 0
+        expr = "unnest(symbols)" if "symbols" in names else "symbol"
+        return int(self._query(f"SELECT count(DISTINCT s) AS n FROM (SELECT {expr} AS s FROM {src})").item())
+
     def symbols(self, kind: str, dataset: str, freq: str | None = None) -> pl.DataFrame:
         """Per symbol: rows, first and last instant (for texts, per symbol mentioned)."""
         src = self._source(kind, dataset, freq)
-        time_col = TIME_COLUMNS[kind]
+        time_col = SCHEMAS[kind].time_column
         inner = (
             f"SELECT unnest(symbols) AS symbol, {time_col} FROM {src}"
             if kind == "text"

@@ -78,8 +78,11 @@ class Lake:
 
     @staticmethod
     def uses_year_partition(schema: TableSchema, freq: str | None) -> bool:
-        """Daily bars are one file per symbol; intraday bars and every other table are split by year."""
-        return not (schema.kind == "bars" and freq is not None and parse_freq(freq).is_daily)
+        """Daily per-symbol tables are one file per symbol; intraday ones and timed tables without a frequency
+        (texts, events) are split by year; tables without a time column are not."""
+        if schema.time_column is None:
+            return False
+        return not (freq is not None and parse_freq(freq).is_daily)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -104,14 +107,16 @@ class Lake:
         if schema.kind == "bars" and freq is None:
             raise LakeError("bars need a frequency (e.g. 1d or 1m)")
         table = schema.conform(df)
-        base = self.dataset_dir(schema.kind, dataset, freq if schema.kind == "bars" else None)
+        base = self.dataset_dir(schema.kind, dataset, freq)
         year = self.uses_year_partition(schema, freq)
         if year:
             table = table.with_columns(pl.col(schema.time_column).dt.year().alias("year"))
         part_cols = [*schema.partition_by, *(["year"] if year else [])]
-        ordered = strictly_ordered(table, [*part_cols, schema.time_column]) and [
-            k for k in schema.key if k not in part_cols
-        ] == [schema.time_column]
+        ordered = (
+            schema.time_column is not None
+            and strictly_ordered(table, [*part_cols, schema.time_column])
+            and [k for k in schema.key if k not in part_cols] == [schema.time_column]
+        )
         result = WriteResult(rows=table.height)
         staged: list[tuple[Path, Path]] = []
         with self.lock():
@@ -149,7 +154,7 @@ class Lake:
     ) -> tuple[pl.DataFrame | None, int, int]:
         """(merged frame, or None when the file would not change; rows new to the lake; rows whose values changed)."""
         key = [k for k in schema.key if k in rows.columns]
-        sort_cols = list(dict.fromkeys([schema.time_column, *key]))
+        sort_cols = list(dict.fromkeys([c for c in (schema.time_column, *key) if c is not None]))
         if not ordered:
             rows = rows.unique(subset=key, keep="last", maintain_order=True).sort(sort_cols)
         if not target.exists():
@@ -220,15 +225,18 @@ class Lake:
             if symbols is not None and "symbol" in parts and parts["symbol"] not in symbols:
                 continue
             frame = pl.read_parquet(path)
-            if "symbol" in parts:
-                frame = frame.with_columns(pl.lit(parts["symbol"]).alias("symbol"))
+            partition_values = [
+                pl.lit(parts[c]).alias(c) for c in (schema.partition_by if schema else ()) if c in parts
+            ]
+            frame = frame.with_columns(partition_values)
             frames.append(frame)
         if not frames:
             return schema.conform(pl.DataFrame()) if schema else pl.DataFrame()
         out = pl.concat(frames, how="vertical_relaxed")
         if schema is not None:
-            out = out.select([c for c in schema.names if c in out.columns])
-            sort_cols = [c for c in (*schema.partition_by, schema.time_column) if c in out.columns]
+            extra = [c for c in out.columns if c not in schema.names] if schema.extra_dtype is not None else []
+            out = out.select([c for c in schema.names if c in out.columns] + extra)
+            sort_cols = [c for c in (*schema.partition_by, schema.time_column or schema.key[0]) if c in out.columns]
             out = out.sort(sort_cols)
         return out
 

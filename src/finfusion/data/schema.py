@@ -36,8 +36,10 @@ class TableSchema:
     kind: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
-    time_column: str
+    time_column: str | None
     partition_by: tuple[str, ...]
+    #: Derived tables (features, token components) carry any number of further columns of this type.
+    extra_dtype: pl.DataType | None = None
 
     @property
     def names(self) -> list[str]:
@@ -66,6 +68,9 @@ class TableSchema:
                 raise KeyError(f"required column '{col.name}' is missing")
             else:
                 exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+        if self.extra_dtype is not None:
+            known = {*self.names, *PROVENANCE_COLUMNS}
+            exprs += [pl.col(c).cast(self.extra_dtype, strict=True) for c in df.columns if c not in known]
         return df.select(exprs)
 
 
@@ -127,4 +132,39 @@ EVENTS = TableSchema(
     partition_by=(),
 )
 
-SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in (BARS, TEXT, EVENTS)}
+#: Continuous bar features: one Float64 column per feature, point-in-time per (symbol, ts).
+FEATURES = TableSchema(
+    kind="features",
+    columns=(Column("symbol", pl.String), Column("ts", UTC_TS)),
+    key=("symbol", "ts"),
+    time_column="ts",
+    partition_by=("symbol",),
+    extra_dtype=pl.Float64,
+)
+
+#: Price-action tokens: the composite token per bar and its components as further String columns.
+TOKENS = TableSchema(
+    kind="tokens",
+    columns=(Column("symbol", pl.String), Column("ts", UTC_TS), Column("token", pl.String)),
+    key=("symbol", "ts"),
+    time_column="ts",
+    partition_by=("symbol",),
+    extra_dtype=pl.String,
+)
+
+#: Text embeddings, one row per (encoder, text hash). The dataset name is the encoder's slug; `bucket` (the first
+#: two hex characters of the hash) spreads rows over 256 files so that adding texts rewrites few of them.
+EMBEDDINGS = TableSchema(
+    kind="embeddings",
+    columns=(
+        Column("bucket", pl.String),
+        Column("text_hash", pl.String),
+        Column("vector", pl.List(pl.Float32)),
+        Column("n_chunks", pl.Int64),
+    ),
+    key=("text_hash",),
+    time_column=None,
+    partition_by=("bucket",),
+)
+
+SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS)}
