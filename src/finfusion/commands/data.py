@@ -41,6 +41,22 @@ class Source(StrEnum):
     hf_news = "hf-news"
 
 
+class BarLabel(StrEnum):
+    start = "start"
+    end = "end"
+
+
+class MissingBars(StrEnum):
+    flag = "flag"
+    drop = "drop"
+    ffill = "ffill"
+
+
+class Adjust(StrEnum):
+    auto = "auto"
+    none = "none"
+
+
 class Kind(StrEnum):
     bars = "bars"
     text = "text"
@@ -66,10 +82,15 @@ def ingest(
     ] = None,
     date_format: Annotated[str | None, typer.Option(help="strftime format of the dates, e.g. %d/%m/%Y.")] = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help="Column mapping THEIRS=OURS (repeatable).")] = None,
-    bar_label: Annotated[str, typer.Option(help="Intraday timestamps label the bar's 'start' or 'end'.")] = "start",
+    bar_label: Annotated[
+        BarLabel, typer.Option(help="Intraday timestamps label the bar's start or end.")
+    ] = BarLabel.start,
     missing_bars: Annotated[
-        str, typer.Option(help="flag (report gaps; missing values are errors), drop or ffill.")
-    ] = "flag",
+        MissingBars, typer.Option(help="flag (report gaps; missing values are errors), drop or ffill.")
+    ] = MissingBars.flag,
+    adjust: Annotated[
+        Adjust, typer.Option(help="auto: adj_factor = adj_close / close when adj_close exists; none: keep raw only.")
+    ] = Adjust.auto,
     repair: Annotated[
         bool, typer.Option(help="Sort unsorted rows, drop duplicate timestamps and off-session bars.")
     ] = False,
@@ -86,9 +107,9 @@ def ingest(
     """Validate, clean and store a dataset in the lake (re-running on the same input changes nothing)."""
     store = Lake(lake)
     bar_options = BarOptions(
-        dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format, bar_label=bar_label,
-        missing_bars=missing_bars, repair=repair, actions=read_actions(actions) if actions else None,
-        source=source.value,
+        dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format,
+        bar_label=bar_label.value, missing_bars=missing_bars.value, adjust=adjust.value, repair=repair,
+        actions=read_actions(actions) if actions else None, source=source.value,
     )  # fmt: skip
     text_options = TextOptions(
         dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,

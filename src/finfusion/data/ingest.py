@@ -54,7 +54,7 @@ class BarOptions:
     bar_label: Literal["start", "end"] = "start"
     missing_bars: MissingPolicy = "flag"
     repair: bool = False
-    adjust: Literal["auto", "none", "adj_close"] = "auto"
+    adjust: Literal["auto", "none"] = "auto"
     actions: pl.DataFrame | None = None
     volume_z: float = 6.0
     fields: tuple[str, ...] = OHLCV
@@ -177,7 +177,7 @@ def _adjust(df: pl.DataFrame, options: BarOptions, report: IngestReport) -> pl.D
         return adjust_from_actions(df, options.actions)
     if "adj_factor" in df.columns:
         return df
-    if "adj_close" in df.columns and options.adjust in ("auto", "adj_close"):
+    if "adj_close" in df.columns and options.adjust == "auto":
         report.note("adj_factor = adj_close / close")
         return adjust_from_adj_close(df)
     return df
