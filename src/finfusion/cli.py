@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from finfusion import __version__
-from finfusion.commands import data
+from finfusion.commands import data, vq
 from finfusion.commands.quickstart import quickstart
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(vq.app, name="vq", help="Learned VQ-VAE tokenizer of candle patches: fit and encode.")
 app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")(quickstart)
 
 
