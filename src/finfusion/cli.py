@@ -7,6 +7,7 @@ import typer
 from finfusion import __version__
 from finfusion.commands import data, vq
 from finfusion.commands.quickstart import quickstart
+from finfusion.commands.report import report
 
 app = typer.Typer(
     name="finfusion",
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(vq.app, name="vq", help="Learned VQ-VAE tokenizer of candle patches: fit and encode.")
 app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")(quickstart)
+app.command(epilog="Example:\n\n  finfusion report runs/exp01")(report)
 
 
 def _version(value: bool) -> None:
