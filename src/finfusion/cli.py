@@ -6,6 +6,7 @@ import typer
 
 from finfusion import __version__
 from finfusion.commands import data, vq
+from finfusion.commands.backtest import backtest
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
 
@@ -20,6 +21,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(vq.app, name="vq", help="Learned VQ-VAE tokenizer of candle patches: fit and encode.")
 app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")(quickstart)
 app.command(epilog="Example:\n\n  finfusion report runs/exp01")(report)
+app.command(epilog="Example:\n\n  finfusion backtest signals.parquet --dataset synthetic --run runs/bt01")(backtest)
 
 
 def _version(value: bool) -> None:
