@@ -7,6 +7,8 @@ import typer
 from finfusion import __version__
 from finfusion.commands import data, features, tokenize, vq
 from finfusion.commands.backtest import backtest
+from finfusion.commands.embed import EPILOG as EMBED_EPILOG
+from finfusion.commands.embed import embed
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
 
@@ -23,6 +25,7 @@ app.add_typer(tokenize.app, name="tokenize", help="Rule-based Brooks price-actio
 app.add_typer(vq.app, name="vq", help="Learned VQ-VAE tokenizer of candle patches: fit and encode.")
 app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")(quickstart)
 app.command(epilog="Example:\n\n  finfusion report runs/exp01")(report)
+app.command("embed", epilog=EMBED_EPILOG)(embed)
 app.command(epilog="Example:\n\n  finfusion backtest signals.parquet --dataset synthetic --run runs/bt01")(backtest)
 
 
