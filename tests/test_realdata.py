@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -13,6 +14,7 @@ from typer.testing import Result
 
 from finfusion.data.catalog import Catalog
 from finfusion.data.lake import Lake
+from finfusion.features.vocabulary import Vocabulary, vocabulary_path
 from tests.conftest import KDD17, STOCKNET, requires
 
 pytestmark = pytest.mark.realdata
@@ -71,3 +73,24 @@ def test_kdd17_counts_and_ranges(cli: Callable[..., Result], lake_root: Path) ->
 def _ny():
 
     return ZoneInfo("America/New_York")
+
+
+@requires(STOCKNET)
+def test_stocknet_features_and_tokens_for_every_symbol(cli: Callable[..., Result], lake_root: Path) -> None:
+    assert cli("data", "ingest", "stocknet", str(STOCKNET)).exit_code == 0
+    built = cli("features", "build", "stocknet")
+    assert built.exit_code == 0, built.output
+    tokenized = cli("tokenize", "brooks", "stocknet", "--out", "stocknet_brooks")
+    assert tokenized.exit_code == 0, tokenized.output
+    lake = Lake(lake_root)
+    bars = lake.read("bars", "stocknet", freq="1d")
+    features = lake.read("features", "stocknet", freq="1d")
+    tokens = lake.read("tokens", "stocknet_brooks", freq="1d")
+    assert features["symbol"].n_unique() == 88 and features.height == bars.height
+    assert tokens["symbol"].n_unique() == 88 and tokens.height == bars.height
+    vocabulary = Vocabulary.from_json(vocabulary_path(lake, "stocknet_brooks", "1d"))
+    stats = vocabulary.entropy_stats()
+    assert stats.n_tokens == bars.height
+    assert 0 < stats.entropy_bits < math.log2(stats.n_types) + 1e-9
+    assert 0.9 < stats.coverage <= 1.0
+    assert "entropy" in tokenized.output.lower()
