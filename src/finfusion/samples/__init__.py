@@ -1,0 +1,1 @@
+"""Torch datasets that build the sample contract (see contract.py) from the lake."""

@@ -1,0 +1,1 @@
+"""Training: Lightning tasks that wrap any model fitting the task, losses, schedules and callbacks."""
