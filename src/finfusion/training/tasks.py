@@ -1,0 +1,251 @@
+"""Lightning tasks: each wraps any `nn.Module` that follows the sample contract and returns the outputs the task needs.
+
+- `ForecastTask`: `point` [B, H, T] and/or `quantiles` [B, H, T, Q] against `future` [B, H, T]; validation logs
+  `val_loss`, `val_mae`, `val_directional_accuracy` and `val_sharpe`.
+- `MovementTask`: `logits` [B, K] against `label` [B] (-1 ignored); validation logs `val_loss`, `val_accuracy`,
+  `val_mcc`.
+
+An optional model output `aux_loss` [] is added to the task loss. Gradient clipping is set on the Trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from finfusion.samples.contract import (
+    FUTURE,
+    FUTURE_MASK,
+    IGNORE_LABEL,
+    LABEL,
+    ORIGIN_US,
+    SCALE_LOC,
+    SCALE_SCALE,
+    SYMBOL_INDEX,
+)
+from finfusion.training.losses import build_loss
+from finfusion.training.schedule import configure_optimizer
+
+Batch = Mapping[str, Tensor]
+
+
+class _Task(L.LightningModule):
+    """Shared plumbing: forward, loss (+ `aux_loss`), AdamW + warm-up/cosine, predict."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str,
+        loss_kwargs: Mapping[str, Any] | None,
+        lr: float,
+        weight_decay: float,
+        warmup_fraction: float,
+        total_steps: int | None,
+        min_lr_ratio: float,
+        extra_groups: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.loss_fn = build_loss(loss, **self._loss_kwargs(model, loss, dict(loss_kwargs or {})))
+
+    @staticmethod
+    def _loss_kwargs(model: nn.Module, loss: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return kwargs
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.model(batch)
+
+    def _step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        outputs = self.model(batch)
+        loss = self.loss_fn(outputs, batch)
+        if "aux_loss" in outputs:
+            loss = loss + outputs["aux_loss"]
+        return loss, outputs
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, _ = self._step(batch)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
+        return loss
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """The model's outputs, detached, plus `origin_us` and `symbol_index` when the batch carries them."""
+        outputs = {key: value.detach() for key, value in self.model(batch).items()}
+        outputs.update({key: batch[key] for key in (ORIGIN_US, SYMBOL_INDEX) if key in batch})
+        return outputs
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
+        return configure_optimizer(
+            self.model,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            warmup_fraction=hp.warmup_fraction,
+            total_steps=max(1, total),
+            extra_groups=hp.extra_groups,
+            min_ratio=hp.min_lr_ratio,
+        )
+
+
+def _batch_size(batch: Batch) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def point_from_outputs(outputs: Mapping[str, Tensor], levels: Sequence[float] | None) -> Tensor:
+    """`point` [B, H, T], or the quantile nearest the median of `quantiles` [B, H, T, Q] at `levels` [Q]."""
+    if "point" in outputs:
+        return outputs["point"]
+    if levels is None:
+        raise ValueError("the model returns no `point` and declares no `quantile_levels`")
+    median = min(range(len(levels)), key=lambda i: abs(float(levels[i]) - 0.5))
+    return outputs["quantiles"][..., median]
+
+
+def sharpe_ratio(pnl: Tensor, periods_per_year: float) -> float:
+    """Annualised Sharpe ratio of per-period returns `pnl` [N] (0 when there are fewer than two or no spread)."""
+    if pnl.numel() < 2:
+        return 0.0
+    std = float(pnl.std())
+    return 0.0 if std == 0.0 else float(pnl.mean()) / std * math.sqrt(periods_per_year)
+
+
+def matthews_corrcoef(pred: Tensor, target: Tensor, num_classes: int) -> float:
+    """Multi-class Matthews correlation of class ids `pred` [N] against `target` [N] (0 when undefined)."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    confusion.index_put_((target.long(), pred.long()), torch.ones_like(target, dtype=torch.float64), accumulate=True)
+    n = confusion.sum()
+    correct = confusion.trace()
+    true_counts, pred_counts = confusion.sum(dim=1), confusion.sum(dim=0)
+    numerator = correct * n - (true_counts * pred_counts).sum()
+    denominator = torch.sqrt((n**2 - (pred_counts**2).sum()) * (n**2 - (true_counts**2).sum()))
+    return 0.0 if float(denominator) == 0.0 else float(numerator / denominator)
+
+
+class ForecastTask(_Task):
+    """Trajectory / quantile forecasting of `future` [B, H, T].
+
+    Validation Sharpe: a position sign(forecast) at step 1 of `return_channel`, times the realised value there
+    (both denormalised with `scale_loc` / `scale_scale` when the batch has them), annualised by `periods_per_year`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "mse",
+        loss_kwargs: Mapping[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        extra_groups: Sequence[Mapping[str, Any]] | None = None,
+        return_channel: int = 0,
+        periods_per_year: float = 252.0,
+    ) -> None:
+        super().__init__(
+            model, loss, loss_kwargs, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups
+        )
+        levels = getattr(model, "quantile_levels", None)
+        self.quantile_levels = None if levels is None else [float(level) for level in levels]
+        self._val: dict[str, list[Tensor]] = {}
+
+    @staticmethod
+    def _loss_kwargs(model: nn.Module, loss: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if loss == "quantile" and "levels" not in kwargs:
+            kwargs["levels"] = [float(level) for level in model.quantile_levels]
+        return kwargs
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"abs_error": [], "count": [], "pnl": [], "hit": []}
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, outputs = self._step(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
+        point = point_from_outputs(outputs, self.quantile_levels).detach().float()
+        future = batch[FUTURE].float()
+        mask = batch.get(FUTURE_MASK)
+        step_mask = torch.ones_like(future[..., 0], dtype=torch.bool) if mask is None else mask.bool()
+        self._val["abs_error"].append(((point - future).abs() * step_mask.unsqueeze(-1)).sum())
+        self._val["count"].append(step_mask.sum() * future.shape[-1])
+        channel = self.hparams.return_channel
+        forecast, realised = point[:, 0, channel], future[:, 0, channel]
+        if SCALE_LOC in batch and SCALE_SCALE in batch:
+            loc, scale = batch[SCALE_LOC][:, 0, channel].float(), batch[SCALE_SCALE][:, 0, channel].float()
+            forecast, realised = forecast * scale + loc, realised * scale + loc
+        keep = step_mask[:, 0]
+        self._val["pnl"].append((torch.sign(forecast) * realised)[keep])
+        self._val["hit"].append((torch.sign(forecast) == torch.sign(realised))[keep].float())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val.get("count"):
+            return
+        count = torch.stack(self._val["count"]).sum().clamp_min(1)
+        self.log("val_mae", torch.stack(self._val["abs_error"]).sum() / count)
+        hits = torch.cat(self._val["hit"])
+        self.log("val_directional_accuracy", hits.mean() if hits.numel() else torch.tensor(0.0))
+        pnl = torch.cat(self._val["pnl"])
+        self.log("val_sharpe", torch.tensor(sharpe_ratio(pnl, self.hparams.periods_per_year)), prog_bar=True)
+
+
+class MovementTask(_Task):
+    """Movement classification of `label` [B] from `logits` [B, K]; labels equal to -1 are ignored."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "cross_entropy",
+        loss_kwargs: Mapping[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        extra_groups: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(
+            model, loss, loss_kwargs, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups
+        )
+        self._val: dict[str, list[Tensor]] = {}
+        self._num_classes = 2
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"pred": [], "target": []}
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, outputs = self._step(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
+        logits, labels = outputs["logits"].detach(), batch[LABEL]
+        self._num_classes = int(logits.shape[-1])
+        keep = labels != IGNORE_LABEL
+        self._val["pred"].append(logits.argmax(dim=-1)[keep].cpu())
+        self._val["target"].append(labels[keep].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val.get("pred"):
+            return
+        pred, target = torch.cat(self._val["pred"]), torch.cat(self._val["target"])
+        accuracy = (pred == target).float().mean() if target.numel() else torch.tensor(0.0)
+        self.log("val_accuracy", accuracy, prog_bar=True)
+        self.log("val_mcc", torch.tensor(matthews_corrcoef(pred, target, self._num_classes)))
+
+
+TASKS: dict[str, type[_Task]] = {"forecast": ForecastTask, "movement": MovementTask}
+
+
+def build_task(task_cfg: Mapping[str, Any], optim_cfg: Mapping[str, Any], model: nn.Module) -> _Task:
+    """The task named `task_cfg["name"]` around `model`; other keys of `task_cfg` and `optim_cfg` are its arguments."""
+    task, optim = _plain(task_cfg), _plain(optim_cfg)
+    name = task.pop("name")
+    return TASKS[str(name)](model, **task, **optim)
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of `cfg` (an OmegaConf node becomes nested dicts and lists)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
