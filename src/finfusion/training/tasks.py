@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from finfusion.evaluation.metrics import mcc
 from finfusion.samples.contract import (
     FUTURE,
     FUTURE_MASK,
@@ -116,18 +117,6 @@ def sharpe_ratio(pnl: Tensor, periods_per_year: float) -> float:
     return 0.0 if std == 0.0 else float(pnl.mean()) / std * math.sqrt(periods_per_year)
 
 
-def matthews_corrcoef(pred: Tensor, target: Tensor, num_classes: int) -> float:
-    """Multi-class Matthews correlation of class ids `pred` [N] against `target` [N] (0 when undefined)."""
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    confusion.index_put_((target.long(), pred.long()), torch.ones_like(target, dtype=torch.float64), accumulate=True)
-    n = confusion.sum()
-    correct = confusion.trace()
-    true_counts, pred_counts = confusion.sum(dim=1), confusion.sum(dim=0)
-    numerator = correct * n - (true_counts * pred_counts).sum()
-    denominator = torch.sqrt((n**2 - (pred_counts**2).sum()) * (n**2 - (true_counts**2).sum()))
-    return 0.0 if float(denominator) == 0.0 else float(numerator / denominator)
-
-
 class ForecastTask(_Task):
     """Trajectory / quantile forecasting of `future` [B, H, T].
 
@@ -213,7 +202,6 @@ class MovementTask(_Task):
             model, loss, loss_kwargs, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups
         )
         self._val: dict[str, list[Tensor]] = {}
-        self._num_classes = 2
 
     def on_validation_epoch_start(self) -> None:
         self._val = {"pred": [], "target": []}
@@ -222,7 +210,6 @@ class MovementTask(_Task):
         loss, outputs = self._step(batch)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
         logits, labels = outputs["logits"].detach(), batch[LABEL]
-        self._num_classes = int(logits.shape[-1])
         keep = labels != IGNORE_LABEL
         self._val["pred"].append(logits.argmax(dim=-1)[keep].cpu())
         self._val["target"].append(labels[keep].cpu())
@@ -233,7 +220,7 @@ class MovementTask(_Task):
         pred, target = torch.cat(self._val["pred"]), torch.cat(self._val["target"])
         accuracy = (pred == target).float().mean() if target.numel() else torch.tensor(0.0)
         self.log("val_accuracy", accuracy, prog_bar=True)
-        self.log("val_mcc", torch.tensor(matthews_corrcoef(pred, target, self._num_classes)))
+        self.log("val_mcc", torch.tensor(mcc(target.numpy(), pred.numpy())))
 
 
 TASKS: dict[str, type[_Task]] = {"forecast": ForecastTask, "movement": MovementTask}

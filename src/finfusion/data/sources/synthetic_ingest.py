@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from finfusion.data.ingest import BarOptions, TextOptions, prepare_bar_ingest, prepare_text_ingest, write_prepared
+from finfusion.data.ingest import (
+    BarOptions,
+    Prepared,
+    TextOptions,
+    prepare_bar_ingest,
+    prepare_text_ingest,
+    write_prepared,
+)
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import EVENTS, SOURCE_FILE, SOURCE_ROW
@@ -28,20 +35,17 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
         source=SOURCE,
         notes=[f"synthetic market, seed {config.seed}: see docs/synthetic.md"],
     )
-    reports = write_prepared(
+    events = IngestReport(kind="events", dataset=dataset, source=SOURCE, rows_in=market.events.height)
+    return write_prepared(
         lake,
         [
             prepare_bar_ingest(_with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options),
             prepare_text_ingest(
                 _with_provenance(market.texts, f"synthetic:{config.seed}:texts"), TextOptions(dataset, SOURCE)
             ),
+            Prepared(EVENTS, market.events, None, {"source": SOURCE, "seed": config.seed}, events),
         ],
     )
-    events = IngestReport(kind="events", dataset=dataset, source=SOURCE, rows_in=market.events.height)
-    result = lake.write(EVENTS, dataset, market.events, metadata={"source": SOURCE, "seed": config.seed})
-    events.rows_written, events.new_rows, events.files_written = result.rows, result.new_rows, result.files_written
-    events.files_unchanged = result.files_unchanged
-    return [*reports, events]
 
 
 def make_and_ingest(lake: Lake, config: SyntheticConfig, dataset: str = "synthetic") -> list[IngestReport]:
