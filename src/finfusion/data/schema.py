@@ -167,4 +167,39 @@ EMBEDDINGS = TableSchema(
     partition_by=("bucket",),
 )
 
-SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS)}
+#: Model forecasts, long format: one row per (symbol, decision instant, horizon step, target channel). The dataset
+#: name is the run (or model version) that made them. `point` is in the target's own units (denormalised); quantile
+#: and sampled-path columns ride along as further Float64 columns named `q0.1`, `q0.5`, ... and `sample_0`, ...
+FORECASTS = TableSchema(
+    kind="forecasts",
+    columns=(
+        Column("symbol", pl.String),
+        Column("origin_ts", UTC_TS),
+        Column("step", pl.Int64),
+        Column("target", pl.String),
+        Column("point", pl.Float64, nullable=True),
+        Column("realised", pl.Float64, required=False, nullable=True),
+    ),
+    key=("symbol", "origin_ts", "step", "target"),
+    time_column="origin_ts",
+    partition_by=("symbol",),
+    extra_dtype=pl.Float64,
+)
+
+#: Portfolio weights per decision instant, one row per (ts, symbol); the dataset name is the model that made them.
+WEIGHTS = TableSchema(
+    kind="weights",
+    columns=(
+        Column("ts", UTC_TS),
+        Column("symbol", pl.String),
+        Column("weight", pl.Float64),
+        Column("model_version", pl.String),
+    ),
+    key=("ts", "symbol"),
+    time_column="ts",
+    partition_by=(),
+)
+
+SCHEMAS: dict[str, TableSchema] = {
+    s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS)
+}
