@@ -9,6 +9,7 @@ from finfusion.commands import data, features, tokenize, vq
 from finfusion.commands.backtest import backtest
 from finfusion.commands.embed import EPILOG as EMBED_EPILOG
 from finfusion.commands.embed import embed
+from finfusion.commands.experiment import evaluate, predict, train
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
 
@@ -27,6 +28,9 @@ app.command(epilog="Example:\n\n  finfusion quickstart --lake ./finfusion-data")
 app.command(epilog="Example:\n\n  finfusion report runs/exp01")(report)
 app.command("embed", epilog=EMBED_EPILOG)(embed)
 app.command(epilog="Example:\n\n  finfusion backtest signals.parquet --dataset synthetic --run runs/bt01")(backtest)
+app.command(epilog="Example:\n\n  finfusion train --config patchtst_synthetic model.d_model=32")(train)
+app.command(epilog="Example:\n\n  finfusion predict runs/patchtst_synthetic --span latest --out latest.npz")(predict)
+app.command(epilog="Example:\n\n  finfusion evaluate --config patchtst_synthetic --run runs/eval01")(evaluate)
 
 
 def _version(value: bool) -> None:

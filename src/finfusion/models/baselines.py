@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from finfusion.models.base import Capabilities
-from finfusion.samples.contract import PAST, PAST_MASK
+from finfusion.samples.contract import PAST, PAST_MASK, SCALE_LOC, SCALE_SCALE
 
 Space = Literal["level", "return"]
 
@@ -65,13 +65,19 @@ class _ClosedForm(Capabilities):
 
 
 class RandomWalk(_ClosedForm):
-    """Random walk: `point` [B, H, T] = last observed level (`level`) or 0 (`return`)."""
+    """Random walk: `point` [B, H, T] = last observed level (`level`) or a return of 0 (`return`).
+
+    Windows normalised by a fitted normaliser carry `scale_loc` / `scale_scale` [B, 1, T]: a raw return of 0 is then
+    -loc / scale in the batch's units. (Drift and the level forecasts are affine in the values, so they need no
+    correction.)"""
 
     def predict(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """batch `past` [B, L, C] (+ `past_mask` [B, L]) -> `point` [B, H, T]."""
         values, mask = self._targets(batch)
         if self.space == "return":
             base = torch.zeros(values.shape[0], values.shape[2], dtype=values.dtype, device=values.device)
+            if SCALE_LOC in batch and SCALE_SCALE in batch:
+                base = -batch[SCALE_LOC][:, 0].to(values.dtype) / batch[SCALE_SCALE][:, 0].to(values.dtype)
         else:
             base = last_observed(values, mask)
         return {"point": base.unsqueeze(1).expand(-1, self.horizon, -1).clone()}

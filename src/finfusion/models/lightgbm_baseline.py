@@ -10,7 +10,9 @@ value at step h. LightGBM handles the NaNs natively. Deterministic for a fixed `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightgbm as lgb
@@ -18,10 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from finfusion.data.atomic import atomic_path
 from finfusion.models.base import Capabilities
 from finfusion.samples.contract import FUTURE, FUTURE_MASK, PAST, PAST_MASK
 
 Batch = Mapping[str, Any]
+
+
+def _booster(model: lgb.LGBMRegressor | lgb.Booster) -> lgb.Booster:
+    return model if isinstance(model, lgb.Booster) else model.booster_
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -76,7 +83,7 @@ class LightGBMForecaster(Capabilities):
             "force_row_wise": True,
             "verbose": -1,
         }
-        self.models: list[lgb.LGBMRegressor] = []
+        self.models: list[lgb.LGBMRegressor | lgb.Booster] = []
 
     def _window(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """-> design rows per sample [N, K * C + F] (unobserved bars NaN)."""
@@ -108,6 +115,23 @@ class LightGBMForecaster(Capabilities):
             model = lgb.LGBMRegressor(**self.params)
             model.fit(rows[ok], y[ok])
             self.models.append(model)
+        return self
+
+    def save(self, path: Path) -> Path:
+        """Write the fitted boosters as LightGBM's text model format (no pickle), one block per target channel."""
+        if not self.models:
+            raise RuntimeError("LightGBMForecaster.save called before fit")
+        texts = [_booster(model).model_to_string() for model in self.models]
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"horizon": self.horizon, "lags": self.lags, "boosters": texts}), "utf-8")
+        return path
+
+    def load(self, path: Path) -> LightGBMForecaster:
+        """Read boosters written by `save` (text, never unpickled); checks horizon and lags match this model."""
+        payload = json.loads(Path(path).read_text("utf-8"))
+        if payload["horizon"] != self.horizon or payload["lags"] != self.lags:
+            raise ValueError(f"{path}: saved for horizon {payload['horizon']} / lags {payload['lags']}")
+        self.models = [lgb.Booster(model_str=text) for text in payload["boosters"]]
         return self
 
     def predict(self, batch: Batch) -> dict[str, Tensor]:

@@ -130,6 +130,14 @@ class QuantileLoss(BatchLoss):
         return quantile_loss(outputs["quantiles"], batch[FUTURE], self.levels, batch.get(FUTURE_MASK))
 
 
+class PointQuantileLoss(QuantileLoss):
+    """MSE of `outputs["point"]` plus the pinball loss of `outputs["quantiles"]`: trains both heads of a model."""
+
+    def forward(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
+        point = mse_loss(outputs["point"], batch[FUTURE], batch.get(FUTURE_MASK))
+        return point + super().forward(outputs, batch)
+
+
 class MASELoss(BatchLoss):
     """MASE of `outputs["point"]` [B, H, T], scaled per sample by the naive errors on `batch["past"]` [B, L, C]."""
 
@@ -176,8 +184,20 @@ class CrossEntropyLoss(BatchLoss):
         return cross_entropy_loss(outputs["logits"], batch[LABEL], self.label_smoothing, self.ignore_index)
 
 
+class ModelLoss(BatchLoss):
+    """The loss the model computed itself, `outputs["loss"]` [] (e.g. a likelihood of a distribution head)."""
+
+    output_key = "loss"
+
+    def forward(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
+        if "loss" not in outputs:
+            raise ValueError("loss 'model' needs a model that returns `loss` when the batch has `future`")
+        return outputs["loss"]
+
+
 def build_loss(name: str, **kwargs: object) -> BatchLoss:
-    """The batch loss called `name` (mse, huber, quantile, mase, focal, cross_entropy) with its keyword arguments."""
+    """The batch loss called `name` (mse, huber, quantile, mse_quantile, mase, focal,
+    cross_entropy, model) with its arguments."""
     key = name.lower().replace("-", "_")
     if key == "mse":
         return _PointLoss(mse_loss, **kwargs)
@@ -189,6 +209,8 @@ def build_loss(name: str, **kwargs: object) -> BatchLoss:
         "focal": FocalLoss,
         "cross_entropy": CrossEntropyLoss,
         "ce": CrossEntropyLoss,
+        "model": ModelLoss,
+        "mse_quantile": PointQuantileLoss,
     }
     if key not in factories:
         raise ValueError(f"unknown loss {name!r}; choose one of mse, huber, {', '.join(factories)}")

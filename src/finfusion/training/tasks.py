@@ -147,7 +147,7 @@ class ForecastTask(_Task):
 
     @staticmethod
     def _loss_kwargs(model: nn.Module, loss: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if loss == "quantile" and "levels" not in kwargs:
+        if loss in ("quantile", "mse_quantile") and "levels" not in kwargs:
             kwargs["levels"] = [float(level) for level in model.quantile_levels]
         return kwargs
 

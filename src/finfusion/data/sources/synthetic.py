@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.signal import lfilter
 
 from finfusion.data.calendar import (
     US_PER_MINUTE,
@@ -146,6 +147,9 @@ class SyntheticConfig:
     effect_large: float = 0.04
     effect_horizon: int = 3
     after_close_share: float = 0.3
+    #: AR(1) coefficient of the diffusion shocks (0: independent returns). Variance is kept: shocks are scaled by
+    #: sqrt(1 - phi^2). A non-zero value plants price-predictable structure (momentum > 0, mean reversion < 0).
+    return_autocorrelation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,10 @@ def validate_config(config: SyntheticConfig) -> None:
         raise FinfusionError("synthetic config: vol_regimes must be non-empty and positive")
     if config.effect_horizon < 1:
         raise FinfusionError("synthetic config: effect_horizon must be >= 1")
+    if not -1.0 < config.return_autocorrelation < 1.0:
+        raise FinfusionError(
+            f"synthetic config: return_autocorrelation={config.return_autocorrelation} must be in (-1, 1)"
+        )
     if np.datetime64(config.start, "D") > np.datetime64(config.end, "D"):
         raise FinfusionError(f"synthetic config: start {config.start} is after end {config.end}")
 
@@ -480,7 +488,8 @@ def simulate_paths(config: SyntheticConfig, grid: BarGrid, plan: NewsPlan, rng: 
     shape = (config.n_symbols, grid.n_bars)
     sigma = regime_sigma(config, shape, rng) * np.sqrt(grid.bar_years)
     jumps = np.sqrt(rng.poisson(config.jump_intensity, size=shape)) * config.jump_scale * rng.standard_normal(shape)
-    diffusion = (config.annual_drift * grid.bar_years - 0.5 * sigma**2) + sigma * rng.standard_normal(shape)
+    shocks = autocorrelated(rng.standard_normal(shape), config.return_autocorrelation)
+    diffusion = (config.annual_drift * grid.bar_years - 0.5 * sigma**2) + sigma * shocks
     log_returns = apply_news_effects(
         diffusion + jumps,
         grid.bar_session,
@@ -509,6 +518,13 @@ def simulate_paths(config: SyntheticConfig, grid: BarGrid, plan: NewsPlan, rng: 
         adj_factor=np.exp(log_split - log_split[:, -1:]),
         keep=keep,
     )
+
+
+def autocorrelated(shocks: np.ndarray, phi: float) -> np.ndarray:
+    """Unit-variance AR(1) series along the last axis from i.i.d. standard normal `shocks` [S, N] (phi 0: unchanged)."""
+    if phi == 0.0:
+        return shocks
+    return lfilter([np.sqrt(1.0 - phi**2)], [1.0, -phi], shocks, axis=-1)
 
 
 def regime_sigma(config: SyntheticConfig, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

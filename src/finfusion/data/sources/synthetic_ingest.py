@@ -25,7 +25,8 @@ def _with_provenance(frame: pl.DataFrame, label: str) -> pl.DataFrame:
 
 
 def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic") -> list[IngestReport]:
-    """Bars, texts and the planted-effect ground truth (kind=events) of a market under one dataset name."""
+    """Bars, texts and the planted-effect ground truth (kind=events) of a market under one dataset name (a market
+    without news writes bars only)."""
     config = market.config
     bar_options = BarOptions(
         dataset=dataset,
@@ -35,17 +36,16 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
         source=SOURCE,
         notes=[f"synthetic market, seed {config.seed}: see docs/synthetic.md"],
     )
-    events = IngestReport(kind="events", dataset=dataset, source=SOURCE, rows_in=market.events.height)
-    return write_prepared(
-        lake,
-        [
-            prepare_bar_ingest(_with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options),
+    prepared = [prepare_bar_ingest(_with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options)]
+    if market.texts.height:
+        events = IngestReport(kind="events", dataset=dataset, source=SOURCE, rows_in=market.events.height)
+        prepared += [
             prepare_text_ingest(
                 _with_provenance(market.texts, f"synthetic:{config.seed}:texts"), TextOptions(dataset, SOURCE)
             ),
             Prepared(EVENTS, market.events, None, {"source": SOURCE, "seed": config.seed}, events),
-        ],
-    )
+        ]
+    return write_prepared(lake, prepared)
 
 
 def make_and_ingest(lake: Lake, config: SyntheticConfig, dataset: str = "synthetic") -> list[IngestReport]:

@@ -1,0 +1,137 @@
+"""`finfusion train`, `finfusion predict` and `finfusion evaluate`: experiments from configs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from omegaconf import DictConfig
+from rich.table import Table
+
+from finfusion.commands.common import busy, out, reports_errors
+from finfusion.config import ConfigError, load_config
+from finfusion.errors import FinfusionError
+from finfusion.evaluation.run_layout import missing_parts
+from finfusion.experiment.predict import (
+    SPANS,
+    export,
+    forecast_summary,
+    lake_of_run,
+    predict_run,
+    write_forecasts_to_lake,
+)
+from finfusion.experiment.results import write_results
+from finfusion.experiment.train import train_experiment
+from finfusion.experiment.walk_forward import evaluate_experiment
+
+ConfigOption = Annotated[
+    str,
+    typer.Option(
+        "--config", "-c", help="Experiment YAML (a path, or a name in configs/experiment/).", show_default=False
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Overrides: key=value sets, +key=value adds, group=name swaps a part (e.g. model=dlinear)."),
+]
+
+
+def _load(config: str, overrides: list[str] | None) -> DictConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise FinfusionError(str(exc)) from exc
+
+
+def _default_run(cfg_name: str) -> Path:
+    return Path("runs") / cfg_name
+
+
+@reports_errors
+def train(
+    config: ConfigOption,
+    overrides: Overrides = None,
+    run: Annotated[Path | None, typer.Option("--run", help="Run folder (default runs/<config name>).")] = None,
+    resume: Annotated[
+        str, typer.Option("--resume", help="auto (RUN/checkpoints/last.ckpt when present), never, or a checkpoint.")
+    ] = "auto",
+) -> None:
+    """Train the experiment's model; the resolved config is saved as RUN/config.yaml, so
+    `finfusion train --config RUN/config.yaml` repeats the run.
+
+    Example: finfusion train --config patchtst_synthetic model.d_model=32 --run runs/p32
+    """
+    cfg = _load(config, overrides)
+    run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
+    out.print(f"training [bold]{cfg.model.name}[/bold] into {run_dir}")
+    trained = train_experiment(cfg, run_dir, resume=None if resume == "never" else resume)
+    data = trained.data
+    out.print(f"windows: {len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test")
+    if trained.best_checkpoint is not None:
+        out.print(f"best checkpoint: {trained.best_checkpoint} (score {trained.best_score:.6g})")
+    out.print(f"run: {run_dir} (config.yaml, weights, train.json)")
+
+
+@reports_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `finfusion train`.", show_default=False)],
+    span: Annotated[str, typer.Option("--span", help=f"Windows to forecast: {', '.join(SPANS)}.")] = "test",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also export to FILE.npz or FILE.parquet.", show_default=False)
+    ] = None,
+    to_lake: Annotated[bool, typer.Option("--lake/--no-lake", help="Store the forecasts in the lake.")] = True,
+) -> None:
+    """Forecast with a trained run and store the forecasts in the lake (forecasts table, dataset = run name).
+
+    Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
+    """
+    with busy("forecasting"):
+        forecasts, _ = predict_run(run, span)
+    table = Table("symbol", "windows", "first decision", "last decision", title=f"{len(forecasts):,} forecasts")
+    for row in forecast_summary(forecasts).sort("symbol").iter_rows():
+        table.add_row(row[0], f"{row[1]:,}", str(row[2]), str(row[3]))
+    out.print(table)
+    if to_lake:
+        lake = lake_of_run(run)
+        result = write_forecasts_to_lake(forecasts, run, lake)
+        out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {lake.root}")
+    if out_file is not None:
+        out.print(f"exported: {export(forecasts, out_file)}")
+
+
+@reports_errors
+def evaluate(
+    config: ConfigOption,
+    overrides: Overrides = None,
+    run: Annotated[Path | None, typer.Option("--run", help="Output folder (default runs/<config name>-eval).")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the results page here (e.g. docs/results/x.md).")
+    ] = None,
+) -> None:
+    """Walk-forward evaluation with refit of the experiment's model and the baselines: metrics, Diebold-Mariano
+    against the random walk, the sign strategy's backtest and the HTML report.
+
+    Example: finfusion evaluate --config patchtst_synthetic --run runs/eval01 --markdown docs/results/synthetic.md
+    """
+    cfg = _load(config, overrides)
+    run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
+    evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)
+    models = evaluation.metrics.models
+    names = list(dict.fromkeys(name for values in models.values() for name in values))
+    table = Table("model", *names, title="walk-forward test metrics")
+    for model, values in models.items():
+        label = f"{model} (baseline)" if model in evaluation.metrics.baselines else model
+        table.add_row(label, *(f"{values[n]:.4f}" if n in values else "" for n in names))
+    out.print(table)
+    for test in evaluation.metrics.significance:
+        out.print(f"Diebold-Mariano {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}")
+    out.print(f"report: {run_dir / 'report' / 'report.html'}")
+    for part in missing_parts(run_dir):
+        out.print(f"  missing: {part}")
+    if markdown is not None:
+        command = "finfusion " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+        title = f"Walk-forward results: {cfg.get('name', Path(config).stem)}"
+        out.print(f"results: {write_results(markdown, evaluation, cfg, command, title)}")

@@ -1,0 +1,1 @@
+"""Experiments: config in, datasets, trained runs, forecasts and walk-forward evaluations out."""

@@ -1,0 +1,109 @@
+"""Forecast with a trained run: rebuild its data and model from RUN/config.yaml, load its weights, forecast a span.
+
+Spans: `test`, `val`, `train` (the run's own split), `all` (every window with a complete future) and `latest` (one
+window per symbol ending at its last bar: a live forecast, with no realised values yet). Forecasts go to the lake's
+forecasts table (dataset = the run folder's name) and, when asked, to a file:
+
+- `.parquet`: the lake rows (symbol, origin_ts, step, target, point, realised, q<level>...);
+- `.npz` (compressed): `predictions` [N, S, H, T] (sampled paths; the point forecast as S = 1 for point models),
+  `point` [N, H, T], `targets` [N, H, T] (realised, NaN where unknown), `quantiles` [N, H, T, Q] and
+  `quantile_levels` [Q] when the model has them, `symbols` [N], `origin_us` [N] and `texts` [N] (the texts known at
+  each decision, joined; empty when the data part has none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from finfusion.config import load_config
+from finfusion.data.atomic import atomic_path
+from finfusion.data.lake import Lake, WriteResult, check_name
+from finfusion.data.schema import FORECASTS
+from finfusion.errors import FinfusionError
+from finfusion.experiment.data import ExperimentData, build_experiment_data, data_options
+from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view, run_forecasts
+from finfusion.experiment.models import build_experiment_model, load_model_state
+from finfusion.samples.windows import WindowDataset
+from finfusion.training.trainer import CONFIG_FILE
+
+Span = Literal["test", "val", "train", "all", "latest"]
+SPANS: tuple[str, ...] = ("test", "val", "train", "all", "latest")
+
+
+def latest_windows(data: ExperimentData) -> WindowDataset:
+    """One window per symbol whose decision bar is the symbol's last bar (future unknown), same normaliser."""
+    config = dataclasses.replace(data.config, require_future=False)
+    index = np.array([[s, len(ts) - 1] for s, ts in enumerate(data.panel.ts) if len(ts) >= config.lookback])
+    if index.size == 0:
+        raise FinfusionError(f"no symbol has the {config.lookback} bars a window needs")
+    return WindowDataset(data.panel, config, data.train.normalizer, index.astype(np.int64))
+
+
+def span_windows(data: ExperimentData, span: str) -> WindowDataset:
+    if span == "latest":
+        return latest_windows(data)
+    if span == "all":
+        return WindowDataset(data.panel, data.config, data.train.normalizer)
+    if span not in SPANS:
+        raise FinfusionError(f"unknown span '{span}'; choose one of {', '.join(SPANS)}")
+    return getattr(data, span)
+
+
+def predict_run(run_dir: str | Path, span: str = "test") -> tuple[Forecasts, ExperimentData]:
+    """Forecasts of the run's model over `span` (see the module docstring)."""
+    run = Path(run_dir)
+    if not (run / CONFIG_FILE).is_file():
+        raise FinfusionError(f"{run} is not a run folder: it has no {CONFIG_FILE}")
+    cfg = load_config(run / CONFIG_FILE)
+    data = build_experiment_data(cfg.data)
+    model = load_model_state(build_experiment_model(cfg.model, data), run)
+    return run_forecasts(model, span_windows(data, span)), data
+
+
+def write_forecasts_to_lake(forecasts: Forecasts, run_dir: Path, lake: Lake) -> WriteResult:
+    """Merge the forecasts into the lake's forecasts table under the run folder's name."""
+    name = check_name(run_dir.resolve().name, "run name")
+    return lake.write(FORECASTS, name, lake_frame(forecasts), metadata={"run": str(run_dir.resolve())})
+
+
+def export(forecasts: Forecasts, path: Path, texts: list[str] | None = None) -> Path:
+    """Write the forecasts to `.npz` or `.parquet` (see the module docstring) atomically."""
+    if path.suffix == ".parquet":
+        with atomic_path(path) as tmp:
+            lake_frame(forecasts).write_parquet(tmp)
+        return path
+    if path.suffix != ".npz":
+        raise FinfusionError(f"{path}: export to .npz or .parquet")
+    paths = forecasts.samples if forecasts.samples is not None else forecasts.point[:, None]
+    arrays: dict[str, np.ndarray] = {
+        "predictions": paths.astype(np.float32),
+        "point": forecasts.point.astype(np.float32),
+        "targets": forecasts.realised.astype(np.float32),
+        "symbols": np.asarray([forecasts.symbols[i] for i in forecasts.symbol_index], dtype=np.str_),
+        "origin_us": forecasts.origin_us,
+        "texts": np.asarray(texts if texts is not None else [""] * len(forecasts), dtype=np.str_),
+    }
+    levels, quantiles = quantile_view(forecasts)
+    if quantiles is not None:
+        arrays.update(quantiles=quantiles.astype(np.float32), quantile_levels=np.asarray(levels))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def lake_of_run(run_dir: Path) -> Lake:
+    """The lake the run's data part reads."""
+    return Lake(data_options(load_config(run_dir / CONFIG_FILE).data)["lake"])
+
+
+def forecast_summary(forecasts: Forecasts) -> pl.DataFrame:
+    """Per symbol: windows, first and last decision instant (for the command's printout)."""
+    frame = lake_frame(forecasts).filter(pl.col("step") == 1)
+    return frame.group_by("symbol").agg(
+        pl.len().alias("windows"), pl.col("origin_ts").min().alias("first"), pl.col("origin_ts").max().alias("last")
+    )

@@ -1,0 +1,91 @@
+"""A walk-forward evaluation as a Markdown page (docs/results/*.md): the command, config, machine and tables."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from finfusion import __version__
+from finfusion.data.atomic import atomic_path
+from finfusion.data.calendar import from_us
+from finfusion.experiment.walk_forward import Evaluation
+
+
+def _cell(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}"
+
+
+def machine() -> str:
+    """One line naming the machine the numbers came from."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return f"{platform.platform()}, {platform.processor() or platform.machine()}, {cpus} CPUs, {device}"
+
+
+def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, title: str) -> str:
+    """The page: what ran, on what, the metric table (baselines marked), the Diebold-Mariano tests, the config."""
+    metrics = evaluation.metrics
+    names = list(dict.fromkeys(key for values in metrics.models.values() for key in values))
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by finfusion {__version__} (torch {torch.__version__}).",
+        "",
+        "Reproduce with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"Walk-forward with refit: {evaluation.folds} folds, {evaluation.windows:,} scored test windows "
+        "(every model scored on the same windows).",
+        "",
+        "| fold | first test decision | last test decision |",
+        "|---|---|---|",
+    ]
+    for fold, (first, last) in enumerate(evaluation.fold_bounds):
+        begin, end = from_us([first, last], "t").to_list()
+        lines.append(f"| {fold} | {begin:%Y-%m-%d} | {end:%Y-%m-%d} |")
+    lines += ["", "## Metrics (target: next-bar log returns; sign strategy after costs)", ""]
+    lines.append("| model | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    for model, values in metrics.models.items():
+        label = f"{model} (baseline)" if model in metrics.baselines else f"**{model}**"
+        lines.append(f"| {label} | " + " | ".join(_cell(values.get(name)) for name in names) + " |")
+    lines += [
+        "",
+        "MASE < 1 beats the one-step naive scale of each window; directional accuracy and MCC score the sign of "
+        "every step; sharpe, annual_return, max_drawdown and avg_turnover are those of holding sign(step-1 forecast) "
+        "in every symbol, equally weighted, through the backtester's cost model.",
+        "",
+        "## Diebold-Mariano against the random walk",
+        "",
+        "One-sided (H1: the model's mean absolute error is lower), HLN-corrected, on the per-decision-instant mean "
+        "absolute error.",
+        "",
+        "| model | baseline | statistic | p-value | mean loss difference | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for test in metrics.significance:
+        lines.append(
+            f"| {test['model']} | {test['baseline']} | {test['statistic']:.3f} | {test['p_value']:.4f} | "
+            f"{test['mean_difference']:.3g} | {test['n']} |"
+        )
+    lines += ["", "## Config", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, evaluation: Evaluation, cfg: DictConfig, command: str, title: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(results_markdown(evaluation, cfg, command, title), encoding="utf-8")
+    return path

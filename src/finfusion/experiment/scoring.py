@@ -1,0 +1,134 @@
+"""Score forecasts of several models on the same windows: metrics, Diebold-Mariano against a baseline, a backtest.
+
+All on target channel 0 (a per-bar log return): N windows, H horizon, L lookback.
+
+- MASE divides each absolute error by the in-sample MAE of the one-step naive forecast over the window's own
+  lookback (the seasonal naive scale of each series, as in the M4 competition, computed per window so that it only
+  uses data known at the decision time).
+- Directional accuracy and MCC compare the sign of each step's forecast with the realised return.
+- Diebold-Mariano: the absolute error averaged over symbols and steps per decision instant gives one loss series
+  per model in time order; the test asks whether the model's expected loss is lower than the baseline's (HLN
+  correction, long-run variance up to lag H - 1).
+- The trading check: at each decision instant, hold sign(step-1 forecast) / A in each of the A symbols forecast
+  until the next bar, through the backtester with its cost model; Sharpe after costs, drawdown and turnover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from finfusion.data.calendar import from_us
+from finfusion.evaluation.backtest import BacktestConfig, BacktestResult, kpis, run_backtest
+from finfusion.evaluation.costs import CostModel
+from finfusion.evaluation.metrics import metric_table
+from finfusion.evaluation.significance import diebold_mariano
+from finfusion.experiment.forecast import Forecasts, quantile_view
+
+#: The metrics kept from `metric_table` (returns make MAPE meaningless).
+POINT_METRICS = ("mase", "mae", "rmse", "directional_accuracy", "mcc", "crps", "coverage")
+TRADING_METRICS = ("sharpe", "annual_return", "max_drawdown", "avg_turnover")
+
+
+def usable_rows(forecasts: Forecasts) -> np.ndarray:
+    """Windows [N] whose whole realised path exists and whose lookback varies (a MASE scale above 0)."""
+    realised, past = forecasts.realised[..., 0], forecasts.past[..., 0]
+    scale = np.mean(np.abs(np.diff(past, axis=1)), axis=1)
+    return np.isfinite(realised).all(axis=1) & np.isfinite(scale) & (scale > 0)
+
+
+def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]:
+    """The point, directional and (when the model has them) probabilistic metrics on windows `rows`."""
+    truth = forecasts.realised[rows, :, 0]
+    levels, quantiles = quantile_view(forecasts)
+    table = metric_table(
+        truth,
+        forecasts.point[rows, :, 0],
+        samples=None if forecasts.samples is None else np.moveaxis(forecasts.samples[rows, ..., 0], 1, -1),
+        quantiles=None if quantiles is None else quantiles[rows, :, 0],
+        levels=levels or None,
+        y_train=forecasts.past[rows, :, 0],
+        reference=0.0,
+        alpha=0.2,
+    )
+    return {name: table[name] for name in POINT_METRICS if name in table}
+
+
+def loss_by_instant(forecasts: Forecasts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(instants [K] sorted, mean absolute error [K] over the windows and steps decided at each instant)."""
+    errors = np.abs(forecasts.point[rows, :, 0] - forecasts.realised[rows, :, 0]).mean(axis=1)
+    frame = pl.DataFrame({"t": forecasts.origin_us[rows], "e": errors}).group_by("t").agg(pl.col("e").mean()).sort("t")
+    return frame["t"].to_numpy(), frame["e"].to_numpy()
+
+
+def dm_against(forecasts: Forecasts, baseline: Forecasts, rows: np.ndarray, model: str, name: str) -> dict[str, Any]:
+    """Diebold-Mariano (alternative: the model's loss is lower) of `forecasts` against `baseline` on `rows`."""
+    times, loss = loss_by_instant(forecasts, rows)
+    base_times, base_loss = loss_by_instant(baseline, rows)
+    if not np.array_equal(times, base_times):
+        raise ValueError("the model and the baseline were not scored on the same windows")
+    horizon = forecasts.point.shape[1]
+    result = diebold_mariano(loss, base_loss, horizon=horizon, alternative="less")
+    return {
+        "test": "diebold_mariano",
+        "model": model,
+        "baseline": name,
+        "loss": "absolute error",
+        "statistic": result.statistic,
+        "p_value": result.p_value,
+        "mean_difference": result.mean_difference,
+        "n": result.n,
+        "horizon": horizon,
+    }
+
+
+@dataclass
+class SignBacktest:
+    """The sign strategy's backtest on the forecast windows: instants [T], symbols [A], result."""
+
+    instants: np.ndarray
+    symbols: tuple[str, ...]
+    result: BacktestResult
+
+    def equity_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                from_us(self.instants, "ts"),
+                pl.Series("strategy", self.result.equity / self.result.config.initial_capital),
+                pl.Series("benchmark", self.result.benchmark.equity / self.result.config.initial_capital),
+            ]
+        )
+
+    def weights_frame(self) -> pl.DataFrame:
+        t, a = np.nonzero(np.isfinite(self.result.weights))
+        return pl.DataFrame(
+            [
+                from_us(self.instants[t], "ts"),
+                pl.Series("symbol", np.asarray(self.symbols, dtype=object)[a], dtype=pl.String),
+                pl.Series("weight", self.result.weights[t, a]),
+            ]
+        )
+
+
+def sign_backtest(forecasts: Forecasts, rows: np.ndarray, costs: CostModel, periods_per_year: int) -> SignBacktest:
+    """Hold sign(step-1 forecast) / A per symbol from each decision instant to the next bar (see the docstring)."""
+    origin, target = forecasts.origin_us[rows], forecasts.target_us[rows, 0]
+    instants = np.unique(np.concatenate([origin, target]))
+    used = np.unique(forecasts.symbol_index[rows])
+    column = np.searchsorted(used, forecasts.symbol_index[rows])
+    weights = np.zeros((len(instants), len(used)))  # flat wherever nothing was forecast
+    returns = np.zeros((len(instants), len(used)))
+    decided_at = np.searchsorted(instants, origin)
+    weights[decided_at, column] = np.sign(forecasts.point[rows, 0, 0]) / len(used)
+    returns[np.searchsorted(instants, target), column] = np.expm1(forecasts.realised[rows, 0, 0])
+    config = BacktestConfig(costs=costs, periods_per_year=periods_per_year)
+    symbols = tuple(forecasts.symbols[i] for i in used)
+    return SignBacktest(instants, symbols, run_backtest(weights, returns=returns, config=config))
+
+
+def trading_metrics(backtest: SignBacktest, periods_per_year: int) -> dict[str, float]:
+    values = kpis(backtest.result, periods_per_year)
+    return {name: values[name] for name in TRADING_METRICS}

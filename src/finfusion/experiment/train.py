@@ -1,0 +1,93 @@
+"""Train one experiment: config in, a run folder out.
+
+    RUN/config.yaml         the resolved config (`finfusion train --config RUN/config.yaml` repeats the run)
+    RUN/checkpoints/        Lightning checkpoints (best-k and last.ckpt, the resume point) of neural models
+    RUN/model.safetensors   the best weights (or model.lightgbm.json for LightGBM; nothing for closed-form models)
+    RUN/train.json          the split instants, the best validation score and what was trained
+
+Neural models train through the task named in `task` (training/tasks.py) and the trainer part; models that are not
+trained by gradient descent are fitted in closed form on the training windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from finfusion.config import save_config
+from finfusion.data.atomic import write_json_atomic
+from finfusion.experiment.data import ExperimentData, build_experiment_data
+from finfusion.experiment.models import TASK_KEY, build_experiment_model, plain, save_model_state
+from finfusion.models.base import Capabilities
+from finfusion.training.tasks import build_task
+from finfusion.training.trainer import CONFIG_FILE, fit
+
+TRAIN_FILE = "train.json"
+TASK_DEFAULTS: dict[str, Any] = {"name": "forecast", "loss": "mse"}
+
+
+@dataclass
+class TrainedModel:
+    """A model fitted on `data.train` (weights of the best validation checkpoint for neural models)."""
+
+    model: Capabilities
+    data: ExperimentData
+    best_checkpoint: Path | None
+    best_score: float | None
+
+
+def best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The model's weights in a Lightning checkpoint (keys without the task's `model.` prefix); weights only."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+
+
+def fit_model(cfg: DictConfig, data: ExperimentData, run_dir: Path, resume: str | Path | None = "auto") -> TrainedModel:
+    """Build the `model` part for `data` and fit it on `data.train` (validating on `data.val`)."""
+    model = build_experiment_model(cfg.model, data)
+    if not model.trainable:
+        model.fit(data.loader(data.train))
+        return TrainedModel(model, data, None, None)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{type(model).__name__} is trainable but not an nn.Module")
+    task_cfg = {**TASK_DEFAULTS, **plain(cfg.get("task", {})), **plain(cfg.model).get(TASK_KEY, {})}
+    task = build_task(task_cfg, plain(cfg.get("optim", {})), model)
+    loaders = (data.loader(data.train, shuffle=True), data.loader(data.val) if len(data.val) else None)
+    trainer: L.Trainer = fit(task, loaders, run_dir, cfg, resume=resume)
+    callback = trainer.checkpoint_callback
+    best = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
+    if best is not None and best.is_file():
+        model.load_state_dict(best_state_dict(best))
+    score = callback.best_model_score if callback is not None else None
+    model.eval()
+    return TrainedModel(model, data, best, None if score is None else float(score))
+
+
+def train_experiment(
+    cfg: DictConfig, run_dir: str | Path, resume: str | Path | None = "auto", data: ExperimentData | None = None
+) -> TrainedModel:
+    """Train the experiment `cfg` into `run_dir` (see the module docstring); resumes from last.ckpt by default."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / CONFIG_FILE)
+    data = data or build_experiment_data(cfg.data)
+    trained = fit_model(cfg, data, run, resume)
+    save_model_state(trained.model, run)
+    write_json_atomic(
+        run / TRAIN_FILE,
+        {
+            "model": str(cfg.model.name),
+            "train_end_us": data.train_end_us,
+            "val_end_us": data.val_end_us,
+            "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+            "best_checkpoint": None if trained.best_checkpoint is None else trained.best_checkpoint.name,
+            "best_score": trained.best_score,
+        },
+    )
+    return trained

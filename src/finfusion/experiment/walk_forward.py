@@ -1,0 +1,222 @@
+"""Walk-forward evaluation with refit: every fold fits every model again on its own past, then forecasts its test.
+
+The `evaluation` part of the config:
+
+    walk_forward:
+      mode: expanding       # or rolling
+      first_test: null      # a date: the train block ends (validate + embargo) periods before it; else `train`
+      train: 500            # periods (distinct decision instants) in the first train block
+      validate: 100         # periods for early stopping / checkpoint choice (0: none)
+      test: 100             # periods per test block; blocks tile the rest of the timeline
+      step: null            # default: test
+      embargo: null         # default: the horizon H (no label window reaches across a gap)
+      max_folds: null
+    baselines: [random_walk, drift]   # registry names; configs/model/<name>.yaml gives arguments when it exists
+    costs: {half_spread_bps: 2.0, commission_bps: 1.0, slippage_bps: 1.0, impact_coef: 0.0}
+    periods_per_year: 252
+
+Each fold's normaliser is fitted on the bars before its first held-out decision instant; the splitter purges
+training windows whose label windows overlap held-out ones. Outputs in the run folder: metrics.json (every model,
+the baselines marked, Diebold-Mariano of each non-baseline against `random_walk`), forecasts.parquet (models with
+quantiles or samples), backtest/ (the experiment model's sign strategy) and report.html.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+
+from finfusion.config import find_config_dir, save_config
+from finfusion.errors import FinfusionError
+from finfusion.evaluation.costs import CostModel
+from finfusion.evaluation.report import write_report
+from finfusion.evaluation.run_layout import Metrics, write_equity, write_forecasts, write_metrics, write_weights
+from finfusion.evaluation.splits import Split, WalkForward
+from finfusion.experiment.data import (
+    ExperimentData,
+    build_experiment_panel,
+    data_options,
+    instant_us,
+    window_config,
+)
+from finfusion.experiment.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
+from finfusion.experiment.models import plain
+from finfusion.experiment.scoring import (
+    dm_against,
+    forecast_metrics,
+    sign_backtest,
+    trading_metrics,
+    usable_rows,
+)
+from finfusion.experiment.train import fit_model
+from finfusion.samples.windows import EPOCH, Panel, WindowDataset
+from finfusion.training.trainer import CONFIG_FILE
+
+REFERENCE = "random_walk"
+EVALUATION_DEFAULTS: dict[str, Any] = {
+    "walk_forward": {
+        "mode": "expanding",
+        "first_test": None,
+        "train": 500,
+        "validate": 100,
+        "test": 100,
+        "step": None,
+        "embargo": None,
+        "max_folds": None,
+    },
+    "baselines": [REFERENCE, "drift"],
+    "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
+    "periods_per_year": 252,
+}
+
+Progress = Callable[[str], None]
+
+
+def evaluation_options(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    given = {} if cfg is None else plain(cfg)
+    return plain(OmegaConf.merge(OmegaConf.create(EVALUATION_DEFAULTS), given))
+
+
+def model_parts(cfg: DictConfig, baselines: list[str]) -> dict[str, dict[str, Any]]:
+    """{display name: model part}: the experiment's own model first, then each baseline."""
+    own = plain(cfg.model)
+    parts = {str(own["name"]): own}
+    config_dir = find_config_dir()
+    for name in baselines:
+        path = config_dir / "model" / f"{name}.yaml"
+        part: dict[str, Any] = {"name": name}
+        if path.is_file():
+            resolved = OmegaConf.create({"data": cfg.data, "model": OmegaConf.load(path)})
+            OmegaConf.resolve(resolved)
+            part = {**plain(resolved.model), "name": name}
+        parts.setdefault(name, part)
+    return parts
+
+
+def splitter(options: Mapping[str, Any], origins_us: np.ndarray, horizon: int) -> WalkForward:
+    """The WalkForward of the options; `first_test` (a date) sets the train block so the first test starts there."""
+    embargo = horizon if options["embargo"] is None else int(options["embargo"])
+    train = int(options["train"])
+    if options["first_test"] is not None:
+        periods = np.unique(origins_us)
+        first = int(np.searchsorted(periods, instant_us(options["first_test"])))
+        train = first - int(options["validate"]) - (2 if options["validate"] else 1) * embargo
+        if train < 1:
+            raise FinfusionError(f"evaluation: first_test {options['first_test']} leaves no training periods")
+    return WalkForward(
+        train=train,
+        validate=int(options["validate"]),
+        test=int(options["test"]),
+        step=None if options["step"] is None else int(options["step"]),
+        mode=options["mode"],
+        embargo=embargo,
+    )
+
+
+def fold_data(panel: Panel, options: Mapping[str, Any], windows: WindowDataset, split: Split) -> ExperimentData:
+    """The fold's datasets with a normaliser fitted on the bars before its first held-out decision instant."""
+    held_out = split.validate if split.validate.size else split.test
+    start = int(windows.origins_us[held_out].min())
+    config = dataclasses.replace(windows.config, normalize=True, train_end=EPOCH + timedelta(microseconds=start))
+    fold = WindowDataset(panel, config, index=windows.index)
+    return ExperimentData(
+        panel=panel,
+        config=config,
+        train=fold.subset(split.train),
+        val=fold.subset(split.validate),
+        test=fold.subset(split.test),
+        train_end_us=start,
+        val_end_us=int(windows.origins_us[split.test].min()),
+        batch_size=int(options["batch_size"]),
+        num_workers=int(options["num_workers"]),
+    )
+
+
+def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
+    """One model's forecasts of several folds, in fold order."""
+    first = parts[0]
+    present = [key for key in PER_WINDOW if getattr(first, key) is not None]
+    stacked = {key: np.concatenate([getattr(p, key) for p in parts]) for key in present}
+    return dataclasses.replace(first, **stacked)
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_experiment` measured."""
+
+    metrics: Metrics
+    folds: int
+    windows: int
+    forecasts: dict[str, Forecasts] = field(repr=False)
+    fold_bounds: list[tuple[int, int]] = field(default_factory=list)
+
+
+def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress = print) -> Evaluation:
+    """Walk-forward evaluation of the experiment's model and the baselines into `run_dir`."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / CONFIG_FILE)
+    data_opts = data_options(cfg.data)
+    options = evaluation_options(cfg.get("evaluation"))
+    wf_opts = options["walk_forward"]
+    panel = build_experiment_panel(data_opts)
+    windows = WindowDataset(panel, dataclasses.replace(window_config(data_opts, None), normalize=False))
+    wf = splitter(wf_opts, windows.origins_us, windows.config.horizon)
+    folds = list(wf.split(windows.origins_us, windows.future_end_us))
+    if wf_opts["max_folds"] is not None:
+        folds = folds[: int(wf_opts["max_folds"])]
+    if not folds:
+        raise FinfusionError(f"evaluation: the timeline is too short for one fold (needs {wf.span} periods)")
+    parts = model_parts(cfg, list(options["baselines"]))
+    collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
+    bounds = []
+    for split in folds:
+        data = fold_data(panel, data_opts, windows, split)
+        bounds.append((int(data.test.origins_us.min()), int(data.test.origins_us.max())))
+        sizes = f"{len(data.train)} train, {len(data.val)} val, {len(data.test)} test windows"
+        progress(f"fold {split.fold + 1}/{len(folds)}: {sizes}")
+        for name, part in parts.items():
+            fold_cfg = cfg.copy()
+            fold_cfg.model = OmegaConf.create(part)
+            trained = fit_model(fold_cfg, data, run / "folds" / name / f"fold_{split.fold}", resume="never")
+            collected[name].append(run_forecasts(trained.model, data.test))
+            progress(f"  {name}: forecast {len(data.test)} windows")
+    forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
+    evaluation = score(forecasts, list(options["baselines"]), options, run)
+    evaluation.folds, evaluation.fold_bounds = len(folds), bounds
+    write_report(run)
+    return evaluation
+
+
+def score(forecasts: dict[str, Forecasts], baselines: list[str], options: Mapping[str, Any], run: Path) -> Evaluation:
+    """Metrics, significance, forecasts and the backtest of the first model into `run`."""
+    rows = np.logical_and.reduce([usable_rows(f) for f in forecasts.values()])
+    if not rows.any():
+        raise FinfusionError("evaluation: no test window has a complete realised path")
+    costs = CostModel(**options["costs"])
+    ppy = int(options["periods_per_year"])
+    table: dict[str, dict[str, float]] = {}
+    tests = []
+    backtests = {}
+    for name, fc in forecasts.items():
+        backtests[name] = sign_backtest(fc, rows, costs, ppy)
+        table[name] = {**forecast_metrics(fc, rows), **trading_metrics(backtests[name], ppy)}
+        if name not in baselines and REFERENCE in forecasts:
+            tests.append(dm_against(fc, forecasts[REFERENCE], rows, name, REFERENCE))
+    metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], significance=tests)
+    write_metrics(run, metrics)
+    frames = [f for name, fc in forecasts.items() if (f := report_frame(fc.select(rows), name)) is not None]
+    if frames:
+        write_forecasts(run, pl.concat(frames, how="diagonal_relaxed"))
+    first = next(iter(forecasts))
+    write_equity(run, backtests[first].equity_frame())
+    write_weights(run, backtests[first].weights_frame())
+    return Evaluation(metrics=metrics, folds=0, windows=int(rows.sum()), forecasts=forecasts)
