@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,9 @@ import typer
 from omegaconf import DictConfig
 from rich.table import Table
 
-from finfusion.commands.common import busy, out, reports_errors
+from finfusion.commands.common import LakeOption, busy, out, reports_errors
 from finfusion.config import ConfigError, load_config
+from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.run_layout import missing_parts
 from finfusion.experiment.predict import (
@@ -39,11 +39,15 @@ Overrides = Annotated[
 ]
 
 
-def _load(config: str, overrides: list[str] | None) -> DictConfig:
+def _load(config: str, overrides: list[str] | None, lake: Path | None) -> DictConfig:
+    """The composed config; `--lake` (or $FINFUSION_LAKE) sets `data.lake` when given."""
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
     except ConfigError as exc:
         raise FinfusionError(str(exc)) from exc
+    if lake is not None:
+        cfg.data.lake = str(lake)
+    return cfg
 
 
 def _default_run(cfg_name: str) -> Path:
@@ -58,13 +62,14 @@ def train(
     resume: Annotated[
         str, typer.Option("--resume", help="auto (RUN/checkpoints/last.ckpt when present), never, or a checkpoint.")
     ] = "auto",
+    lake: LakeOption = None,
 ) -> None:
     """Train the experiment's model; the resolved config is saved as RUN/config.yaml, so
     `finfusion train --config RUN/config.yaml` repeats the run.
 
     Example: finfusion train --config patchtst_synthetic model.d_model=32 --run runs/p32
     """
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
     out.print(f"training [bold]{cfg.model.name}[/bold] into {run_dir}")
     trained = train_experiment(cfg, run_dir, resume=None if resume == "never" else resume)
@@ -82,9 +87,11 @@ def predict(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Also export to FILE.npz or FILE.parquet.", show_default=False)
     ] = None,
-    to_lake: Annotated[bool, typer.Option("--lake/--no-lake", help="Store the forecasts in the lake.")] = True,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the forecasts in the lake.")] = True,
+    lake: LakeOption = None,
 ) -> None:
-    """Forecast with a trained run and store the forecasts in the lake (forecasts table, dataset = run name).
+    """Forecast with a trained run and store the forecasts in the lake (forecasts table, dataset = run name; the
+    run's own lake unless --lake is given).
 
     Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
     """
@@ -94,10 +101,10 @@ def predict(
     for row in forecast_summary(forecasts).sort("symbol").iter_rows():
         table.add_row(row[0], f"{row[1]:,}", str(row[2]), str(row[3]))
     out.print(table)
-    if to_lake:
-        lake = lake_of_run(run)
-        result = write_forecasts_to_lake(forecasts, run, lake)
-        out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {lake.root}")
+    if store:
+        target = Lake(lake) if lake is not None else lake_of_run(run)
+        result = write_forecasts_to_lake(forecasts, run, target)
+        out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {target.root}")
     if out_file is not None:
         out.print(f"exported: {export(forecasts, out_file)}")
 
@@ -110,13 +117,14 @@ def evaluate(
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the results page here (e.g. docs/results/x.md).")
     ] = None,
+    lake: LakeOption = None,
 ) -> None:
     """Walk-forward evaluation with refit of the experiment's model and the baselines: metrics, Diebold-Mariano
     against the random walk, the sign strategy's backtest and the HTML report.
 
     Example: finfusion evaluate --config patchtst_synthetic --run runs/eval01 --markdown docs/results/synthetic.md
     """
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
     evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)
     models = evaluation.metrics.models
@@ -132,6 +140,8 @@ def evaluate(
     for part in missing_parts(run_dir):
         out.print(f"  missing: {part}")
     if markdown is not None:
-        command = "finfusion " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+        words = ["finfusion", "evaluate", "--config", config, *(overrides or []), "--run", str(run_dir)]
+        words += ["--markdown", str(markdown), *(["--lake", str(lake)] if lake is not None else [])]
+        command = " ".join(shlex.quote(word) for word in words)
         title = f"Walk-forward results: {cfg.get('name', Path(config).stem)}"
         out.print(f"results: {write_results(markdown, evaluation, cfg, command, title)}")

@@ -11,12 +11,14 @@ trained by gradient descent are fitted in closed form on the training windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch import nn
 
@@ -26,7 +28,7 @@ from finfusion.experiment.data import ExperimentData, build_experiment_data
 from finfusion.experiment.models import TASK_KEY, build_experiment_model, plain, save_model_state
 from finfusion.models.base import Capabilities
 from finfusion.training.tasks import build_task
-from finfusion.training.trainer import CONFIG_FILE, fit
+from finfusion.training.trainer import CONFIG_FILE, fit, trainer_options
 
 TRAIN_FILE = "train.json"
 TASK_DEFAULTS: dict[str, Any] = {"name": "forecast", "loss": "mse"}
@@ -48,8 +50,17 @@ def best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
 
 
-def fit_model(cfg: DictConfig, data: ExperimentData, run_dir: Path, resume: str | Path | None = "auto") -> TrainedModel:
-    """Build the `model` part for `data` and fit it on `data.train` (validating on `data.val`)."""
+def fit_model(
+    cfg: DictConfig,
+    data: ExperimentData,
+    run_dir: Path,
+    resume: str | Path | None = "auto",
+    callbacks: Sequence[Callback] = (),
+) -> TrainedModel:
+    """Build the `model` part for `data` and fit it on `data.train` (validating on `data.val`); `callbacks` go to
+    the Lightning Trainer of neural models. Seeds everything with the trainer's seed first, so that the model's
+    initial weights are reproducible too."""
+    L.seed_everything(int(trainer_options(cfg.get("trainer", {}))["seed"]), workers=True, verbose=False)
     model = build_experiment_model(cfg.model, data)
     if not model.trainable:
         model.fit(data.loader(data.train))
@@ -59,7 +70,7 @@ def fit_model(cfg: DictConfig, data: ExperimentData, run_dir: Path, resume: str 
     task_cfg = {**TASK_DEFAULTS, **plain(cfg.get("task", {})), **plain(cfg.model).get(TASK_KEY, {})}
     task = build_task(task_cfg, plain(cfg.get("optim", {})), model)
     loaders = (data.loader(data.train, shuffle=True), data.loader(data.val) if len(data.val) else None)
-    trainer: L.Trainer = fit(task, loaders, run_dir, cfg, resume=resume)
+    trainer: L.Trainer = fit(task, loaders, run_dir, cfg, resume=resume, callbacks=callbacks)
     callback = trainer.checkpoint_callback
     best = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
     if best is not None and best.is_file():
@@ -70,14 +81,18 @@ def fit_model(cfg: DictConfig, data: ExperimentData, run_dir: Path, resume: str 
 
 
 def train_experiment(
-    cfg: DictConfig, run_dir: str | Path, resume: str | Path | None = "auto", data: ExperimentData | None = None
+    cfg: DictConfig,
+    run_dir: str | Path,
+    resume: str | Path | None = "auto",
+    data: ExperimentData | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainedModel:
     """Train the experiment `cfg` into `run_dir` (see the module docstring); resumes from last.ckpt by default."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / CONFIG_FILE)
     data = data or build_experiment_data(cfg.data)
-    trained = fit_model(cfg, data, run, resume)
+    trained = fit_model(cfg, data, run, resume, callbacks)
     save_model_state(trained.model, run)
     write_json_atomic(
         run / TRAIN_FILE,

@@ -1,0 +1,282 @@
+"""Experiments end to end on a small synthetic lake: splits, every model trains / reloads / resumes, the commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+from typer.testing import Result
+
+from finfusion.config import load_config
+from finfusion.data.calendar import to_us
+from finfusion.data.lake import Lake
+from finfusion.data.schema import BARS
+from finfusion.experiment.data import build_experiment_data
+from finfusion.experiment.forecast import run_forecasts
+from finfusion.experiment.models import build_experiment_model, load_model_state, plain
+from finfusion.experiment.train import TASK_DEFAULTS, train_experiment
+from finfusion.experiment.walk_forward import evaluate_experiment
+from finfusion.samples.windows import collate
+from finfusion.training.losses import build_loss
+from finfusion.training.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = REPO / "configs" / "experiment" / "patchtst_synthetic.yaml"
+
+SMALL_MODELS: dict[str, list[str]] = {
+    "patchtst": [
+        "model.d_model=16",
+        "model.n_heads=2",
+        "model.n_layers=1",
+        "model.d_ff=32",
+        "model.patch_len=8",
+        "model.stride=8",
+    ],
+    "dlinear": ["model.kernel=9"],
+    "hf_tst": ["model.d_model=8", "model.n_layers=1", "model.d_ff=16", "model.num_samples=8"],
+}
+
+
+def tiny_overrides(lake: Path) -> list[str]:
+    return [
+        f"data.lake={lake}",
+        "data.synthetic.n_symbols=2",
+        "data.synthetic.start=2016-01-01",
+        "data.synthetic.end=2018-12-31",
+        "data.lookback=32",
+        "data.horizon=4",
+        "data.batch_size=32",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.loggers=[csv]",
+        "trainer.checkpoint.every_n_train_steps=2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("experiment-lake")
+
+
+def config_for(lake: Path, model: str = "patchtst", *extra: str) -> DictConfig:
+    swap = [] if model == "patchtst" else [f"model={model}"]  # the experiment uses model=patchtst_cpu
+    return load_config(EXPERIMENT, [*swap, *tiny_overrides(lake), *SMALL_MODELS.get(model, []), *extra])
+
+
+class CrashAfter(Callback):
+    """Raise once `steps` optimiser steps are done: a crash in the middle of an epoch."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: object, *args: object) -> None:
+        if trainer.global_step >= self.steps:  # type: ignore[attr-defined]
+            raise RuntimeError("simulated crash")
+
+
+class RecordStart(Callback):
+    def __init__(self) -> None:
+        self.start_step = -1
+
+    def on_train_start(self, trainer: object, *args: object) -> None:
+        self.start_step = trainer.global_step  # type: ignore[attr-defined]
+
+
+def test_splits_are_point_in_time_and_ordered(lake_dir: Path) -> None:
+    data = build_experiment_data(config_for(lake_dir).data)
+    assert len(data.train) > 0 and len(data.val) > 0 and len(data.test) > 0
+    assert data.train.future_end_us.max() < data.train_end_us
+    assert data.val.origins_us.min() >= data.train_end_us
+    assert data.val.future_end_us.max() < data.val_end_us
+    assert data.test.origins_us.min() >= data.val_end_us
+    assert data.val.normalizer is data.train.normalizer is data.test.normalizer
+
+
+def test_perturbing_bars_after_train_end_leaves_training_and_earlier_samples_unchanged(
+    lake_dir: Path, tmp_path: Path
+) -> None:
+    cfg = config_for(lake_dir)
+    data = build_experiment_data(cfg.data)
+    bars = Lake(lake_dir).read("bars", "synthetic_structured", freq="1d")
+    later = to_us(bars["ts"]) >= data.train_end_us
+    factor = pl.Series(np.where(later, np.linspace(0.5, 3.0, bars.height), 1.0))
+    prices = ("open", "high", "low", "close", "adj_close")
+    moved = bars.with_columns([(pl.col(c) * factor).alias(c) for c in prices])
+    Lake(tmp_path).write(BARS, "synthetic_structured", moved, freq="1d")
+    perturbed = build_experiment_data(load_config(EXPERIMENT, [*tiny_overrides(tmp_path)]).data)
+    assert len(perturbed.train) == len(data.train)
+    for i in range(0, len(data.train), 97):
+        a, b = data.train[i], perturbed.train[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    val_past = [perturbed.val[i]["past"] for i in range(3)]
+    assert not all(torch.equal(v, data.val[i]["past"]) for i, v in enumerate(val_past))
+
+
+def batch_loss(model: torch.nn.Module, cfg: DictConfig, batch: dict[str, torch.Tensor]) -> float:
+    task = {**TASK_DEFAULTS, **plain(cfg.task), **plain(cfg.model).get("task", {})}
+    kwargs = {"levels": model.quantile_levels.tolist()} if task["loss"] == "mse_quantile" else {}
+    model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        outputs = model(batch)
+    return float(build_loss(task["loss"], **kwargs)(outputs, batch))
+
+
+@pytest.mark.parametrize("name", list(SMALL_MODELS))
+def test_each_model_trains_reloads_identically_and_resumes_after_a_crash(
+    name: str, lake_dir: Path, tmp_path: Path
+) -> None:
+    cfg = config_for(lake_dir, name)
+    run = tmp_path / "run"
+    data = build_experiment_data(cfg.data)
+    batch = collate([data.train[i] for i in range(0, len(data.train), max(1, len(data.train) // 64))])
+    torch.manual_seed(0)
+    before = batch_loss(build_experiment_model(cfg.model, data), cfg, batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_experiment(cfg, run, data=data, callbacks=[CrashAfter(3)])
+    saved = torch.load(run / CHECKPOINT_DIR / LAST_CHECKPOINT, weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 2
+    start = RecordStart()
+    trained = train_experiment(load_config(run / CONFIG_FILE), run, data=data, callbacks=[start])
+    assert start.start_step == 2
+    final = torch.load(run / CHECKPOINT_DIR / LAST_CHECKPOINT, weights_only=True, map_location="cpu")
+    assert final["global_step"] == 12
+    after = batch_loss(trained.model, cfg, batch)
+    assert after < before
+    fresh = load_model_state(build_experiment_model(cfg.model, data), run)
+    torch.manual_seed(1)
+    expected = run_forecasts(trained.model, data.test.subset(np.arange(40)))
+    torch.manual_seed(1)
+    again = run_forecasts(fresh, data.test.subset(np.arange(40)))
+    np.testing.assert_array_equal(expected.point, again.point)
+    assert set(load_file(run / "model.safetensors")) == set(trained.model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "random_walk", "drift"])
+def test_closed_form_models_fit_save_and_reload(name: str, lake_dir: Path, tmp_path: Path) -> None:
+    cfg = config_for(lake_dir, name, *(["model.n_estimators=20"] if name == "lightgbm" else []))
+    trained = train_experiment(cfg, tmp_path)
+    data = trained.data
+    subset = data.test.subset(np.arange(50))
+    expected = run_forecasts(trained.model, subset)
+    again = run_forecasts(load_model_state(build_experiment_model(cfg.model, data), tmp_path), subset)
+    np.testing.assert_allclose(again.point, expected.point, rtol=0, atol=1e-12)
+    if name == "random_walk":
+        np.testing.assert_allclose(expected.point, 0.0, atol=1e-8)  # a raw return of 0, up to float32 rounding
+    assert np.isfinite(expected.realised).all()
+    np.testing.assert_allclose(
+        expected.realised[:, 0, 0],
+        [subset.panel.values[s][i + 1, 0] for s, i in subset.index],
+        rtol=1e-6,
+    )
+    assert json.loads((tmp_path / "train.json").read_text())["model"] == name
+
+
+def test_train_predict_commands_store_and_export_forecasts(
+    lake_dir: Path, lake_root: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    run = tmp_path / "run_a"
+    args = ["train", "--config", str(EXPERIMENT), *tiny_overrides(lake_dir), *SMALL_MODELS["patchtst"]]
+    result = cli(*args, "--run", str(run))
+    assert result.exit_code == 0, result.output
+    assert "best checkpoint" in result.output
+    rerun = cli("train", "--config", str(run / CONFIG_FILE), "--run", str(tmp_path / "run_b"))
+    assert rerun.exit_code == 0, rerun.output
+    first, second = load_file(run / "model.safetensors"), load_file(tmp_path / "run_b" / "model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    npz, parquet = tmp_path / "latest.npz", tmp_path / "test.parquet"
+    assert cli("predict", str(run), "--span", "latest", "--out", str(npz)).exit_code == 0
+    predicted = cli("predict", str(run), "--out", str(parquet))
+    assert predicted.exit_code == 0, predicted.output
+    arrays = np.load(npz)
+    assert arrays["predictions"].shape == (2, 1, 4, 1)
+    assert np.isnan(arrays["targets"]).all()
+    assert arrays["quantiles"].shape == (2, 4, 1, 3)
+    stored = Lake(lake_root).read("forecasts", "run_a")
+    exported = pl.read_parquet(parquet)
+    assert {"q0.1", "q0.5", "q0.9", "point", "realised"} <= set(stored.columns)
+    assert exported.height > 0 and exported["realised"].null_count() == 0
+    assert stored.height == exported.height + 2 * 4
+
+
+def test_predict_rejects_a_folder_that_is_not_a_run(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    result = cli("predict", str(tmp_path))
+    assert result.exit_code != 0
+    assert "not a run folder" in result.output
+
+
+def test_train_rejects_an_unknown_override(lake_dir: Path, cli: Callable[..., Result]) -> None:
+    result = cli("train", "--config", str(EXPERIMENT), f"data.lake={lake_dir}", "model.no_such_key=1")
+    assert result.exit_code != 0
+    assert "no_such_key" in result.output
+
+
+def test_evaluate_command_writes_metrics_significance_report_and_results_page(
+    lake_dir: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    run, page = tmp_path / "eval", tmp_path / "results.md"
+    overrides = [
+        *tiny_overrides(lake_dir),
+        *SMALL_MODELS["patchtst"],
+        "evaluation.walk_forward.train=300",
+        "evaluation.walk_forward.validate=60",
+        "evaluation.walk_forward.test=60",
+        "evaluation.walk_forward.max_folds=2",
+        "evaluation.baselines=[random_walk,drift,dlinear]",
+    ]
+    result = cli("evaluate", "--config", str(EXPERIMENT), *overrides, "--run", str(run), "--markdown", str(page))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["patchtst", "random_walk", "drift", "dlinear"]
+    assert metrics["baselines"] == ["random_walk", "drift", "dlinear"]
+    assert {"mase", "directional_accuracy", "crps", "coverage", "sharpe"} <= set(metrics["models"]["patchtst"])
+    (test,) = metrics["significance"]
+    assert test["model"] == "patchtst" and test["baseline"] == "random_walk" and 0 <= test["p_value"] <= 1
+    assert (run / "report" / "report.html").is_file()
+    assert sorted(p.name for p in (run / "folds" / "patchtst").iterdir()) == ["fold_0", "fold_1"]
+    text = page.read_text()
+    assert "| **patchtst** |" in text and "random_walk (baseline)" in text and "finfusion evaluate" in text
+
+
+def walk_forward_mase(data_part: str, lake: Path, run: Path) -> tuple[float, float, float]:
+    """(PatchTST MASE, random walk MASE, Diebold-Mariano p-value) of one walk-forward fold on `data_part`."""
+    cfg = load_config(
+        EXPERIMENT,
+        [
+            f"data={data_part}",
+            f"data.lake={lake}",
+            "data.synthetic.n_symbols=3",
+            "data.horizon=1",
+            *SMALL_MODELS["patchtst"],
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=30",
+            "trainer.enable_progress_bar=false",
+            "trainer.loggers=[csv]",
+            "evaluation.walk_forward.train=1500",
+            "evaluation.walk_forward.validate=200",
+            "evaluation.walk_forward.test=300",
+            "evaluation.walk_forward.max_folds=1",
+            "evaluation.baselines=[random_walk]",
+        ],
+    )
+    evaluation = evaluate_experiment(cfg, run, progress=lambda _: None)
+    models = evaluation.metrics.models
+    (test,) = evaluation.metrics.significance
+    return models["patchtst"]["mase"], models["random_walk"]["mase"], test["p_value"]
+
+
+def test_patchtst_beats_the_random_walk_only_where_there_is_structure(lake_dir: Path, tmp_path: Path) -> None:
+    structured = walk_forward_mase("synthetic_structured", lake_dir, tmp_path / "structured")
+    pure = walk_forward_mase("synthetic_random_walk", lake_dir, tmp_path / "random_walk")
+    assert structured[0] < structured[1] and structured[2] < 0.05, structured
+    assert pure[0] >= 0.995 * pure[1] and pure[2] > 0.05, pure
