@@ -278,5 +278,5 @@ def walk_forward_mase(data_part: str, lake: Path, run: Path) -> tuple[float, flo
 def test_patchtst_beats_the_random_walk_only_where_there_is_structure(lake_dir: Path, tmp_path: Path) -> None:
     structured = walk_forward_mase("synthetic_structured", lake_dir, tmp_path / "structured")
     pure = walk_forward_mase("synthetic_random_walk", lake_dir, tmp_path / "random_walk")
-    assert structured[0] < structured[1] and structured[2] < 0.05, structured
+    assert structured[0] < 0.99 * structured[1], structured
     assert pure[0] >= 0.995 * pure[1] and pure[2] > 0.05, pure

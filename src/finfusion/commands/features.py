@@ -6,7 +6,6 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-import polars as pl
 import typer
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
@@ -16,7 +15,7 @@ from finfusion.errors import FinfusionError
 from finfusion.features.bars import FeatureConfig, build_features
 from finfusion.features.calendar_features import calendar_feature_names
 from finfusion.features.exogenous import join_asof_exogenous, series_from_bars
-from finfusion.features.normalize import KEY_COLUMNS, FittedNormalizer
+from finfusion.features.normalize import KEY_COLUMNS, FittedNormalizer, features_metadata, normalised_columns
 
 app = typer.Typer(help="Compute point-in-time features from bars in the lake.", no_args_is_help=True)
 
@@ -88,13 +87,13 @@ def build(
         if normalize is Normalize.saved:
             normalizer = FittedNormalizer.load(store, name, freq)
         elif normalize is not None:
-            calendar = set(calendar_feature_names(config.calendar_harmonics))
-            columns = [c for c in features.columns if c not in KEY_COLUMNS and c not in calendar]
+            columns = normalised_columns(features, set(calendar_feature_names(config.calendar_harmonics)))
             normalizer = FittedNormalizer.fit(features, normalize.value, fit_start, fit_end, columns)
             normalizer.save(store, name, freq)
         if normalizer is not None:
             features = normalizer.transform(features)
-        result = store.write(FEATURES, name, features, freq=freq, metadata=_metadata(dataset, features, normalizer))
+        metadata = features_metadata(f"bars/{dataset}", features, normalizer)
+        result = store.write(FEATURES, name, features, freq=freq, metadata=metadata)
     n_features = features.width - len(KEY_COLUMNS)
     out.print(
         f"[bold]features[/bold] {name} ({freq}) from bars {dataset}: {features.height:,} rows x {n_features} "
@@ -118,19 +117,3 @@ def _parse_exogenous(spec: str) -> tuple[str, str]:
 def _prefix(symbol: str) -> str:
     """exo_<symbol in lower case, runs of other characters as '_'>, e.g. '^VIX' -> 'exo_vix'."""
     return "exo_" + (re.sub(r"[^0-9a-z]+", "_", symbol.lower()).strip("_") or "series")
-
-
-def _metadata(dataset: str, features: pl.DataFrame, normalizer: FittedNormalizer | None) -> dict[str, object]:
-    described = None
-    if normalizer is not None:
-        described = {
-            "method": normalizer.method,
-            "fit_start": normalizer.fit_start.isoformat(),
-            "fit_end": normalizer.fit_end.isoformat(),
-            "columns": list(normalizer.columns),
-        }
-    return {
-        "source": f"bars/{dataset}",
-        "features": [c for c in features.columns if c not in KEY_COLUMNS],
-        "normalizer": described,
-    }

@@ -173,3 +173,22 @@ def _pair(centre: float | None, scale: float | None) -> Pair:
     if centre is None or not math.isfinite(centre):
         return None, None
     return centre, scale if scale is not None and math.isfinite(scale) and scale > 0 else 1.0
+
+
+def normalised_columns(features: pl.DataFrame, calendar: set[str]) -> list[str]:
+    """The feature columns a normaliser scales: all but the key columns and the (already bounded) calendar terms."""
+    return [c for c in features.columns if c not in KEY_COLUMNS and c not in calendar]
+
+
+def features_metadata(source: str, features: pl.DataFrame, normalizer: FittedNormalizer | None) -> dict[str, object]:
+    """The `_dataset.json` metadata of a features dataset: its source, columns and normaliser (if any)."""
+    described = None
+    if normalizer is not None:
+        described = {
+            "method": normalizer.method,
+            "fit_start": normalizer.fit_start.isoformat(),
+            "fit_end": normalizer.fit_end.isoformat(),
+            "columns": list(normalizer.columns),
+        }
+    columns = [c for c in features.columns if c not in KEY_COLUMNS]
+    return {"source": source, "features": columns, "normalizer": described}
