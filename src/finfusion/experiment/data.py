@@ -17,6 +17,7 @@ Keys of the part (configs/data/*.yaml):
     batch_size: 64
     num_workers: 0
     synthetic: {n_symbols: 8, ...}   # SyntheticConfig fields, used when source is "synthetic"
+    texts: {enabled: false, ...}     # aligned text embeddings in every window (experiment/texts.py)
 
 Splits are point-in-time: the normaliser sees only bars before `train_end`; a training window's whole future ends
 before `train_end`, a validation window's before `val_end`; test windows start at `val_end`.
@@ -39,8 +40,13 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.errors import FinfusionError
+from finfusion.experiment.texts import TEXT_DEFAULTS, align_panel_texts, with_texts
+from finfusion.features.align import AlignedText
 from finfusion.features.bars import FeatureConfig, build_features
+from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, LOG_RETURN, Panel, WindowConfig, WindowDataset, build_panel, collate
+
+Windows = WindowDataset | TextWindowDataset
 
 DATA_DEFAULTS: dict[str, Any] = {
     "source": "lake",
@@ -58,6 +64,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "num_workers": 0,
     "synthetic": {},
+    "texts": TEXT_DEFAULTS,
 }
 
 
@@ -134,13 +141,14 @@ class ExperimentData:
 
     panel: Panel
     config: WindowConfig
-    train: WindowDataset
-    val: WindowDataset
-    test: WindowDataset
+    train: Windows
+    val: Windows
+    test: Windows
     train_end_us: int
     val_end_us: int
     batch_size: int
     num_workers: int
+    aligned: AlignedText | None = None
 
     @property
     def n_channels(self) -> int:
@@ -154,7 +162,7 @@ class ExperimentData:
             raise FinfusionError(f"data: target(s) {', '.join(missing)} must also be inputs")
         return [self.config.inputs.index(t) for t in self.config.targets]
 
-    def loader(self, dataset: WindowDataset, shuffle: bool = False) -> DataLoader:
+    def loader(self, dataset: Windows, shuffle: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -177,7 +185,7 @@ def window_config(options: Mapping[str, Any], train_end_us: int | None, require_
     )
 
 
-def held_out_before(dataset: WindowDataset, start_us: int | None, end_us: int | None) -> np.ndarray:
+def held_out_before(dataset: Windows, start_us: int | None, end_us: int | None) -> np.ndarray:
     """Mask [M] of windows with origin >= start_us whose whole future ends before end_us (either bound may be open)."""
     origins, ends = dataset.origins_us, dataset.future_end_us
     keep = np.ones(len(origins), dtype=bool)
@@ -194,7 +202,8 @@ def build_experiment_data(cfg: Mapping[str, Any] | DictConfig) -> ExperimentData
     panel = build_experiment_panel(options)
     train_end, val_end = split_instants(panel, options["split"])
     config = window_config(options, train_end)
-    everything = WindowDataset(panel, config)
+    aligned = align_panel_texts(options, panel)
+    everything = with_texts(WindowDataset(panel, config), aligned)
     return ExperimentData(
         panel=panel,
         config=config,
@@ -205,4 +214,5 @@ def build_experiment_data(cfg: Mapping[str, Any] | DictConfig) -> ExperimentData
         val_end_us=val_end,
         batch_size=int(options["batch_size"]),
         num_workers=int(options["num_workers"]),
+        aligned=aligned,
     )

@@ -18,6 +18,7 @@ from finfusion.data.calendar import from_us
 from finfusion.evaluation.run_layout import quantile_column
 from finfusion.models.base import Capabilities
 from finfusion.samples.contract import FUTURE, FUTURE_MASK, PAST, SCALE_LOC, SCALE_SCALE
+from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset, collate
 
 #: The per-window array fields of `Forecasts` (first axis N).
@@ -66,7 +67,7 @@ def _denormalise(values: Tensor, loc: Tensor, scale: Tensor) -> np.ndarray:
     return (values.double() * scale.double().reshape(shape) + loc.double().reshape(shape)).numpy()
 
 
-def run_forecasts(model: Capabilities, dataset: WindowDataset, batch_size: int = 256) -> Forecasts:
+def run_forecasts(model: Capabilities, dataset: WindowDataset | TextWindowDataset, batch_size: int = 256) -> Forecasts:
     """Forecast every window of `dataset` with `model` (in window order)."""
     parts: dict[str, list[np.ndarray]] = {}
     levels: tuple[float, ...] = ()

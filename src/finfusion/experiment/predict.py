@@ -25,9 +25,10 @@ from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake, WriteResult, check_name
 from finfusion.data.schema import FORECASTS
 from finfusion.errors import FinfusionError
-from finfusion.experiment.data import ExperimentData, build_experiment_data, data_options
+from finfusion.experiment.data import ExperimentData, Windows, build_experiment_data, data_options
 from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
+from finfusion.experiment.texts import with_texts
 from finfusion.samples.windows import WindowDataset
 from finfusion.training.trainer import CONFIG_FILE
 
@@ -35,20 +36,20 @@ Span = Literal["test", "val", "train", "all", "latest"]
 SPANS: tuple[str, ...] = ("test", "val", "train", "all", "latest")
 
 
-def latest_windows(data: ExperimentData) -> WindowDataset:
+def latest_windows(data: ExperimentData) -> Windows:
     """One window per symbol whose decision bar is the symbol's last bar (future unknown), same normaliser."""
     config = dataclasses.replace(data.config, require_future=False)
     index = np.array([[s, len(ts) - 1] for s, ts in enumerate(data.panel.ts) if len(ts) >= config.lookback])
     if index.size == 0:
         raise FinfusionError(f"no symbol has the {config.lookback} bars a window needs")
-    return WindowDataset(data.panel, config, data.train.normalizer, index.astype(np.int64))
+    return with_texts(WindowDataset(data.panel, config, data.train.normalizer, index.astype(np.int64)), data.aligned)
 
 
-def span_windows(data: ExperimentData, span: str) -> WindowDataset:
+def span_windows(data: ExperimentData, span: str) -> Windows:
     if span == "latest":
         return latest_windows(data)
     if span == "all":
-        return WindowDataset(data.panel, data.config, data.train.normalizer)
+        return with_texts(WindowDataset(data.panel, data.config, data.train.normalizer), data.aligned)
     if span not in SPANS:
         raise FinfusionError(f"unknown span '{span}'; choose one of {', '.join(SPANS)}")
     return getattr(data, span)

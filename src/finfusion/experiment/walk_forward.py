@@ -56,7 +56,9 @@ from finfusion.experiment.scoring import (
     trading_metrics,
     usable_rows,
 )
+from finfusion.experiment.texts import align_panel_texts, with_texts
 from finfusion.experiment.train import fit_model
+from finfusion.features.align import AlignedText
 from finfusion.samples.windows import EPOCH, Panel, WindowDataset
 from finfusion.training.trainer import CONFIG_FILE
 
@@ -121,12 +123,14 @@ def splitter(options: Mapping[str, Any], origins_us: np.ndarray, horizon: int) -
     )
 
 
-def fold_data(panel: Panel, options: Mapping[str, Any], windows: WindowDataset, split: Split) -> ExperimentData:
+def fold_data(
+    panel: Panel, options: Mapping[str, Any], windows: WindowDataset, split: Split, aligned: AlignedText | None
+) -> ExperimentData:
     """The fold's datasets with a normaliser fitted on the bars before its first held-out decision instant."""
     held_out = split.validate if split.validate.size else split.test
     start = int(windows.origins_us[held_out].min())
     config = dataclasses.replace(windows.config, normalize=True, train_end=EPOCH + timedelta(microseconds=start))
-    fold = WindowDataset(panel, config, index=windows.index)
+    fold = with_texts(WindowDataset(panel, config, index=windows.index), aligned)
     return ExperimentData(
         panel=panel,
         config=config,
@@ -137,6 +141,7 @@ def fold_data(panel: Panel, options: Mapping[str, Any], windows: WindowDataset, 
         val_end_us=int(windows.origins_us[split.test].min()),
         batch_size=int(options["batch_size"]),
         num_workers=int(options["num_workers"]),
+        aligned=aligned,
     )
 
 
@@ -168,6 +173,7 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
     options = evaluation_options(cfg.get("evaluation"))
     wf_opts = options["walk_forward"]
     panel = build_experiment_panel(data_opts)
+    aligned = align_panel_texts(data_opts, panel)
     windows = WindowDataset(panel, dataclasses.replace(window_config(data_opts, None), normalize=False))
     wf = splitter(wf_opts, windows.origins_us, windows.config.horizon)
     folds = list(wf.split(windows.origins_us, windows.future_end_us))
@@ -179,7 +185,7 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
     bounds = []
     for split in folds:
-        data = fold_data(panel, data_opts, windows, split)
+        data = fold_data(panel, data_opts, windows, split, aligned)
         bounds.append((int(data.test.origins_us.min()), int(data.test.origins_us.max())))
         sizes = f"{len(data.train)} train, {len(data.val)} val, {len(data.test)} test windows"
         progress(f"fold {split.fold + 1}/{len(folds)}: {sizes}")

@@ -13,8 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from finfusion.features.align import AlignedText
+from finfusion.features.normalize import FittedNormalizer
 from finfusion.samples.contract import TEXT_EMB, TEXT_MASK
-from finfusion.samples.windows import Instant, Panel, WindowDataset
+from finfusion.samples.windows import Instant, Panel, WindowConfig, WindowDataset
 
 
 def aligned_rows(panel: Panel, aligned: AlignedText) -> list[np.ndarray]:
@@ -38,6 +39,37 @@ class TextWindowDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    @property
+    def panel(self) -> Panel:
+        return self.windows.panel
+
+    @property
+    def config(self) -> WindowConfig:
+        return self.windows.config
+
+    @property
+    def normalizer(self) -> FittedNormalizer | None:
+        return self.windows.normalizer
+
+    @property
+    def index(self) -> np.ndarray:
+        """(symbol, decision-bar position) [M, 2] of the windows."""
+        return self.windows.index
+
+    @property
+    def origins_us(self) -> np.ndarray:
+        return self.windows.origins_us
+
+    @property
+    def future_end_us(self) -> np.ndarray:
+        return self.windows.future_end_us
+
+    def text_ids(self, item: int) -> list[str]:
+        """Ids of the texts window `item` sees, oldest first (those behind its `text_mask`)."""
+        s, i = (int(v) for v in self.windows.index[item])
+        row = int(self.rows[s][i])
+        return [] if row < 0 else list(self.aligned.ids["ids"][row])[-self.aligned.index.shape[1] :]
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         sample = self.windows[item]

@@ -1,0 +1,71 @@
+"""The `texts` option of the data part: embed the dataset's texts (cached) and align them to the panel's bars.
+
+    texts:
+      enabled: false
+      dataset: null        # text dataset in the lake (default: the bars dataset's name)
+      encoder: null        # default MiniLM (offline); or a local model folder
+      window: 1            # sessions of news a bar sees (texts published strictly before its close)
+      max_texts: 8         # N, the most recent texts kept per window
+      scope: symbol        # or market: every symbol sees every text
+      batch_size: 64       # embedding batch size
+
+Windows then also carry `text_emb` [N, D] and `text_mask` [N] (samples/text_windows.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from finfusion.data.calendar import calendar_covering
+from finfusion.data.lake import Lake
+from finfusion.errors import FinfusionError
+from finfusion.features.align import AlignedText, align_texts_to_bars
+from finfusion.features.text import embed_texts, load_embeddings, load_encoder, with_text_hash
+from finfusion.samples.text_windows import TextWindowDataset
+from finfusion.samples.windows import Panel, WindowDataset
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "dataset": None,
+    "encoder": None,
+    "window": 1,
+    "max_texts": 8,
+    "scope": "symbol",
+    "batch_size": 64,
+}
+
+
+def align_panel_texts(options: Mapping[str, Any], panel: Panel) -> AlignedText | None:
+    """Texts of the data part aligned to every bar of `panel` (None when texts are not enabled)."""
+    texts_opts = options["texts"]
+    if not texts_opts["enabled"]:
+        return None
+    lake = Lake(options["lake"])
+    dataset = str(texts_opts["dataset"] or options["dataset"])
+    texts = lake.read("text", dataset)
+    if texts.height == 0:
+        raise FinfusionError(f"text dataset '{dataset}' has no rows")
+    encoder = load_encoder(texts_opts["encoder"])
+    embed_texts(lake, texts, encoder, batch_size=int(texts_opts["batch_size"]))
+    hashed = with_text_hash(texts)
+    embeddings = load_embeddings(lake, encoder, hashed["text_hash"].unique().to_list())
+    meta = lake.metadata("bars", str(options["dataset"]))
+    years = panel.frame.select(pl.col("ts").dt.year().min().alias("a"), pl.col("ts").dt.year().max().alias("b"))
+    calendar = calendar_covering(str(meta.get("calendar", "XNYS")), (int(years["a"][0]), int(years["b"][0])))
+    return align_texts_to_bars(
+        panel.frame.select("symbol", "ts"),
+        hashed,
+        embeddings,
+        calendar,
+        window=int(texts_opts["window"]),
+        max_texts=int(texts_opts["max_texts"]),
+        scope=texts_opts["scope"],
+    )
+
+
+def with_texts(windows: WindowDataset, aligned: AlignedText | None) -> WindowDataset | TextWindowDataset:
+    """`windows` with their aligned texts (unchanged when there are none)."""
+    return windows if aligned is None else TextWindowDataset(windows, aligned)
