@@ -120,10 +120,12 @@ def test_hf_tst_loss_and_samples() -> None:
     model.train()
     assert model(data)["loss"].dim() == 0
     model.eval()
-    out = model(data)
+    out = model({k: v for k, v in data.items() if k != "future"})
     assert out["samples"].shape == (B, 5, H, 2)
     assert out["point"].shape == (B, H, 2)
     assert torch.isfinite(out["samples"]).all()
+    validation = model(data)
+    assert validation["samples"].shape == (B, model.validation_samples, H, 2) and validation["loss"].dim() == 0
     univariate = HFTimeSeriesTransformer(C, L, H, target_index=[2], num_samples=3, d_model=16).eval()
     assert univariate.sample(data)["samples"].shape == (B, 3, H, 1)
 

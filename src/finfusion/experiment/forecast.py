@@ -17,10 +17,12 @@ from torch import Tensor, nn
 from finfusion.data.calendar import from_us
 from finfusion.evaluation.run_layout import quantile_column
 from finfusion.models.base import Capabilities
-from finfusion.samples.contract import FUTURE, FUTURE_MASK, PAST, SCALE_LOC, SCALE_SCALE
+from finfusion.samples.contract import FUTURE, FUTURE_MASK, LABEL, PAST, SCALE_LOC, SCALE_SCALE
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset, collate
 
+#: Batch keys a model never sees when it forecasts.
+HIDDEN_AT_PREDICTION = frozenset({FUTURE, FUTURE_MASK, LABEL})
 #: The per-window array fields of `Forecasts` (first axis N).
 PER_WINDOW = ("symbol_index", "origin_us", "target_us", "point", "realised", "past", "quantiles", "samples")
 #: Quantile levels written from sampled paths (the report's nested intervals need symmetric pairs).
@@ -53,7 +55,9 @@ class Forecasts:
 
 
 def predict_batch(model: Capabilities, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The model's outputs for one batch: `forward` in eval mode for neural models, `predict` otherwise."""
+    """The model's outputs for one batch without what happened after the decision (`future`, `future_mask`,
+    `label`): `forward` in eval mode for neural models, `predict` otherwise."""
+    batch = {key: value for key, value in batch.items() if key not in HIDDEN_AT_PREDICTION}
     if isinstance(model, nn.Module):
         model.eval()
         with torch.inference_mode():

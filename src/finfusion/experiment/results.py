@@ -68,18 +68,18 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "every step; sharpe, annual_return, max_drawdown and avg_turnover are those of holding sign(step-1 forecast) "
         "in every symbol, equally weighted, through the backtester's cost model.",
         "",
-        "## Diebold-Mariano against the random walk",
+        "## Diebold-Mariano tests",
         "",
-        "One-sided (H1: the model's mean absolute error is lower), HLN-corrected, on the per-decision-instant mean "
-        "absolute error.",
+        "One-sided (H1: the model's expected loss is lower than the reference's), HLN-corrected, on the loss "
+        "averaged per decision instant; `subset` names the test windows used (all, or e.g. planted_news).",
         "",
-        "| model | baseline | statistic | p-value | mean loss difference | n |",
-        "|---|---|---|---|---|---|",
+        "| model | reference | loss | subset | statistic | p-value | mean loss difference | n |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for test in metrics.significance:
         lines.append(
-            f"| {test['model']} | {test['baseline']} | {test['statistic']:.3f} | {test['p_value']:.4f} | "
-            f"{test['mean_difference']:.3g} | {test['n']} |"
+            f"| {test['model']} | {test['baseline']} | {test['loss']} | {test.get('subset', 'all')} | "
+            f"{test['statistic']:.3f} | {test['p_value']:.4f} | {test['mean_difference']:.3g} | {test['n']} |"
         )
     lines += ["", "## Config", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import polars as pl
 from finfusion.data.calendar import from_us
 from finfusion.evaluation.backtest import BacktestConfig, BacktestResult, kpis, run_backtest
 from finfusion.evaluation.costs import CostModel
-from finfusion.evaluation.metrics import metric_table
+from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, metric_table
 from finfusion.evaluation.significance import diebold_mariano
 from finfusion.experiment.forecast import Forecasts, quantile_view
 
@@ -57,26 +57,51 @@ def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]
     return {name: table[name] for name in POINT_METRICS if name in table}
 
 
-def loss_by_instant(forecasts: Forecasts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(instants [K] sorted, mean absolute error [K] over the windows and steps decided at each instant)."""
-    errors = np.abs(forecasts.point[rows, :, 0] - forecasts.realised[rows, :, 0]).mean(axis=1)
-    frame = pl.DataFrame({"t": forecasts.origin_us[rows], "e": errors}).group_by("t").agg(pl.col("e").mean()).sort("t")
+def window_losses(forecasts: Forecasts, rows: np.ndarray, loss: str) -> np.ndarray:
+    """Loss [n] of each window in `rows`, averaged over its steps: "absolute" error of the point forecast, or "crps"
+    of the sampled paths / quantiles (the point forecast's absolute error for a point model: the CRPS of a point
+    mass)."""
+    truth = forecasts.realised[rows, :, 0]
+    if loss == "absolute":
+        return np.abs(forecasts.point[rows, :, 0] - truth).mean(axis=1)
+    if loss != "crps":
+        raise ValueError(f"unknown loss {loss!r}: use 'absolute' or 'crps'")
+    if forecasts.samples is not None:
+        return crps_from_samples(truth, np.moveaxis(forecasts.samples[rows, ..., 0], 1, -1)).mean(axis=1)
+    if forecasts.quantiles is not None:
+        return crps_from_quantiles(truth, forecasts.quantiles[rows, :, 0], forecasts.levels).mean(axis=1)
+    return np.abs(forecasts.point[rows, :, 0] - truth).mean(axis=1)
+
+
+def loss_by_instant(forecasts: Forecasts, rows: np.ndarray, loss: str = "absolute") -> tuple[np.ndarray, np.ndarray]:
+    """(instants [K] sorted, the mean window loss [K] over the windows decided at each instant)."""
+    losses = window_losses(forecasts, rows, loss)
+    frame = pl.DataFrame({"t": forecasts.origin_us[rows], "e": losses}).group_by("t").agg(pl.col("e").mean()).sort("t")
     return frame["t"].to_numpy(), frame["e"].to_numpy()
 
 
-def dm_against(forecasts: Forecasts, baseline: Forecasts, rows: np.ndarray, model: str, name: str) -> dict[str, Any]:
+def dm_against(
+    forecasts: Forecasts,
+    baseline: Forecasts,
+    rows: np.ndarray,
+    model: str,
+    name: str,
+    loss: str = "absolute",
+    subset: str = "all",
+) -> dict[str, Any]:
     """Diebold-Mariano (alternative: the model's loss is lower) of `forecasts` against `baseline` on `rows`."""
-    times, loss = loss_by_instant(forecasts, rows)
-    base_times, base_loss = loss_by_instant(baseline, rows)
+    times, model_loss = loss_by_instant(forecasts, rows, loss)
+    base_times, base_loss = loss_by_instant(baseline, rows, loss)
     if not np.array_equal(times, base_times):
         raise ValueError("the model and the baseline were not scored on the same windows")
     horizon = forecasts.point.shape[1]
-    result = diebold_mariano(loss, base_loss, horizon=horizon, alternative="less")
+    result = diebold_mariano(model_loss, base_loss, horizon=horizon, alternative="less")
     return {
         "test": "diebold_mariano",
         "model": model,
         "baseline": name,
-        "loss": "absolute error",
+        "loss": "absolute error" if loss == "absolute" else "CRPS",
+        "subset": subset,
         "statistic": result.statistic,
         "p_value": result.p_value,
         "mean_difference": result.mean_difference,

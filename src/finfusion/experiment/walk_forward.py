@@ -11,7 +11,10 @@ The `evaluation` part of the config:
       step: null            # default: test
       embargo: null         # default: the horizon H (no label window reaches across a gap)
       max_folds: null
-    baselines: [random_walk, drift]   # registry names; configs/model/<name>.yaml gives arguments when it exists
+    baselines: [random_walk, drift]   # registry names or configs/model/<part> names (arguments from the part)
+    compare_to: [random_walk]          # Diebold-Mariano of every other model against each of these
+    dm_loss: absolute                  # or crps (sampled / quantile models)
+    subsets: []                        # also score on subsets of the test windows: planted_news (synthetic events)
     costs: {half_spread_bps: 2.0, commission_bps: 1.0, slippage_bps: 1.0, impact_coef: 0.0}
     periods_per_year: 252
 
@@ -35,6 +38,7 @@ import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from finfusion.config import find_config_dir, save_config
+from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.costs import CostModel
 from finfusion.evaluation.report import write_report
@@ -42,6 +46,7 @@ from finfusion.evaluation.run_layout import Metrics, write_equity, write_forecas
 from finfusion.evaluation.splits import Split, WalkForward
 from finfusion.experiment.data import (
     ExperimentData,
+    Windows,
     build_experiment_panel,
     data_options,
     instant_us,
@@ -59,6 +64,7 @@ from finfusion.experiment.scoring import (
 from finfusion.experiment.texts import align_panel_texts, with_texts
 from finfusion.experiment.train import fit_model
 from finfusion.features.align import AlignedText
+from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, Panel, WindowDataset
 from finfusion.training.trainer import CONFIG_FILE
 
@@ -75,6 +81,9 @@ EVALUATION_DEFAULTS: dict[str, Any] = {
         "max_folds": None,
     },
     "baselines": [REFERENCE, "drift"],
+    "compare_to": [REFERENCE],
+    "dm_loss": "absolute",
+    "subsets": [],
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
     "periods_per_year": 252,
 }
@@ -98,7 +107,7 @@ def model_parts(cfg: DictConfig, baselines: list[str]) -> dict[str, dict[str, An
         if path.is_file():
             resolved = OmegaConf.create({"data": cfg.data, "model": OmegaConf.load(path)})
             OmegaConf.resolve(resolved)
-            part = {**plain(resolved.model), "name": name}
+            part = {"name": name, **plain(resolved.model)}
         parts.setdefault(name, part)
     return parts
 
@@ -145,6 +154,24 @@ def fold_data(
     )
 
 
+def subset_masks(data_opts: Mapping[str, Any], test: Windows, names: list[str]) -> dict[str, np.ndarray]:
+    """Masks [M] of the test windows in each named subset. `planted_news`: the texts a window sees at its decision
+    bar include one with a planted effect (the synthetic market's events table)."""
+    masks: dict[str, np.ndarray] = {}
+    for name in names:
+        if name != "planted_news":
+            raise FinfusionError(f"evaluation: unknown subset '{name}' (known: planted_news)")
+        if not isinstance(test, TextWindowDataset):
+            raise FinfusionError("evaluation: the planted_news subset needs data.texts.enabled")
+        events = Lake(data_opts["lake"]).read("events", str(data_opts["dataset"]))
+        planted = set(zip(events["text_id"].to_list(), events["symbol"].to_list(), strict=True))
+        symbols = test.panel.symbols
+        masks[name] = np.array(
+            [any((t, symbols[s]) in planted for t in test.text_ids(k)) for k, (s, _) in enumerate(test.index)]
+        )
+    return masks
+
+
 def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
     """One model's forecasts of several folds, in fold order."""
     first = parts[0]
@@ -183,10 +210,13 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
         raise FinfusionError(f"evaluation: the timeline is too short for one fold (needs {wf.span} periods)")
     parts = model_parts(cfg, list(options["baselines"]))
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
+    flags: dict[str, list[np.ndarray]] = {name: [] for name in options["subsets"]}
     bounds = []
     for split in folds:
         data = fold_data(panel, data_opts, windows, split, aligned)
         bounds.append((int(data.test.origins_us.min()), int(data.test.origins_us.max())))
+        for name, mask in subset_masks(data_opts, data.test, list(options["subsets"])).items():
+            flags[name].append(mask)
         sizes = f"{len(data.train)} train, {len(data.val)} val, {len(data.test)} test windows"
         progress(f"fold {split.fold + 1}/{len(folds)}: {sizes}")
         for name, part in parts.items():
@@ -196,27 +226,46 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             collected[name].append(run_forecasts(trained.model, data.test))
             progress(f"  {name}: forecast {len(data.test)} windows")
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
-    evaluation = score(forecasts, list(options["baselines"]), options, run)
+    subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
+    evaluation = score(forecasts, list(options["baselines"]), options, run, subsets)
     evaluation.folds, evaluation.fold_bounds = len(folds), bounds
     write_report(run)
     return evaluation
 
 
-def score(forecasts: dict[str, Forecasts], baselines: list[str], options: Mapping[str, Any], run: Path) -> Evaluation:
-    """Metrics, significance, forecasts and the backtest of the first model into `run`."""
+def score(
+    forecasts: dict[str, Forecasts],
+    baselines: list[str],
+    options: Mapping[str, Any],
+    run: Path,
+    subsets: Mapping[str, np.ndarray] | None = None,
+) -> Evaluation:
+    """Metrics (also on each subset of windows, suffixed `_<subset>`), Diebold-Mariano of every model that is not
+    a reference against each of `compare_to`, forecasts and the backtest of the first model into `run`."""
     rows = np.logical_and.reduce([usable_rows(f) for f in forecasts.values()])
     if not rows.any():
         raise FinfusionError("evaluation: no test window has a complete realised path")
     costs = CostModel(**options["costs"])
     ppy = int(options["periods_per_year"])
+    masks = {"all": rows, **{name: rows & mask for name, mask in (subsets or {}).items()}}
+    references = [name for name in options["compare_to"] if name in forecasts]
     table: dict[str, dict[str, float]] = {}
     tests = []
     backtests = {}
     for name, fc in forecasts.items():
         backtests[name] = sign_backtest(fc, rows, costs, ppy)
         table[name] = {**forecast_metrics(fc, rows), **trading_metrics(backtests[name], ppy)}
-        if name not in baselines and REFERENCE in forecasts:
-            tests.append(dm_against(fc, forecasts[REFERENCE], rows, name, REFERENCE))
+        for subset, mask in masks.items():
+            if subset != "all" and mask.any():
+                table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(fc, mask).items()})
+        for reference in references:
+            if name in baselines or name == reference:
+                continue
+            for subset, mask in masks.items():
+                if mask.sum() > 2 * fc.point.shape[1]:
+                    tests.append(
+                        dm_against(fc, forecasts[reference], mask, name, reference, options["dm_loss"], subset)
+                    )
     metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], significance=tests)
     write_metrics(run, metrics)
     frames = [f for name, fc in forecasts.items() if (f := report_frame(fc.select(rows), name)) is not None]

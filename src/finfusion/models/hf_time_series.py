@@ -43,6 +43,7 @@ class HFTimeSeriesTransformer(nn.Module, Capabilities):
         dropout: float = 0.1,
         num_samples: int = 100,
         distribution: str = "student_t",
+        validation_samples: int = 8,
     ) -> None:
         super().__init__()
         targets = list(range(n_channels)) if target_index is None else list(target_index)
@@ -53,6 +54,8 @@ class HFTimeSeriesTransformer(nn.Module, Capabilities):
         self.register_buffer("target_index", torch.tensor(targets, dtype=torch.long), persistent=False)
         self.context_length = context_length
         self.horizon = horizon
+        self.num_samples = num_samples
+        self.validation_samples = validation_samples
         self.config = TimeSeriesTransformerConfig(
             prediction_length=horizon,
             context_length=context_length - max(lags_sequence),
@@ -97,7 +100,10 @@ class HFTimeSeriesTransformer(nn.Module, Capabilities):
         }
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """batch `past` [B, L, C] (+ `past_mask`, `future` [B, H, T], `future_mask` [B, H]) -> `loss`, `samples`."""
+        """batch `past` [B, L, C] (+ `past_mask`, `future` [B, H, T], `future_mask` [B, H]) -> `loss`, `samples`.
+
+        In eval mode a batch with `future` (validation) draws `validation_samples` paths; one without (forecasting)
+        draws `num_samples`."""
         inputs = self._inputs(batch)
         out: dict[str, Tensor] = {}
         if FUTURE in batch:
@@ -111,13 +117,18 @@ class HFTimeSeriesTransformer(nn.Module, Capabilities):
                 future_observed_mask=self._values(observed.to(future.dtype)),
             ).loss
         if not self.training:
-            out.update(self.sample(batch, inputs))
+            count = self.validation_samples if FUTURE in batch else self.num_samples
+            out.update(self.sample(batch, inputs, count))
         return out
 
     @torch.no_grad()
-    def sample(self, batch: dict[str, Tensor], inputs: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """batch `past` [B, L, C] -> `samples` [B, S, H, T] and their mean `point` [B, H, T]."""
+    def sample(
+        self, batch: dict[str, Tensor], inputs: dict[str, Tensor] | None = None, count: int | None = None
+    ) -> dict[str, Tensor]:
+        """batch `past` [B, L, C] -> `samples` [B, S, H, T] (S = `count`, default num_samples) and their mean
+        `point` [B, H, T]."""
         inputs = self._inputs(batch) if inputs is None else inputs
+        self.model.config.num_parallel_samples = count or self.num_samples
         paths = self.model.generate(**inputs).sequences
         samples = paths.unsqueeze(-1) if paths.dim() == 3 else paths
         return {"samples": samples, "point": samples.mean(dim=1)}

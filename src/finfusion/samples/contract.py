@@ -13,6 +13,8 @@ Keys (B batch, L lookback, H horizon, C input channels, T target channels, N tex
 - `symbol_index` [B]       int64    index into the dataset's symbol list
 - `origin_us`    [B]       int64    decision instant (the last past bar's close), UTC microseconds
 - `scale_loc`, `scale_scale` [B, 1, T] float32  the normaliser's statistics of the target, to denormalise
+- `text_ids`     [B, N, S] int64    token ids of the texts of `text_emb` (S tokens each), for models that encode text
+- `text_ids_mask` [B, N, S] bool    True on real tokens; a text slot with no True token is empty
 
 The decision bar is the last bar of `past`; `future[:, 0]` is the next bar. Nothing in a sample depends on data
 after `origin_us` except `future`, `future_mask` and `label`.
@@ -35,3 +37,6 @@ SCALE_SCALE = "scale_scale"
 
 #: Label value for samples inside the dead band: excluded from classification losses and metrics.
 IGNORE_LABEL = -1
+
+TEXT_IDS = "text_ids"
+TEXT_IDS_MASK = "text_ids_mask"
