@@ -21,8 +21,8 @@ from finfusion.data.lake import Lake
 from finfusion.data.schema import BARS
 from finfusion.experiment.data import build_experiment_data
 from finfusion.experiment.forecast import run_forecasts
-from finfusion.experiment.models import build_experiment_model, load_model_state, plain
-from finfusion.experiment.train import TASK_DEFAULTS, train_experiment
+from finfusion.experiment.models import build_experiment_model, load_model_state
+from finfusion.experiment.train import task_settings, train_experiment
 from finfusion.experiment.walk_forward import evaluate_experiment
 from finfusion.samples.windows import collate
 from finfusion.training.losses import build_loss
@@ -123,7 +123,7 @@ def test_perturbing_bars_after_train_end_leaves_training_and_earlier_samples_unc
 
 
 def batch_loss(model: torch.nn.Module, cfg: DictConfig, batch: dict[str, torch.Tensor]) -> float:
-    task = {**TASK_DEFAULTS, **plain(cfg.task), **plain(cfg.model).get("task", {})}
+    task = task_settings(cfg)
     kwargs = {"levels": model.quantile_levels.tolist()} if task["loss"] == "mse_quantile" else {}
     model.train()
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ from finfusion.training.tasks import build_task
 from finfusion.training.trainer import CONFIG_FILE, fit, trainer_options
 
 TRAIN_FILE = "train.json"
-TASK_DEFAULTS: dict[str, Any] = {"name": "forecast", "loss": "mse"}
+TASK_DEFAULTS: dict[str, Any] = {"name": "forecast"}
 
 
 @dataclass
@@ -48,6 +48,14 @@ def best_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The model's weights in a Lightning checkpoint (keys without the task's `model.` prefix); weights only."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+
+
+def task_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The task part, with the model part's own `task` settings on top; a model part that names another task
+    replaces the experiment's task settings (e.g. a generative model inside a forecasting experiment)."""
+    base = {**TASK_DEFAULTS, **plain(cfg.get("task", {}))}
+    own = plain(cfg.model).get(TASK_KEY, {})
+    return dict(own) if own.get("name", base["name"]) != base["name"] else {**base, **own}
 
 
 def fit_model(
@@ -67,8 +75,7 @@ def fit_model(
         return TrainedModel(model, data, None, None)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{type(model).__name__} is trainable but not an nn.Module")
-    task_cfg = {**TASK_DEFAULTS, **plain(cfg.get("task", {})), **plain(cfg.model).get(TASK_KEY, {})}
-    task = build_task(task_cfg, plain(cfg.get("optim", {})), model)
+    task = build_task(task_settings(cfg), plain(cfg.get("optim", {})), model)
     loaders = (data.loader(data.train, shuffle=True), data.loader(data.val) if len(data.val) else None)
     trainer: L.Trainer = fit(task, loaders, run_dir, cfg, resume=resume, callbacks=callbacks)
     callback = trainer.checkpoint_callback

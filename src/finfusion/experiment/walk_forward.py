@@ -11,7 +11,8 @@ The `evaluation` part of the config:
       step: null            # default: test
       embargo: null         # default: the horizon H (no label window reaches across a gap)
       max_folds: null
-    baselines: [random_walk, drift]   # registry names or configs/model/<part> names (arguments from the part)
+    baselines: [random_walk, drift]   # registry or configs/model part names, or {label, part, set} (model_parts)
+    label: null                        # the experiment model's name in the tables (default: its model name)
     compare_to: [random_walk]          # Diebold-Mariano of every other model against each of these
     dm_loss: absolute                  # or crps (sampled / quantile models)
     subsets: []                        # also score on subsets of the test windows: planted_news (synthetic events)
@@ -84,6 +85,7 @@ EVALUATION_DEFAULTS: dict[str, Any] = {
     "compare_to": [REFERENCE],
     "dm_loss": "absolute",
     "subsets": [],
+    "label": None,
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
     "periods_per_year": 252,
 }
@@ -96,20 +98,34 @@ def evaluation_options(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, 
     return plain(OmegaConf.merge(OmegaConf.create(EVALUATION_DEFAULTS), given))
 
 
-def model_parts(cfg: DictConfig, baselines: list[str]) -> dict[str, dict[str, Any]]:
-    """{display name: model part}: the experiment's own model first, then each baseline."""
+def model_parts(cfg: DictConfig, baselines: list[str | Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{display name: model part}: the experiment's own model first (named by `evaluation.label`, else its model
+    name), then each baseline. A baseline is a registry name or a configs/model part name, or a mapping
+    {label, part, set}: the part (default: the experiment's own model) with the `set` keys changed (e.g. the
+    price-only twin: {label: price_only, set: {use_text: false}})."""
     own = plain(cfg.model)
-    parts = {str(own["name"]): own}
-    config_dir = find_config_dir()
-    for name in baselines:
-        path = config_dir / "model" / f"{name}.yaml"
-        part: dict[str, Any] = {"name": name}
-        if path.is_file():
-            resolved = OmegaConf.create({"data": cfg.data, "model": OmegaConf.load(path)})
-            OmegaConf.resolve(resolved)
-            part = {"name": name, **plain(resolved.model)}
-        parts.setdefault(name, part)
+    parts = {str(cfg.get("evaluation", {}).get("label") or own["name"]): own}
+    for entry in baselines:
+        if isinstance(entry, Mapping):
+            base = own if entry.get("part") is None else _part(cfg, str(entry["part"]))
+            parts.setdefault(str(entry["label"]), {**base, **dict(entry.get("set") or {})})
+        else:
+            parts.setdefault(str(entry), _part(cfg, str(entry)))
     return parts
+
+
+def _part(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """configs/model/<name>.yaml resolved against the experiment's data part, else just the registry name."""
+    path = find_config_dir() / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return {"name": name}
+    resolved = OmegaConf.create({"data": cfg.data, "model": OmegaConf.load(path)})
+    OmegaConf.resolve(resolved)
+    return {"name": name, **plain(resolved.model)}
+
+
+def baseline_labels(baselines: list[str | Mapping[str, Any]]) -> list[str]:
+    return [str(b["label"]) if isinstance(b, Mapping) else str(b) for b in baselines]
 
 
 def splitter(options: Mapping[str, Any], origins_us: np.ndarray, horizon: int) -> WalkForward:
@@ -227,7 +243,7 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             progress(f"  {name}: forecast {len(data.test)} windows")
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
     subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
-    evaluation = score(forecasts, list(options["baselines"]), options, run, subsets)
+    evaluation = score(forecasts, baseline_labels(options["baselines"]), options, run, subsets)
     evaluation.folds, evaluation.fold_bounds = len(folds), bounds
     write_report(run)
     return evaluation

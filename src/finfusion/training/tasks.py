@@ -10,6 +10,7 @@ An optional model output `aux_loss` [] is added to the task loss. Gradient clipp
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -223,14 +224,31 @@ class MovementTask(_Task):
         self.log("val_mcc", torch.tensor(mcc(target.numpy(), pred.numpy())))
 
 
-TASKS: dict[str, type[_Task]] = {"forecast": ForecastTask, "movement": MovementTask}
+#: Task names -> classes; tasks defined in other modules (which import this one) are named by "module:Class".
+TASKS: dict[str, type[_Task] | str] = {
+    "forecast": ForecastTask,
+    "movement": MovementTask,
+    "generative": "finfusion.training.generative_task:GenerativeForecastTask",
+    "portfolio": "finfusion.training.portfolio_task:PortfolioTask",
+}
+
+
+def task_class(name: str) -> type[_Task]:
+    """The task class registered as `name`; raises KeyError listing the known names."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    entry = TASKS[name]
+    if isinstance(entry, str):
+        module, cls = entry.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return entry
 
 
 def build_task(task_cfg: Mapping[str, Any], optim_cfg: Mapping[str, Any], model: nn.Module) -> _Task:
     """The task named `task_cfg["name"]` around `model`; other keys of `task_cfg` and `optim_cfg` are its arguments."""
     task, optim = _plain(task_cfg), _plain(optim_cfg)
     name = task.pop("name")
-    return TASKS[str(name)](model, **task, **optim)
+    return task_class(str(name))(model, **task, **optim)
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
