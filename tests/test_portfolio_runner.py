@@ -1,0 +1,156 @@
+"""The portfolio runner end to end on a small synthetic lake: train, validation metrics, predict into the WEIGHTS
+table, backtest with costs (and by hand), fine-tune from a trained run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from finfusion.config import load_config
+from finfusion.data.calendar import from_us
+from finfusion.data.lake import Lake
+from finfusion.data.schema import EMBEDDINGS
+from finfusion.data.sources.synthetic import SyntheticConfig
+from finfusion.data.sources.synthetic_ingest import make_and_ingest
+from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
+from finfusion.features.text import with_text_hash
+from finfusion.portfolio.artifacts import MODEL_FILE, NORMALIZER_FILE, from_parts, load_run, to_parts
+from finfusion.portfolio.compare import STRATEGIES, compare_on_synthetic
+from finfusion.portfolio.evaluate import equal_weights, evaluate_weights
+from finfusion.portfolio.inputs import loader
+from finfusion.portfolio.predict import model_weights, predict_weights
+from finfusion.portfolio.train import PortfolioRun, finetune_portfolio, train_portfolio, validate_portfolio
+from finfusion.samples.contract import FUTURE
+from finfusion.training.portfolio_loss import portfolio_returns
+from finfusion.training.tasks import sharpe_ratio
+from tests.portfolio_helpers import single_thread
+
+TEXT_DIM = 4
+OVERRIDES = [
+    "data.train_end=2019-08-01",
+    "data.val_end=2019-10-15",
+    "data.lookback=8",
+    "data.batch_size=16",
+    "task.k=2",
+    "model.d_model=8",
+    "model.d_ff=8",
+    "trainer.max_epochs=2",
+    "trainer.deterministic=false",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+def fake_embeddings(lake: Lake) -> None:
+    """Store a TEXT_DIM vector per text hash (a function of the hash) as the default encoder's embeddings."""
+    hashes = with_text_hash(lake.read("text", "synthetic"))["text_hash"].unique().sort()
+    vectors = [list(np.frombuffer(hashlib.sha256(h.encode()).digest()[:TEXT_DIM], np.uint8) / 255.0) for h in hashes]
+    rows = pl.DataFrame(
+        {"text_hash": hashes, "vector": vectors, "n_chunks": [1] * len(hashes)},
+        schema={"text_hash": pl.String, "vector": pl.List(pl.Float32), "n_chunks": pl.Int64},
+    ).with_columns(bucket=pl.col("text_hash").str.slice(0, 2))
+    lake.write(EMBEDDINGS, "all-MiniLM-L6-v2", rows)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    store = Lake(tmp_path_factory.mktemp("portfolio") / "lake")
+    make_and_ingest(store, SyntheticConfig(n_symbols=3, start="2019-01-01", end="2019-12-31", seed=2))
+    fake_embeddings(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def run(lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> PortfolioRun:
+    return train_portfolio(load_config("cga_daily", OVERRIDES), lake, tmp_path_factory.mktemp("run"))
+
+
+def test_training_saves_a_complete_run_with_its_validation_metrics(run: PortfolioRun) -> None:
+    assert (run.run_dir / MODEL_FILE).is_file() and (run.run_dir / NORMALIZER_FILE).is_file()
+    loaded = load_run(run.run_dir)
+    assert loaded.symbols == sorted(loaded.symbols) and len(loaded.symbols) == 3
+    assert int(loaded.cfg.model.text_dim) == TEXT_DIM
+    assert loaded.metrics == run.trained.metrics and np.isfinite(run.val_loss)
+    weights = torch.from_numpy(model_weights(loaded, run.splits.val))
+    future = torch.stack([run.splits.val[i][FUTURE] for i in range(len(run.splits.val))])
+    pnl = portfolio_returns(weights.float(), future)[:, 0]
+    assert run.trained.metrics["val_sharpe"] == pytest.approx(sharpe_ratio(pnl, 252.0), rel=1e-4, abs=1e-6)
+
+
+def test_store_parts_and_span_validation_reproduce_the_run(lake: Lake, run: PortfolioRun) -> None:
+    state, config = to_parts(run.trained)
+    rebuilt = from_parts(state, config)
+    batch = next(iter(loader(run.splits.val, 8)))
+    assert torch.equal(rebuilt.model(batch)["logits"], run.trained.model(batch)["logits"])
+    assert rebuilt.normalizer == run.trained.normalizer
+    scores = validate_portfolio(lake, rebuilt, "2019-08-01", "2019-10-15")
+    assert scores == pytest.approx(run.trained.metrics, rel=1e-5)
+
+
+def test_predicted_weights_go_to_the_lake_table(lake: Lake, run: PortfolioRun) -> None:
+    frame = predict_weights(lake, run.run_dir, start="2019-10-15", weights_dataset="cga", model_version="v1")
+    stored = lake.read("weights", "cga")
+    assert stored.sort("ts", "symbol").equals(frame.sort("ts", "symbol"))
+    per_ts = frame.group_by("ts").agg(gross=pl.col("weight").abs().sum(), held=(pl.col("weight") != 0).sum())
+    assert ((per_ts["gross"] - 1.0).abs() < 1e-5).all() and (per_ts["held"] <= 2).all()
+    assert frame["ts"].min() >= datetime(2019, 10, 15, tzinfo=UTC)
+    assert (frame["model_version"] == "v1").all() and frame["ts"].n_unique() * 3 == frame.height
+    bars = lake.read("bars", "synthetic", freq="1d")
+    evaluation = evaluate_weights(frame, bars, {"costs": {}})
+    assert {"sharpe", "total_return", "max_drawdown", "annual_turnover", "pnl"} <= set(evaluation.kpis)
+    assert evaluation.equity.height == frame["ts"].n_unique()  # the last decision is the last bar
+    assert set(portfolio_figures(evaluation)) == {"equity", "rolling_sharpe", "weights"}
+    baseline = evaluate_weights(equal_weights(frame["ts"], run.trained.symbols), bars, {"costs": {}})
+    assert len(comparison_figure({"cga": evaluation, "equal_weight": baseline}).data) == 2
+
+
+def test_backtest_of_weights_by_hand() -> None:
+    ts = from_us(np.array([1, 2, 3, 4]) * 86_400_000_000, "ts")
+    bars = pl.DataFrame(
+        {
+            "symbol": ["A"] * 4 + ["B"] * 4,
+            "ts": pl.concat([ts, ts]),
+            "close": [10.0, 10.0, 11.0, 11.0, 20.0, 20.0, 19.0, 19.0],
+            "volume": [1e6] * 8,
+        }
+    )
+    weights = pl.DataFrame({"ts": [ts[1], ts[1]], "symbol": ["A", "B"], "weight": [0.5, -0.5]})
+    no_costs = {"costs": {"half_spread_bps": 0, "commission_bps": 0, "slippage_bps": 0, "impact_coef": 0}}
+    evaluation = evaluate_weights(weights, bars, no_costs)
+    assert evaluation.equity["strategy"].to_list() == pytest.approx([1.0, 1.0 + 0.5 * 0.1 + 0.5 * 0.05])
+    costly = evaluate_weights(weights, bars, {"costs": {"impact_coef": 0}})
+    assert costly.kpis["pnl"] == pytest.approx(1e6 * 0.075 - 1e6 * 4e-4, rel=1e-3)
+
+
+def test_finetuning_reports_the_base_and_new_validation_loss(lake: Lake, run: PortfolioRun, tmp_path: Path) -> None:
+    cfg = load_config("cga_daily", [*OVERRIDES, "trainer.max_epochs=1", "model.d_model=16"])
+    tuned = finetune_portfolio(cfg, lake, tmp_path / "tuned", run.run_dir)
+    assert tuned.trained.metrics["base_val_loss"] == pytest.approx(run.val_loss, rel=1e-5)
+    assert np.isfinite(tuned.val_loss)
+    assert int(tuned.trained.cfg.model.d_model) == 8  # the base model's architecture, not the config's
+    assert load_run(tmp_path / "tuned").metrics == tuned.trained.metrics
+
+
+def test_comparison_on_a_small_synthetic_market_writes_its_report(tmp_path: Path) -> None:
+    """The plumbing of the acceptance experiment (MiniLM embeddings, both variants, the baseline, the report) on a
+    market too small and a training too short for the numbers to mean anything."""
+    market = SyntheticConfig(n_symbols=3, start="2019-01-01", end="2019-12-31", seed=2)
+    sharpe = compare_on_synthetic(tmp_path, market=market, overrides=[*OVERRIDES, "trainer.max_epochs=1"])
+    assert set(sharpe) == set(STRATEGIES) and all(np.isfinite(list(sharpe.values())))
+    report = json.loads((tmp_path / "comparison.json").read_text())
+    assert report["sharpe"] == pytest.approx(sharpe)
+    assert all(0.0 <= p <= 1.0 for p in report["p_value_cga_beats"].values())
+    assert report["kpis"]["cga"]["bars"] == report["kpis"]["equal_weight"]["bars"]
+    assert (tmp_path / "comparison.html").read_text().count("plotly-graph-div") == 4
