@@ -23,6 +23,7 @@ from finfusion.serving.model_store import ModelStore
 from finfusion.serving.steps import ModelSteps, load_steps
 
 ENV_STEPS = "FINFUSION_STEPS"
+DEFAULT_STEPS = "finfusion.serving.cga_steps:CGA_STEPS"
 
 app = typer.Typer(help="Serve models: the HTTP API and the batch jobs that feed it.", no_args_is_help=True)
 job_app = typer.Typer(
@@ -48,7 +49,11 @@ LatestOption = Annotated[
 ]
 StepsOption = Annotated[
     str,
-    typer.Option("--steps", envvar=ENV_STEPS, help="The model's steps: package.module:NAME of a finfusion ModelSteps."),
+    typer.Option(
+        "--steps",
+        envvar=ENV_STEPS,
+        help="The model's steps: package.module:NAME of a finfusion ModelSteps (default: the CGA portfolio model).",
+    ),
 ]
 
 
@@ -150,7 +155,7 @@ def features(
 @reports_errors
 def train(
     dataset: DatasetArgument,
-    steps: StepsOption,
+    steps: StepsOption = DEFAULT_STEPS,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -171,7 +176,7 @@ def train(
 @reports_errors
 def finetune(
     dataset: DatasetArgument,
-    steps: StepsOption,
+    steps: StepsOption = DEFAULT_STEPS,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -194,7 +199,7 @@ def finetune(
 @reports_errors
 def predict(
     dataset: DatasetArgument,
-    steps: StepsOption,
+    steps: StepsOption = DEFAULT_STEPS,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,

@@ -23,12 +23,12 @@ MODEL_COLOURS = ("#1f5fa8", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#8a8a8a
 TEMPLATE = "plotly_white"
 
 
-def _x(series: pl.Series) -> np.ndarray:
+def x(series: pl.Series) -> np.ndarray:
     """UTC datetimes as naive datetime64 (plotly draws them as given)."""
     return series.dt.convert_time_zone("UTC").dt.replace_time_zone(None).to_numpy()
 
 
-def _layout(fig: go.Figure, title: str, height: int, y_title: str, x_title: str = "time (UTC)") -> go.Figure:
+def layout(fig: go.Figure, title: str, height: int, y_title: str, x_title: str = "time (UTC)") -> go.Figure:
     fig.update_layout(
         title=title,
         height=height,
@@ -73,8 +73,8 @@ def equity_figure(equity: pl.DataFrame) -> go.Figure:
     """Strategy equity against the benchmark."""
     fig = go.Figure()
     for name, colour in _series(equity):
-        fig.add_scatter(x=_x(equity["ts"]), y=equity[name].to_numpy(), name=name, line={"color": colour})
-    return _layout(fig, "Equity: strategy vs benchmark", 420, "equity")
+        fig.add_scatter(x=x(equity["ts"]), y=equity[name].to_numpy(), name=name, line={"color": colour})
+    return layout(fig, "Equity: strategy vs benchmark", 420, "equity")
 
 
 def drawdown_figure(equity: pl.DataFrame) -> go.Figure:
@@ -83,13 +83,13 @@ def drawdown_figure(equity: pl.DataFrame) -> go.Figure:
     for name, colour in _series(equity):
         values = equity[name].to_numpy().astype(float)
         fig.add_scatter(
-            x=_x(equity["ts"]),
+            x=x(equity["ts"]),
             y=drawdown(values),
             name=name,
             line={"color": colour},
             fill="tozeroy" if name == "strategy" else None,
         )
-    fig = _layout(fig, "Drawdown from the running peak", 320, "drawdown")
+    fig = layout(fig, "Drawdown from the running peak", 320, "drawdown")
     fig.update_yaxes(tickformat=".0%")
     return fig
 
@@ -100,10 +100,10 @@ def rolling_sharpe_figure(equity: pl.DataFrame, window: int = 63, periods_per_ye
     for name, colour in _series(equity):
         values = equity[name].to_numpy().astype(float)
         sharpe = rolling_sharpe(values, window, periods_per_year)
-        fig.add_scatter(x=_x(equity["ts"]), y=sharpe, name=name, line={"color": colour})
+        fig.add_scatter(x=x(equity["ts"]), y=sharpe, name=name, line={"color": colour})
     fig.add_hline(y=0.0, line={"color": "#bbbbbb", "width": 1})
     title = f"Rolling Sharpe: trailing {window} periods, annualised ({periods_per_year:g} periods a year)"
-    return _layout(fig, title, 320, "Sharpe")
+    return layout(fig, title, 320, "Sharpe")
 
 
 def weights_heatmap(weights: pl.DataFrame) -> go.Figure:
@@ -114,7 +114,7 @@ def weights_heatmap(weights: pl.DataFrame) -> go.Figure:
     limit = float(np.nanmax(np.abs(z))) or 1.0
     fig = go.Figure(
         go.Heatmap(
-            x=_x(wide["ts"]),
+            x=x(wide["ts"]),
             y=symbols,
             z=z,
             colorscale="RdBu",
@@ -125,7 +125,7 @@ def weights_heatmap(weights: pl.DataFrame) -> go.Figure:
             hovertemplate="%{x}<br>%{y}: %{z:.3f}<extra></extra>",
         )
     )
-    return _layout(fig, "Portfolio weights", max(320, 26 * len(symbols) + 140), "symbol")
+    return layout(fig, "Portfolio weights", max(320, 26 * len(symbols) + 140), "symbol")
 
 
 def _central_intervals(levels: Sequence[float]) -> list[tuple[float, float]]:
@@ -152,17 +152,17 @@ def _primary(forecasts: pl.DataFrame, model: str | None) -> pl.DataFrame:
 def _fan(fig: go.Figure, rows: pl.DataFrame, quantiles: dict[float, str], row: int, legend: bool) -> None:
     """Nested interval bands and the median (or mean) of one forecast path, starting from `base` when known."""
     rows = rows.sort("target_ts")
-    x = _x(rows["target_ts"])
+    xs = x(rows["target_ts"])
     anchor = np.empty(0)
     if "base" in rows.columns:
-        x = np.concatenate([_x(rows["ts"].head(1)), x])
+        xs = np.concatenate([x(rows["ts"].head(1)), xs])
         anchor = rows["base"].head(1).to_numpy().astype(float)
     pairs = _central_intervals(list(quantiles))
     for rank, (lo, hi) in enumerate(pairs):
         upper = np.concatenate([anchor, rows[quantiles[hi]].to_numpy()])
         lower = np.concatenate([anchor, rows[quantiles[lo]].to_numpy()])
         fig.add_scatter(
-            x=np.concatenate([x, x[::-1]]),
+            x=np.concatenate([xs, xs[::-1]]),
             y=np.concatenate([upper, lower[::-1]]),
             fill="toself",
             fillcolor=f"rgba({BAND_RGB}, {0.12 + 0.5 * (rank + 1) / (len(pairs) + 1):.2f})",
@@ -177,7 +177,7 @@ def _fan(fig: go.Figure, rows: pl.DataFrame, quantiles: dict[float, str], row: i
     centre = quantiles.get(0.5) or ("mean" if "mean" in rows.columns else None)
     if centre is not None:
         fig.add_scatter(
-            x=x,
+            x=xs,
             y=np.concatenate([anchor, rows[centre].to_numpy()]),
             mode="lines",
             line={"color": STRATEGY_COLOUR, "dash": "dash"},
@@ -216,7 +216,7 @@ def fan_chart(
             _fan(fig, path, quantiles, index, legend=index == 1 and number == 0)
         seen = rows.filter(pl.col("actual").is_not_null()).unique("target_ts").sort("target_ts")
         fig.add_scatter(
-            x=_x(seen["target_ts"]),
+            x=x(seen["target_ts"]),
             y=seen["actual"].to_numpy(),
             mode="lines+markers",
             marker={"size": 3},
@@ -228,7 +228,7 @@ def fan_chart(
             col=1,
         )
     title = "Forecasts with intervals vs actual" + (f" ({frame['model'][0]})" if "model" in frame.columns else "")
-    fig = _layout(fig, title, 90 + 260 * len(chosen), "value")
+    fig = layout(fig, title, 90 + 260 * len(chosen), "value")
     fig.update_xaxes(title_text=None)
     fig.update_xaxes(title_text="time (UTC)", row=len(chosen), col=1)
     return fig
@@ -302,7 +302,7 @@ def interval_calibration_figure(forecasts: pl.DataFrame) -> go.Figure:
             line={"color": MODEL_COLOURS[index % len(MODEL_COLOURS)]},
             hovertemplate="nominal %{x:.0%}<br>empirical %{y:.1%}<br>n = %{customdata}<extra></extra>",
         )
-    fig = _layout(fig, "Interval calibration: nominal vs empirical coverage", 420, "empirical coverage", "nominal")
+    fig = layout(fig, "Interval calibration: nominal vs empirical coverage", 420, "empirical coverage", "nominal")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     return fig
@@ -326,7 +326,7 @@ def reliability_figure(forecasts: pl.DataFrame, bins: int = 10) -> go.Figure:
             line={"color": MODEL_COLOURS[index % len(MODEL_COLOURS)]},
             hovertemplate="forecast %{x:.2f}<br>observed %{y:.2f}<br>n = %{customdata}<extra></extra>",
         )
-    fig = _layout(fig, f"Up/down reliability ({bins} bins of p_up)", 420, "observed frequency of up", "forecast p_up")
+    fig = layout(fig, f"Up/down reliability ({bins} bins of p_up)", 420, "observed frequency of up", "forecast p_up")
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1])
     return fig

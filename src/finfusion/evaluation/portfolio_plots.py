@@ -11,11 +11,11 @@ import polars as pl
 from finfusion.evaluation.plots import (
     BENCHMARK_COLOUR,
     MODEL_COLOURS,
-    _layout,
-    _x,
     equity_figure,
+    layout,
     rolling_sharpe_figure,
     weights_heatmap,
+    x,
 )
 from finfusion.portfolio.evaluate import PortfolioEvaluation
 
@@ -38,10 +38,10 @@ def comparison_figure(evaluations: Mapping[str, PortfolioEvaluation]) -> go.Figu
     for index, (name, evaluation) in enumerate(evaluations.items()):
         equity: pl.DataFrame = evaluation.equity
         fig.add_scatter(
-            x=_x(equity["ts"]),
+            x=x(equity["ts"]),
             y=equity["strategy"].to_numpy(),
             name=f"{name} (Sharpe {evaluation.sharpe:.2f})",
             line={"color": MODEL_COLOURS[index % len(MODEL_COLOURS)]},
         )
     fig.add_hline(y=1.0, line={"color": BENCHMARK_COLOUR, "width": 1})
-    return _layout(fig, "Equity after costs", 420, "equity (x initial capital)")
+    return layout(fig, "Equity after costs", 420, "equity (x initial capital)")

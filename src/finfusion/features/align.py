@@ -100,7 +100,7 @@ def align_texts_to_bars(
     symbols = tuple(universe if universe is not None else sorted(set(bars["symbol"].to_list())))
     bar_ts = to_us(bars["ts"])
     lo = _window_start(bar_ts, calendar, window)
-    table, vectors = _text_table(texts, embeddings)
+    table, vectors = text_table(texts, embeddings)
     keys = bars["symbol"] if scope == "symbol" else pl.Series("symbol", ["*"] * bars.height)
     stream = _stream(table, scope)
     segments = _segments(keys, stream)
@@ -137,7 +137,7 @@ def _window_start(bar_ts: np.ndarray, calendar: SessionCalendar, window: int | t
     return np.where(previous >= 0, calendar.closes[np.maximum(previous, 0)], _NO_START)
 
 
-def _text_table(texts: pl.DataFrame, embeddings: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+def text_table(texts: pl.DataFrame, embeddings: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """Texts sorted by (published_at, id) with `text` (row number) and `row` (row of the vectors [U, D])."""
     missing = {"id", "published_at", "symbols", "text_hash"} - set(texts.columns)
     if missing:

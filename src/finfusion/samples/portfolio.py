@@ -42,7 +42,7 @@ from torch.utils.data import Dataset, Sampler
 
 from finfusion.data.calendar import to_us
 from finfusion.errors import FinfusionError
-from finfusion.features.align import _text_table
+from finfusion.features.align import text_table
 from finfusion.features.normalize import FittedNormalizer, utc_instant
 from finfusion.samples.contract import FUTURE, FUTURE_MASK, ORIGIN_US, PAST, PAST_MASK
 from finfusion.samples.windows import LOG_RETURN, Instant, Panel, build_panel, fit_normalizer
@@ -160,7 +160,7 @@ def bin_news(texts: pl.DataFrame, embeddings: pl.DataFrame, ts: np.ndarray, symb
     `embeddings` [text_hash, vector] must hold every text's hash (`features.text.load_embeddings` returns that frame).
     Texts are summed in (published_at, id) order in float64, so a bin's mean never depends on texts of other bins.
     """
-    table, vectors = _text_table(texts, embeddings)
+    table, vectors = text_table(texts, embeddings)
     codes = pl.DataFrame({"symbols": list(symbols)}, schema={"symbols": pl.String}).with_row_index("asset")
     bar = np.searchsorted(ts, to_us(table["published_at"]), side="right")
     mentions = (
