@@ -14,8 +14,9 @@ forecasts table (dataset = the run folder's name) and, when asked, to a file:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -29,6 +30,7 @@ from finfusion.experiment.data import ExperimentData, Windows, build_experiment_
 from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
 from finfusion.experiment.texts import with_texts
+from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset
 from finfusion.training.trainer import CONFIG_FILE
 
@@ -55,15 +57,17 @@ def span_windows(data: ExperimentData, span: str) -> Windows:
     return getattr(data, span)
 
 
-def predict_run(run_dir: str | Path, span: str = "test") -> tuple[Forecasts, ExperimentData]:
-    """Forecasts of the run's model over `span` (see the module docstring)."""
+def predict_run(run_dir: str | Path, span: str = "test") -> tuple[Forecasts, list[str] | None]:
+    """Forecasts of the run's model over `span` and the texts each window saw (see the module docstring)."""
     run = Path(run_dir)
     if not (run / CONFIG_FILE).is_file():
         raise FinfusionError(f"{run} is not a run folder: it has no {CONFIG_FILE}")
     cfg = load_config(run / CONFIG_FILE)
     data = build_experiment_data(cfg.data)
     model = load_model_state(build_experiment_model(cfg.model, data), run)
-    return run_forecasts(model, span_windows(data, span)), data
+    windows = span_windows(data, span)
+    options = data_options(cfg.data)
+    return run_forecasts(model, windows), window_texts(windows, Lake(options["lake"]), options)
 
 
 def write_forecasts_to_lake(forecasts: Forecasts, run_dir: Path, lake: Lake) -> WriteResult:
@@ -95,6 +99,16 @@ def export(forecasts: Forecasts, path: Path, texts: list[str] | None = None) -> 
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return path
+
+
+def window_texts(windows: Windows, lake: Lake, options: Mapping[str, Any]) -> list[str] | None:
+    """Per window, the titles (else bodies) of the texts it saw, oldest first, joined by " | "; None without texts."""
+    if not isinstance(windows, TextWindowDataset):
+        return None
+    dataset = str(options["texts"]["dataset"] or options["dataset"])
+    texts = lake.read("text", dataset).select("id", pl.coalesce("title", "body").fill_null("").alias("text"))
+    by_id = dict(zip(texts["id"].to_list(), texts["text"].to_list(), strict=True))
+    return [" | ".join(by_id.get(i, "") for i in windows.text_ids(k)) for k in range(len(windows))]
 
 
 def lake_of_run(run_dir: Path) -> Lake:

@@ -28,6 +28,9 @@ from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples,
 from finfusion.evaluation.significance import diebold_mariano
 from finfusion.experiment.forecast import Forecasts, quantile_view
 
+#: Forecast returns closer to 0 than this are "no view" (flat): the random walk's 0, denormalised through float32
+#: statistics, comes back as a few 1e-19 of either sign.
+FLAT = 1e-10
 #: The metrics kept from `metric_table` (returns make MAPE meaningless).
 POINT_METRICS = ("mase", "mae", "rmse", "directional_accuracy", "mcc", "crps", "coverage")
 TRADING_METRICS = ("sharpe", "annual_return", "max_drawdown", "avg_turnover")
@@ -52,6 +55,7 @@ def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]
         levels=levels or None,
         y_train=forecasts.past[rows, :, 0],
         reference=0.0,
+        threshold=FLAT,
         alpha=0.2,
     )
     return {name: table[name] for name in POINT_METRICS if name in table}
@@ -147,7 +151,8 @@ def sign_backtest(forecasts: Forecasts, rows: np.ndarray, costs: CostModel, peri
     weights = np.zeros((len(instants), len(used)))  # flat wherever nothing was forecast
     returns = np.zeros((len(instants), len(used)))
     decided_at = np.searchsorted(instants, origin)
-    weights[decided_at, column] = np.sign(forecasts.point[rows, 0, 0]) / len(used)
+    step_one = forecasts.point[rows, 0, 0]
+    weights[decided_at, column] = np.where(np.abs(step_one) > FLAT, np.sign(step_one), 0.0) / len(used)
     returns[np.searchsorted(instants, target), column] = np.expm1(forecasts.realised[rows, 0, 0])
     config = BacktestConfig(costs=costs, periods_per_year=periods_per_year)
     symbols = tuple(forecasts.symbols[i] for i in used)

@@ -286,7 +286,8 @@ def score(
     write_metrics(run, metrics)
     frames = [f for name, fc in forecasts.items() if (f := report_frame(fc.select(rows), name)) is not None]
     if frames:
-        write_forecasts(run, pl.concat(frames, how="diagonal_relaxed"))
+        shared = set.intersection(*(set(f.columns) for f in frames))
+        write_forecasts(run, pl.concat([f.select([c for c in f.columns if c in shared]) for f in frames]))
     first = next(iter(forecasts))
     write_equity(run, backtests[first].equity_frame())
     write_weights(run, backtests[first].weights_frame())
