@@ -18,7 +18,7 @@ _BUILTIN: dict[str, str] = {
     "drift": "finfusion.models.baselines:Drift",
     "lightgbm": "finfusion.models.lightgbm_baseline:LightGBMForecaster",
     "hf_tst": "finfusion.models.hf_time_series:HFTimeSeriesTransformer",
-    "multimodal": "finfusion.models.multimodal.forecaster:MultimodalDiffusionForecaster",
+    "multimodal_diffusion": "finfusion.models.multimodal.forecaster:MultimodalDiffusionForecaster",
     "cga": "finfusion.models.cga:CGAPortfolio",
 }
 _REGISTERED: dict[str, type[Capabilities]] = {}
