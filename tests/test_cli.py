@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.main import get_command
 from typer.testing import CliRunner, Result
@@ -37,15 +39,36 @@ def test_every_command_has_help_with_an_example(path: list[str]) -> None:
     assert "Example" in result.output and "finfusion" in result.output
 
 
-def test_quickstart_builds_the_synthetic_lake(cli: Callable[..., Result], lake_root: Path) -> None:
-    result = cli("quickstart", "--symbols", "3")
+def test_quickstart_runs_the_whole_pipeline(cli: Callable[..., Result], lake_root: Path, tmp_path: Path) -> None:
+    small = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+        "model.sampling.num_samples=4",
+        "model.sampling.steps=2",
+        "model.task.val_num_samples=2",
+        "model.task.val_steps=2",
+        "evaluation.walk_forward.train=300",
+        "evaluation.walk_forward.validate=40",
+        "evaluation.walk_forward.test=60",
+        "data.synthetic.end=2018-06-30",
+    ]
+    runs = tmp_path / "runs"
+    settings = [arg for key in small for arg in ("--set", key)]
+    result = cli("quickstart", "--symbols", "2", "--folds", "1", "--runs", str(runs), *settings)
     assert result.exit_code == 0, result.output
-    assert {(k, d) for k, d, _ in Lake(lake_root).datasets()} == {
-        ("bars", "synthetic"),
-        ("text", "synthetic"),
-        ("events", "synthetic"),
+    assert {("bars", "synthetic"), ("text", "synthetic"), ("events", "synthetic"), ("features", "synthetic")} <= {
+        (k, d) for k, d, _ in Lake(lake_root).datasets()
     }
-    assert "catalog" in result.output and "synthetic" in result.output
+    assert ("forecasts", "multimodal") in {(k, d) for k, d, _ in Lake(lake_root).datasets()}
+    arrays = np.load(runs / "multimodal" / "test_forecasts.npz")
+    assert arrays["predictions"].shape[1:] == (4, 30, 1) and len(arrays["texts"]) == len(arrays["targets"])
+    metrics = json.loads((runs / "evaluation" / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["multimodal", "price_only", "random_walk"]
+    assert {t["baseline"] for t in metrics["significance"]} == {"price_only", "random_walk"}
+    assert (runs / "evaluation" / "report" / "report.html").is_file()
+    assert "7/7" in result.output and "report:" in result.output
 
 
 def test_synth_show_and_list(cli: Callable[..., Result]) -> None:

@@ -96,7 +96,7 @@ def predict(
     Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
     """
     with busy("forecasting"):
-        forecasts, _ = predict_run(run, span)
+        forecasts, texts = predict_run(run, span)
     table = Table("symbol", "windows", "first decision", "last decision", title=f"{len(forecasts):,} forecasts")
     for row in forecast_summary(forecasts).sort("symbol").iter_rows():
         table.add_row(row[0], f"{row[1]:,}", str(row[2]), str(row[3]))
@@ -106,7 +106,7 @@ def predict(
         result = write_forecasts_to_lake(forecasts, run, target)
         out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {target.root}")
     if out_file is not None:
-        out.print(f"exported: {export(forecasts, out_file)}")
+        out.print(f"exported: {export(forecasts, out_file, texts)}")
 
 
 @reports_errors
