@@ -280,3 +280,19 @@ def test_patchtst_beats_the_random_walk_only_where_there_is_structure(lake_dir: 
     pure = walk_forward_mase("synthetic_random_walk", lake_dir, tmp_path / "random_walk")
     assert structured[0] < 0.99 * structured[1], structured
     assert pure[0] >= 0.995 * pure[1] and pure[2] > 0.05, pure
+
+
+def test_validate_command_scores_a_run_without_training(
+    lake_dir: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", str(EXPERIMENT), *tiny_overrides(lake_dir), *SMALL_MODELS["patchtst"], "--run"]
+    assert cli(*args, str(run)).exit_code == 0
+    before = sorted(p.name for p in (run / CHECKPOINT_DIR).iterdir())
+    best = cli("validate", str(run))
+    assert best.exit_code == 0, best.output
+    assert "val_loss" in best.output and "val_sharpe" in best.output
+    last = cli("validate", str(run), "--checkpoint", str(run / CHECKPOINT_DIR / LAST_CHECKPOINT))
+    assert last.exit_code == 0, last.output
+    assert sorted(p.name for p in (run / CHECKPOINT_DIR).iterdir()) == before
+    assert cli("predict", str(run), "--num-samples", "8").exit_code != 0

@@ -9,7 +9,7 @@ from finfusion.commands import data, features, serve, tokenize, vq
 from finfusion.commands.backtest import backtest
 from finfusion.commands.embed import EPILOG as EMBED_EPILOG
 from finfusion.commands.embed import embed
-from finfusion.commands.experiment import evaluate, predict, train
+from finfusion.commands.experiment import evaluate, predict, train, validate
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
 
@@ -31,6 +31,7 @@ app.command("embed", epilog=EMBED_EPILOG)(embed)
 app.command(epilog="Example:\n\n  finfusion backtest signals.parquet --dataset synthetic --run runs/bt01")(backtest)
 app.command(epilog="Example:\n\n  finfusion train --config patchtst_synthetic model.d_model=32")(train)
 app.command(epilog="Example:\n\n  finfusion predict runs/patchtst_synthetic --span latest --out latest.npz")(predict)
+app.command(epilog="Example:\n\n  finfusion validate runs/patchtst_synthetic")(validate)
 app.command(epilog="Example:\n\n  finfusion evaluate --config patchtst_synthetic --run runs/eval01")(evaluate)
 
 

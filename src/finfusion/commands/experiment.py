@@ -24,7 +24,7 @@ from finfusion.experiment.predict import (
     write_forecasts_to_lake,
 )
 from finfusion.experiment.results import write_results
-from finfusion.experiment.train import train_experiment
+from finfusion.experiment.train import train_experiment, validate_run
 from finfusion.experiment.walk_forward import evaluate_experiment
 
 ConfigOption = Annotated[
@@ -88,6 +88,9 @@ def predict(
         Path | None, typer.Option("--out", help="Also export to FILE.npz or FILE.parquet.", show_default=False)
     ] = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="Store the forecasts in the lake.")] = True,
+    num_samples: Annotated[
+        int | None, typer.Option("--num-samples", help="Sampled paths per window (models that sample).")
+    ] = None,
     lake: LakeOption = None,
 ) -> None:
     """Forecast with a trained run and store the forecasts in the lake (forecasts table, dataset = run name; the
@@ -96,7 +99,11 @@ def predict(
     Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
     """
     with busy("forecasting"):
-        forecasts, texts = predict_run(run, span)
+        overrides = [] if num_samples is None else [f"model.sampling.num_samples={num_samples}"]
+        try:
+            forecasts, texts = predict_run(run, span, overrides)
+        except ConfigError as exc:
+            raise FinfusionError(f"--num-samples: the run's model does not sample ({exc})") from exc
     table = Table("symbol", "windows", "first decision", "last decision", title=f"{len(forecasts):,} forecasts")
     for row in forecast_summary(forecasts).sort("symbol").iter_rows():
         table.add_row(row[0], f"{row[1]:,}", str(row[2]), str(row[3]))
@@ -107,6 +114,27 @@ def predict(
         out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {target.root}")
     if out_file is not None:
         out.print(f"exported: {export(forecasts, out_file, texts)}")
+
+
+@reports_errors
+def validate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `finfusion train`.", show_default=False)],
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A Lightning checkpoint (default: the run's best weights).")
+    ] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Validation only: score the run's model on its validation windows without training (the task's val_*
+    metrics), from its best weights or a given checkpoint.
+
+    Example: finfusion validate runs/multimodal_tiny --checkpoint runs/multimodal_tiny/checkpoints/last.ckpt
+    """
+    with busy("validating"):
+        metrics = validate_run(run, checkpoint, [] if lake is None else [f"data.lake={lake}"])
+    table = Table("metric", "value", title=f"validation of {run}")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.6g}")
+    out.print(table)
 
 
 @reports_errors

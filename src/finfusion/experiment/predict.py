@@ -14,12 +14,13 @@ forecasts table (dataset = the run folder's name) and, when asked, to a file:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from omegaconf import DictConfig
 
 from finfusion.config import load_config
 from finfusion.data.atomic import atomic_path
@@ -30,6 +31,7 @@ from finfusion.experiment.data import ExperimentData, Windows, build_experiment_
 from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
 from finfusion.experiment.texts import with_texts
+from finfusion.models.base import Capabilities
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset
 from finfusion.training.trainer import CONFIG_FILE
@@ -57,14 +59,22 @@ def span_windows(data: ExperimentData, span: str) -> Windows:
     return getattr(data, span)
 
 
-def predict_run(run_dir: str | Path, span: str = "test") -> tuple[Forecasts, list[str] | None]:
-    """Forecasts of the run's model over `span` and the texts each window saw (see the module docstring)."""
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, ExperimentData, Capabilities]:
+    """The run's config (with `overrides`, e.g. `model.sampling.num_samples=8`), data and model with its best
+    weights."""
     run = Path(run_dir)
     if not (run / CONFIG_FILE).is_file():
         raise FinfusionError(f"{run} is not a run folder: it has no {CONFIG_FILE}")
-    cfg = load_config(run / CONFIG_FILE)
+    cfg = load_config(run / CONFIG_FILE, overrides)
     data = build_experiment_data(cfg.data)
-    model = load_model_state(build_experiment_model(cfg.model, data), run)
+    return cfg, data, load_model_state(build_experiment_model(cfg.model, data), run)
+
+
+def predict_run(
+    run_dir: str | Path, span: str = "test", overrides: Sequence[str] = ()
+) -> tuple[Forecasts, list[str] | None]:
+    """Forecasts of the run's model over `span` and the texts each window saw (see the module docstring)."""
+    cfg, data, model = load_run(run_dir, overrides)
     windows = span_windows(data, span)
     options = data_options(cfg.data)
     return run_forecasts(model, windows), window_texts(windows, Lake(options["lake"]), options)

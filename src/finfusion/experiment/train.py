@@ -24,11 +24,13 @@ from torch import nn
 
 from finfusion.config import save_config
 from finfusion.data.atomic import write_json_atomic
+from finfusion.errors import FinfusionError
 from finfusion.experiment.data import ExperimentData, build_experiment_data
 from finfusion.experiment.models import TASK_KEY, build_experiment_model, plain, save_model_state
+from finfusion.experiment.predict import load_run
 from finfusion.models.base import Capabilities
 from finfusion.training.tasks import build_task
-from finfusion.training.trainer import CONFIG_FILE, fit, trainer_options
+from finfusion.training.trainer import CONFIG_FILE, fit, resolve_precision, trainer_options
 
 TRAIN_FILE = "train.json"
 TASK_DEFAULTS: dict[str, Any] = {"name": "forecast"}
@@ -113,3 +115,28 @@ def train_experiment(
         },
     )
     return trained
+
+
+def validate_run(
+    run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    """The task's validation metrics of a trained run on its validation windows (no training): its best weights,
+    or the weights of `checkpoint` (a Lightning checkpoint, read weights-only)."""
+    cfg, data, model = load_run(run_dir, overrides)
+    if not isinstance(model, nn.Module):
+        raise FinfusionError(f"{cfg.model.name} is not trained by gradient descent: it has no validation loop")
+    if checkpoint is not None:
+        model.load_state_dict(best_state_dict(Path(checkpoint)))
+    if len(data.val) == 0:
+        raise FinfusionError("the run's split leaves no validation windows")
+    task = build_task(task_settings(cfg), plain(cfg.get("optim", {})), model)
+    options = trainer_options(cfg.get("trainer", {}))
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator=options["accelerator"],
+        precision=resolve_precision(options["precision"]),
+    )
+    (metrics,) = trainer.validate(task, data.loader(data.val), verbose=False)
+    return {name: float(value) for name, value in metrics.items()}
