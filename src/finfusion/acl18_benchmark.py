@@ -1,0 +1,343 @@
+"""The StockNet (ACL18) benchmark: build it as published, train each experiment per seed, select on dev, test once.
+
+Flow (`run_benchmark`): ingest the StockNet copy into the lake when it is not there yet and embed its tweets (texts
+already embedded are skipped), build the samples (`samples/acl18.py`) and check the published sample counts, then
+for every experiment config and seed: train with Lightning (`training/trainer.py` `fit`, `MovementTask`), keep the
+checkpoint with the best dev MCC (selection on dev only, no early stopping or picking on test), score it on dev and,
+unless `dev_only`, once on test. The results table (accuracy, MCC, F1 of the up class: mean ± sample standard
+deviation over seeds) is written beside the published numbers to a markdown file with the command line, the
+configs, the seeds and the machine.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from finfusion.config import ConfigError, load_config
+from finfusion.data.atomic import atomic_path
+from finfusion.data.lake import Lake
+from finfusion.data.sources.stocknet import ingest_stocknet
+from finfusion.errors import FinfusionError
+from finfusion.evaluation.metrics import mcc, precision_recall_f1
+from finfusion.features.text import embed_texts, load_embeddings, load_encoder, vector_matrix, with_text_hash
+from finfusion.models import movement_fusion, movement_price, movement_text  # noqa: F401 (registers the models)
+from finfusion.models.registry import model_class
+from finfusion.samples.acl18 import (
+    PRICE_CHANNELS,
+    PUBLISHED_COUNTS,
+    PUBLISHED_UP_RATE,
+    SPLITS,
+    ACL18Config,
+    ACL18Dataset,
+    ACL18Samples,
+    build_acl18,
+    stocknet_file_days,
+)
+from finfusion.training.tasks import build_task
+from finfusion.training.trainer import fit
+
+DEFAULT_EXPERIMENTS = ("stocknet_price", "stocknet_text", "stocknet_fusion")
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A published result on the ACL18 test split."""
+
+    model: str
+    accuracy: float
+    mcc: float
+    source: str
+
+
+PUBLISHED: tuple[PublishedResult, ...] = (
+    PublishedResult("Random guess", 0.509, -0.002, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("ARIMA", 0.514, -0.021, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("HAN", 0.576, 0.052, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("StockNet (HedgeFundAnalyst)", 0.582, 0.081, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("Adv-ALSTM", 0.572, 0.148, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("DTML", 0.5812, 0.1806, "SLOT (IEEE BigData 2022) Table IV"),
+    PublishedResult("MAN-SF", 0.608, 0.195, "MAN-SF (EMNLP 2020) Table 1"),
+    PublishedResult("SLOT", 0.5872, 0.2065, "SLOT (IEEE BigData 2022) Table IV"),
+)
+
+
+METHOD_NOTES = (
+    "- Targets, labels and splits as in yumoxu/stocknet-code: movement = adj_close(t) / adj_close(t-1) - 1 (rounded "
+    "to 6 decimals as in price/preprocessed), dropped inside [-0.5%, +0.55%), up if > 1e-7; a full price lookback "
+    "is required; the code's extra rule that every lag day has a tweet is not applied (it leaves 6,651 targets), so "
+    "every target of the published 20,339 / 2,555 / 3,720 is scored.",
+    "- Inputs of target t (`samples/acl18.py`): the symbol's trading days in [t-4, t] are the steps; each step holds "
+    "the price channels of the trading day before it and the tweets filed on the calendar days since the previous "
+    "step (from t-5), the most recent `max_tweets` of them; tweets of day t itself never enter. The "
+    "decision instant is 00:00 UTC of day t.",
+    "- Price channels are z-scored per symbol with statistics of the bars before 2015-08-01 only; tweets are "
+    "all-MiniLM-L6-v2 sentence embeddings (frozen, cached in the lake).",
+    "- Published rows are copied from the cited tables; their protocols (e.g. the tweet-eligibility filter above, "
+    "selection rules) may differ from this run's.",
+)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy, MCC and F1 of the up class of predicted labels."""
+
+    accuracy: float
+    mcc: float
+    f1: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One experiment and seed: the epoch chosen on dev, its dev scores, its test scores (None when dev only)."""
+
+    experiment: str
+    seed: int
+    epoch: int
+    dev: Scores
+    test: Scores | None
+    seconds: float
+
+
+def scores(labels: np.ndarray, predicted: np.ndarray) -> Scores:
+    """Scores of `predicted` [M] against `labels` [M] (0 down, 1 up)."""
+    if labels.shape != predicted.shape or labels.size == 0:
+        raise FinfusionError(f"cannot score {predicted.size} predictions against {labels.size} labels")
+    return Scores(
+        accuracy=float(np.mean(labels == predicted)),
+        mcc=mcc(labels, predicted),
+        f1=precision_recall_f1(labels, predicted, 1).f1,
+    )
+
+
+def prepare_lake(lake: Lake, data: Path, dataset: str, encoder: str) -> None:
+    """Ingest the StockNet copy at `data` unless the lake has it, and embed its texts not yet embedded."""
+    if not data.is_dir():
+        raise FinfusionError(f"no StockNet copy at {data}: expected a folder with price/raw and tweet/preprocessed")
+    present = {(kind, name) for kind, name, _ in lake.datasets()}
+    if not {("bars", dataset), ("text", dataset)} <= present:
+        ingest_stocknet(lake, data, dataset)
+    embed_texts(lake, lake.read("text", dataset).select("title", "body"), load_encoder(encoder))
+
+
+def load_acl18(lake: Lake, dataset: str, encoder: str, config: ACL18Config) -> ACL18Samples:
+    """The benchmark samples from the lake: bars/`dataset`/1d, text/`dataset` and its `encoder` embeddings."""
+    bars = lake.read("bars", dataset, freq="1d")
+    texts = with_text_hash(lake.read("text", dataset))
+    texts = texts.with_columns(stocknet_file_days(texts["source_ref"])).explode("symbols")
+    embeddings = load_embeddings(lake, encoder, texts["text_hash"])
+    rows = embeddings.select("text_hash").with_row_index("row")
+    texts = texts.join(rows, on="text_hash", how="left").select(
+        pl.col("symbols").alias("symbol"), "day", "published_at", pl.col("row").cast(pl.Int64)
+    )
+    return build_acl18(bars, texts, vector_matrix(embeddings["vector"]), config)
+
+
+def check_counts(samples: ACL18Samples) -> None:
+    """Raise unless the samples match the published 20,339 / 2,555 / 3,720 targets and 50.2% up rate."""
+    counts = samples.counts()
+    if counts != PUBLISHED_COUNTS or round(samples.up_rate(), 3) != round(PUBLISHED_UP_RATE, 3):
+        raise FinfusionError(
+            f"the ACL18 samples do not match the published benchmark: counts {counts} (published "
+            f"{PUBLISHED_COUNTS}), up rate {samples.up_rate():.4f} (published {PUBLISHED_UP_RATE})"
+        )
+
+
+def build_model(model_cfg: DictConfig, samples: ACL18Samples) -> torch.nn.Module:
+    """The model named in `model_cfg` with its other keys; n_channels, text_dim and lag_days come from the samples."""
+    options = dict(OmegaConf.to_container(model_cfg, resolve=True))
+    cls = model_class(str(options.pop("name")))
+    derived = {
+        "n_channels": len(PRICE_CHANNELS),
+        "text_dim": samples.vectors.shape[1],
+        "lag_days": samples.config.lag_days,
+    }
+    accepted = inspect.signature(cls.__init__).parameters
+    options.update({key: value for key, value in derived.items() if key in accepted and key not in options})
+    return cls(**options)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset: ACL18Dataset, batch_size: int) -> np.ndarray:
+    """Predicted labels [M] (argmax of `logits`) of every sample of `dataset`, in order."""
+    model.eval()
+    out = [model(batch)["logits"].argmax(dim=-1) for batch in dataset.loader(batch_size, shuffle=False)]
+    return torch.cat(out).numpy()
+
+
+def train_one(
+    samples: ACL18Samples, cfg: DictConfig, seed: int, run_dir: Path, evaluate_test: bool = True
+) -> RunResult:
+    """Train `cfg` with `seed`, keep the checkpoint with the best dev MCC, score it on dev (and on test once)."""
+    started = time.perf_counter()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cfg = OmegaConf.merge(cfg, {"trainer": {"seed": seed}})
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(cfg.model, samples)
+    task = build_task(cfg.task, cfg.optim, model)
+    batch_size = int(cfg.data.batch_size)
+    train, dev = samples.dataset("train"), samples.dataset("dev")
+    loaders = (train.loader(batch_size, shuffle=True, seed=seed), dev.loader(batch_size, shuffle=False))
+    trainer = fit(task, loaders, run_dir, cfg, resume="never")
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        raise FinfusionError(f"{run_dir}: training saved no checkpoint to select on dev")
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    task.load_state_dict(checkpoint["state_dict"])
+    dev_scores = scores(dev.labels, predict(model, dev, batch_size))
+    test_scores = None
+    if evaluate_test:
+        test = samples.dataset("test")
+        test_scores = scores(test.labels, predict(model, test, batch_size))
+    return RunResult(
+        experiment=str(cfg.name),
+        seed=seed,
+        epoch=int(checkpoint["epoch"]),
+        dev=dev_scores,
+        test=test_scores,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What `run_benchmark` did: the resolved configs, one result per (experiment, seed), the data summary."""
+
+    configs: list[DictConfig]
+    results: list[RunResult]
+    data_note: str
+
+
+def run_benchmark(
+    data: Path,
+    lake: Lake,
+    experiments: Sequence[str] = DEFAULT_EXPERIMENTS,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    runs: Path = Path("runs/stocknet"),
+    overrides: Sequence[str] = (),
+    dev_only: bool = False,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> BenchmarkRun:
+    """Every experiment (a config name or YAML path) with every seed on the StockNet copy at `data`."""
+    try:
+        configs = [load_config(name, overrides) for name in experiments]
+    except ConfigError as exc:
+        raise FinfusionError(str(exc)) from exc
+    data_cfgs = {(c.data.dataset, c.data.encoder, int(c.data.lag_days), int(c.data.max_tweets)) for c in configs}
+    if len(data_cfgs) != 1:
+        raise FinfusionError(
+            "the experiments of one benchmark run must share data.dataset, encoder, lag_days and max_tweets"
+        )
+    ((dataset, encoder, lag_days, max_tweets),) = data_cfgs
+    prepare_lake(lake, data, str(dataset), str(encoder))
+    samples = load_acl18(lake, str(dataset), str(encoder), ACL18Config(lag_days=lag_days, max_tweets=max_tweets))
+    check_counts(samples)
+    results = []
+    for cfg in configs:
+        for seed in seeds:
+            result = train_one(samples, cfg, seed, runs / str(cfg.name) / f"seed{seed}", evaluate_test=not dev_only)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return BenchmarkRun(configs, results, samples_note(samples))
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    array = np.asarray(values, dtype=np.float64)
+    spread = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return f"{array.mean():.4f} ± {spread:.4f}"
+
+
+def machine() -> str:
+    """The CPU / GPU, core count, torch threads and versions this process runs with."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, {gpu}; "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"lightning {L.__version__}"
+    )
+
+
+def results_markdown(command: str, run: BenchmarkRun) -> str:
+    """The results page: our rows (mean ± std over seeds) beside the published ones, per-seed rows, configs."""
+    configs, results = run.configs, run.results
+    seeds = sorted({r.seed for r in results})
+    lines = [
+        "# StockNet (ACL18) benchmark",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `{command}` (do not edit by hand).",
+        "",
+        f"- Data: {run.data_note}",
+        f"- Seeds: {', '.join(map(str, seeds))}; selection on the dev split only (checkpoint with the best dev MCC); "
+        "the test split is scored once per configuration and seed.",
+        f"- Machine: {machine()}",
+        "- Metrics: accuracy, Matthews correlation (MCC), F1 of the up class; ours are mean ± sample standard "
+        "deviation over the seeds.",
+        "",
+        "## Test split (2015-10-01 to 2015-12-31, 3,720 targets)",
+        "",
+        "| model | accuracy | MCC | F1 (up) | source |",
+        "|---|---|---|---|---|",
+    ]
+    by_experiment: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_experiment.setdefault(r.experiment, []).append(r)
+    for cfg in configs:
+        runs = [r for r in by_experiment.get(str(cfg.name), []) if r.test is not None]
+        if runs:
+            lines.append(
+                f"| **{cfg.label}** | {_mean_std([r.test.accuracy for r in runs])} | "
+                f"{_mean_std([r.test.mcc for r in runs])} | {_mean_std([r.test.f1 for r in runs])} | "
+                f"this run ({cfg.name}, {len(runs)} seeds) |"
+            )
+    lines += [f"| {p.model} | {p.accuracy:.4g} | {p.mcc:.4g} | | {p.source} |" for p in PUBLISHED]
+    lines += [
+        "",
+        "## Dev split (selection) and per-seed results",
+        "",
+        "| experiment | seed | epoch chosen | dev accuracy | dev MCC | test accuracy | test MCC | test F1 | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        test = f"{r.test.accuracy:.4f} | {r.test.mcc:.4f} | {r.test.f1:.4f}" if r.test else "- | - | -"
+        lines.append(
+            f"| {r.experiment} | {r.seed} | {r.epoch} | {r.dev.accuracy:.4f} | {r.dev.mcc:.4f} | {test} | "
+            f"{r.seconds:.0f} |"
+        )
+    lines += ["", "## How the benchmark is built", "", *METHOD_NOTES, "", "## Configs", ""]
+    for cfg in configs:
+        lines += [f"### {cfg.name}", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def samples_note(samples: ACL18Samples) -> str:
+    counts = samples.counts()
+    spans = ", ".join(f"{name} [{start}, {end}) {counts[name]:,}" for name, (start, end) in SPLITS.items())
+    return f"StockNet targets by split: {spans}; {samples.up_rate():.2%} up; lag window {samples.config.lag_days} days"
+
+
+def write_markdown(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return path
