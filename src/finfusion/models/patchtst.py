@@ -107,7 +107,10 @@ class EncoderLayer(nn.Module):
 
 
 class PatchTSTEncoder(nn.Module):
-    """Channel-independent patch encoder: normalised series [B, L, C] -> latent tokens [B, C, P, D]."""
+    """Channel-independent patch encoder: normalised series [B, L, C] -> latent tokens [B, C, P, D].
+
+    Inside, the B * C series are one batch of sequence-first tokens [P, B * C, D] (see `EncoderLayer`).
+    """
 
     def __init__(
         self,
@@ -135,19 +138,13 @@ class PatchTSTEncoder(nn.Module):
         """x [B, L, C] -> patches [P, B, C, patch_len] (the most recent bars are always in the last patch)."""
         return x[:, self.start :].unfold(1, self.patch_len, self.stride).permute(1, 0, 2, 3)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """x [B, L, C] (already normalised) -> sequence-first tokens [P, B * C, D], the layers' own layout."""
-        patches = self.patch(x)
-        tokens = self.embed(patches).flatten(1, 2) + self.position.unsqueeze(1)
-        tokens = self.dropout(tokens)
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, L, C] (already normalised) -> tokens [B, C, P, D], a view of the layers' layout [P, B * C, D]."""
+        batch, _, channels = x.shape
+        tokens = self.dropout(self.embed(self.patch(x)).flatten(1, 2) + self.position.unsqueeze(1))
         for layer in self.layers:
             tokens = layer(tokens)
-        return self.norm(tokens)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x [B, L, C] (already normalised) -> tokens [B, C, P, D]."""
-        batch, _, channels = x.shape
-        return self.encode(x).unflatten(1, (batch, channels)).permute(1, 2, 0, 3)
+        return self.norm(tokens).unflatten(1, (batch, channels)).permute(1, 2, 0, 3)
 
 
 class PatchTST(nn.Module, Capabilities):
@@ -202,10 +199,10 @@ class PatchTST(nn.Module, Capabilities):
         z = self.norm.normalise(past, loc, scale, mask)
         sel = None if self.all_targets else self.target_index
         tokens = self.encoder(z if sel is None else z[..., sel])
-        heads = self.head(self.head_dropout(tokens.flatten(2)))
-        point = heads[..., : self.horizon].transpose(1, 2)
+        projected = self.head(self.head_dropout(tokens.flatten(2)))
+        point = projected[..., : self.horizon].transpose(1, 2)
         out = {"point": self.norm.denormalise(point, loc, scale, sel)}
         if len(self.quantile_levels):
-            q = heads[..., self.horizon :].unflatten(-1, (self.horizon, -1)).transpose(1, 2)
+            q = projected[..., self.horizon :].unflatten(-1, (self.horizon, -1)).transpose(1, 2)
             out["quantiles"] = torch.sort(self.norm.denormalise(q, loc, scale, sel), dim=-1).values
         return out
