@@ -240,8 +240,9 @@ def test_evaluate_command_writes_metrics_significance_report_and_results_page(
     assert list(metrics["models"]) == ["patchtst", "random_walk", "drift", "dlinear"]
     assert metrics["baselines"] == ["random_walk", "drift", "dlinear"]
     assert {"mase", "directional_accuracy", "crps", "coverage", "sharpe"} <= set(metrics["models"]["patchtst"])
-    (test,) = metrics["significance"]  # patchtst vs random_walk on all windows
-    assert test["model"] == "patchtst" and test["baseline"] == "random_walk" and 0 <= test["p_value"] <= 1
+    tests = {(t["model"], t["baseline"]): t for t in metrics["significance"]}
+    assert set(tests) == {(m, "random_walk") for m in ("patchtst", "drift", "dlinear")}
+    assert all(0 <= t["p_value"] <= 1 and t["subset"] == "all" for t in tests.values())
     assert (run / "report" / "report.html").is_file()
     assert sorted(p.name for p in (run / "folds" / "patchtst").iterdir()) == ["fold_0", "fold_1"]
     text = page.read_text()
@@ -271,7 +272,7 @@ def walk_forward_mase(data_part: str, lake: Path, run: Path) -> tuple[float, flo
     )
     evaluation = evaluate_experiment(cfg, run, progress=lambda _: None)
     models = evaluation.metrics.models
-    (test,) = evaluation.metrics.significance
+    (test,) = evaluation.metrics.significance  # patchtst vs random_walk
     return models["patchtst"]["mase"], models["random_walk"]["mase"], test["p_value"]
 
 

@@ -228,8 +228,9 @@ def test_registry_lists_builds_and_declares_capabilities() -> None:
     assert {"patchtst", "dlinear", "random_walk", "drift", "lightgbm", "hf_tst"} <= set(names)
     for name in names:
         caps = capabilities(name)
-        assert "past" in caps["inputs"]
-        assert caps["outputs"]
+        assert caps["inputs"] and caps["outputs"]
+        if name in {"patchtst", "dlinear", "random_walk", "drift", "lightgbm", "hf_tst", "multimodal_diffusion"}:
+            assert "past" in caps["inputs"]
         assert isinstance(caps["trainable"], bool)
     assert capabilities("lightgbm")["trainable"] is False
     assert "samples" in capabilities("hf_tst")["outputs"]

@@ -256,8 +256,8 @@ def score(
     run: Path,
     subsets: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
-    """Metrics (also on each subset of windows, suffixed `_<subset>`), Diebold-Mariano of every model that is not
-    a reference against each of `compare_to`, forecasts and the backtest of the first model into `run`."""
+    """Metrics (also on each subset of windows, suffixed `_<subset>`), Diebold-Mariano of every model (baselines
+    included) against each reference of `compare_to` but itself, forecasts and the first model's backtest."""
     rows = np.logical_and.reduce([usable_rows(f) for f in forecasts.values()])
     if not rows.any():
         raise FinfusionError("evaluation: no test window has a complete realised path")
@@ -275,7 +275,7 @@ def score(
             if subset != "all" and mask.any():
                 table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(fc, mask).items()})
         for reference in references:
-            if name in baselines or name == reference:
+            if name == reference:
                 continue
             for subset, mask in masks.items():
                 if mask.sum() > 2 * fc.point.shape[1]:
