@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +13,6 @@ import polars as pl
 import pytest
 import schemathesis
 import torch
-import uvicorn
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -30,6 +25,7 @@ from finfusion.serving import readers
 from finfusion.serving.api import ENV_API_KEY, ENV_MODEL, ENV_STORE, app_from_env, create_app
 from finfusion.serving.model_store import ModelStore
 from finfusion.serving.readers import WeightsReader
+from tests.serving_helpers import serving
 
 KEY = "s3cret-key"
 AUTH = {"X-API-Key": KEY}
@@ -39,28 +35,6 @@ SYMBOLS = ["AAA", "BBB", "CCC"]
 DECISIONS = [datetime(2023, 12, 28, 21, tzinfo=UTC), datetime(2023, 12, 29, 21, tzinfo=UTC)] + [
     datetime(2024, 1, day, 21, tzinfo=UTC) for day in (2, 3, 4)
 ]
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run `app` with uvicorn on 127.0.0.1 and a free port in a background thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def weights_frame(decisions: list[datetime], version: str) -> pl.DataFrame:

@@ -32,9 +32,8 @@ from finfusion.serving.cga_steps import CGASteps, cga_steps, data_sources, valid
 from finfusion.serving.jobs import PipelineSpec, Span
 from finfusion.serving.model_store import ModelStore
 from finfusion.serving.steps import ModelArtifact, ModelSteps
-from tests.portfolio_helpers import single_thread
-from tests.test_api import serving
-from tests.test_portfolio_runner import OVERRIDES, TEXT_DIM, fake_embeddings
+from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
+from tests.serving_helpers import serving
 
 STEPS = cga_steps(overrides=OVERRIDES)
 DATASET = "synthetic"

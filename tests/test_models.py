@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from finfusion.errors import FinfusionError
+from finfusion.models.base import target_positions
 from finfusion.models.baselines import Drift, RandomWalk
 from finfusion.models.dlinear import DLinear
 from finfusion.models.hf_time_series import HFTimeSeriesTransformer
@@ -240,3 +242,14 @@ def test_registry_lists_builds_and_declares_capabilities() -> None:
         build_model("nope")
     with pytest.raises(ValueError, match="already"):
         register("dlinear")(DLinear)
+
+
+@pytest.mark.parametrize("bad", [[], [3], [-1], [0, 5]])
+@pytest.mark.parametrize("model", ["patchtst", "dlinear", "hf_tst", "multimodal_diffusion"])
+def test_every_forecaster_rejects_target_channels_it_does_not_have(model: str, bad: list[int]) -> None:
+    with pytest.raises(FinfusionError, match="out of range for 3 input channels"):
+        build_model(model, n_channels=3, context_length=32, horizon=4, target_index=bad)
+
+
+def test_target_positions_default_to_every_channel() -> None:
+    assert target_positions(None, 3) == [0, 1, 2] and target_positions((2, 0), 3) == [2, 0]

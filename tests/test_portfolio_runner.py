@@ -3,7 +3,6 @@ table, backtest with costs (and by hand), fine-tune from a trained run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,11 +16,9 @@ import torch
 from finfusion.config import load_config
 from finfusion.data.calendar import from_us
 from finfusion.data.lake import Lake
-from finfusion.data.schema import EMBEDDINGS
 from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
-from finfusion.features.text import with_text_hash
 from finfusion.portfolio.artifacts import MODEL_FILE, NORMALIZER_FILE, from_parts, load_run, to_parts
 from finfusion.portfolio.compare import STRATEGIES, compare_on_synthetic
 from finfusion.portfolio.evaluate import equal_weights, evaluate_weights
@@ -31,37 +28,13 @@ from finfusion.portfolio.train import PortfolioRun, finetune_portfolio, train_po
 from finfusion.samples.contract import FUTURE
 from finfusion.training.portfolio_loss import portfolio_returns
 from finfusion.training.tasks import sharpe_ratio
-from tests.portfolio_helpers import single_thread
-
-TEXT_DIM = 4
-OVERRIDES = [
-    "data.train_end=2019-08-01",
-    "data.val_end=2019-10-15",
-    "data.lookback=8",
-    "data.batch_size=16",
-    "task.k=2",
-    "model.d_model=8",
-    "model.d_ff=8",
-    "trainer.max_epochs=2",
-    "trainer.deterministic=false",
-]
+from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     with single_thread():
         yield
-
-
-def fake_embeddings(lake: Lake) -> None:
-    """Store a TEXT_DIM vector per text hash (a function of the hash) as the default encoder's embeddings."""
-    hashes = with_text_hash(lake.read("text", "synthetic"))["text_hash"].unique().sort()
-    vectors = [list(np.frombuffer(hashlib.sha256(h.encode()).digest()[:TEXT_DIM], np.uint8) / 255.0) for h in hashes]
-    rows = pl.DataFrame(
-        {"text_hash": hashes, "vector": vectors, "n_chunks": [1] * len(hashes)},
-        schema={"text_hash": pl.String, "vector": pl.List(pl.Float32), "n_chunks": pl.Int64},
-    ).with_columns(bucket=pl.col("text_hash").str.slice(0, 2))
-    lake.write(EMBEDDINGS, "all-MiniLM-L6-v2", rows)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from finfusion.samples.portfolio import (
 )
 from finfusion.samples.windows import collate
 from tests.portfolio_helpers import single_thread
-from tests.test_samples import perturb_after, texts_with_embeddings
+from tests.sample_helpers import perturb_after, texts_with_embeddings
 
 TRAIN_END = "2019-07-01"
 INPUTS = ("log_return", "body", "range_hl", "volume_z_20")

@@ -16,11 +16,11 @@ from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, g
 from finfusion.errors import FinfusionError
 from finfusion.features.align import AlignedText, align_texts_to_bars
 from finfusion.features.bars import build_features
-from finfusion.features.text import with_text_hash
 from finfusion.samples import contract as c
 from finfusion.samples.movement import MovementConfig, MovementDataset, movement_labels
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import Panel, WindowConfig, WindowDataset, build_panel, collate
+from tests.sample_helpers import perturb_after, texts_with_embeddings
 
 TRAIN_END = "2019-08-01"
 INPUTS = ("log_return", "rv_20", "rsi_14", "macd")
@@ -43,36 +43,8 @@ def config(**overrides: object) -> WindowConfig:
     return WindowConfig(**(base | overrides))  # type: ignore[arg-type]
 
 
-def texts_with_embeddings(texts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Texts with hashes, and embeddings [text_hash, vector (D=2)] that spell the publication instant: (day number,
-    second of the day), both exact in float32."""
-    hashed = with_text_hash(texts).unique("text_hash", keep="first").sort("published_at")
-    day, second = np.divmod(to_us(hashed["published_at"]) // 1_000_000, 86_400)
-    vectors = [[float(d), float(x)] for d, x in zip(day, second, strict=True)]
-    embeddings = pl.DataFrame(
-        {"text_hash": hashed["text_hash"], "vector": vectors},
-        schema={"text_hash": pl.String, "vector": pl.List(pl.Float32)},
-    )
-    return hashed, embeddings
-
-
 def align(bars: pl.DataFrame, texts: pl.DataFrame, embeddings: pl.DataFrame) -> AlignedText:
     return align_texts_to_bars(bars, texts, embeddings, CAL, window=5, max_texts=4)
-
-
-def perturb_after(market: SyntheticMarket, t: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Bars with every price after t scaled by random factors, and texts with extra news published after t."""
-    rng = np.random.default_rng(7)
-    after = pl.col("ts") > t
-    factor = pl.Series(np.exp(rng.normal(0.0, 0.05, market.bars.height)))
-    bars = market.bars.with_columns(
-        pl.when(after).then(pl.col(p) * factor).otherwise(pl.col(p)).alias(p)
-        for p in ("open", "high", "low", "close", "adj_close")
-    ).with_columns(pl.max_horizontal("open", "high", "low", "close").alias("high"))
-    extra = market.texts.filter(pl.col("published_at") > t).with_columns(
-        pl.col("id") + "-x", pl.col("title") + " (update)", pl.col("published_at") + pl.duration(hours=1)
-    )
-    return bars, pl.concat([market.texts, extra])
 
 
 def test_batch_follows_the_contract(panel: Panel) -> None:

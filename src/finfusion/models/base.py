@@ -15,7 +15,10 @@ Statistical baselines that are not trained by gradient descent implement `fit(da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
+
+from finfusion.errors import FinfusionError
 
 
 class Capabilities:
@@ -27,3 +30,13 @@ class Capabilities:
     outputs: ClassVar[frozenset[str]] = frozenset({"point"})
     #: False for baselines fitted in closed form (no optimiser, no checkpoint of gradients).
     trainable: ClassVar[bool] = True
+
+
+def target_positions(target_index: Sequence[int] | None, n_channels: int) -> list[int]:
+    """The positions [T] of the target channels among a model's `n_channels` inputs (all of them when None).
+
+    Raises FinfusionError when the list is empty or a position is out of range."""
+    targets = list(range(n_channels)) if target_index is None else [int(i) for i in target_index]
+    if not targets or min(targets) < 0 or max(targets) >= n_channels:
+        raise FinfusionError(f"target_index {targets} out of range for {n_channels} input channels")
+    return targets

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finfusion.models.base import Capabilities
+from finfusion.models.base import Capabilities, target_positions
 from finfusion.samples.contract import PAST, PAST_MASK
 
 
@@ -46,9 +46,7 @@ class DLinear(nn.Module, Capabilities):
         target_index: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        targets = list(range(n_channels)) if target_index is None else list(target_index)
-        if not targets or min(targets) < 0 or max(targets) >= n_channels:
-            raise ValueError(f"target_index {targets} out of range for {n_channels} channels")
+        targets = target_positions(target_index, n_channels)
         self.register_buffer("target_index", torch.tensor(targets, dtype=torch.long), persistent=False)
         kernel = min(kernel, context_length)
         self.kernel = kernel if kernel % 2 == 1 else kernel - 1

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from transformers import TimeSeriesTransformerConfig, TimeSeriesTransformerForPrediction
 
-from finfusion.models.base import Capabilities
+from finfusion.models.base import Capabilities, target_positions
 from finfusion.samples.contract import FUTURE, FUTURE_MASK, PAST, PAST_MASK
 
 
@@ -46,9 +46,7 @@ class HFTimeSeriesTransformer(nn.Module, Capabilities):
         validation_samples: int = 8,
     ) -> None:
         super().__init__()
-        targets = list(range(n_channels)) if target_index is None else list(target_index)
-        if not targets or min(targets) < 0 or max(targets) >= n_channels:
-            raise ValueError(f"target_index {targets} out of range for {n_channels} channels")
+        targets = target_positions(target_index, n_channels)
         if max(lags_sequence) >= context_length:
             raise ValueError(f"context_length {context_length} must exceed the largest lag {max(lags_sequence)}")
         self.register_buffer("target_index", torch.tensor(targets, dtype=torch.long), persistent=False)

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from finfusion.models.base import Capabilities
+from finfusion.models.base import Capabilities, target_positions
 from finfusion.samples.contract import PAST, PAST_MASK
 
 
@@ -178,9 +178,7 @@ class PatchTST(nn.Module, Capabilities):
     ) -> None:
         super().__init__()
         self.horizon = horizon
-        targets = list(range(n_channels)) if target_index is None else list(target_index)
-        if not targets or min(targets) < 0 or max(targets) >= n_channels:
-            raise ValueError(f"target_index {targets} out of range for {n_channels} channels")
+        targets = target_positions(target_index, n_channels)
         self.register_buffer("target_index", torch.tensor(targets, dtype=torch.long), persistent=False)
         self.all_targets = targets == list(range(n_channels))
         self.norm = InstanceNorm(n_channels, affine=revin_affine)

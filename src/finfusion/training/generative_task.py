@@ -53,7 +53,7 @@ class GenerativeForecastTask(_Task):
         val_seed: int = 0,
         return_channel: int = 0,
     ) -> None:
-        super().__init__(model, "mse", None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
+        super().__init__(model, None, None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
         self._val: dict[str, list[Any]] = {}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

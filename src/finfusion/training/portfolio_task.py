@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
@@ -42,13 +41,8 @@ class PortfolioTask(_Task):
         hold: int = 1,
         periods_per_year: float = 252.0,
     ) -> None:
-        # _Task.__init__ builds its loss by name through training.losses.build_loss, which has no portfolio loss; the
-        # rest of _Task (forward, predict_step, optimiser and schedule) reads only `model` and these hyperparameters.
-        hyperparameters = {name: value for name, value in locals().items() if name not in ("self", "model")}
-        L.LightningModule.__init__(self)
-        self.save_hyperparameters(hyperparameters)
-        self.model = model
-        self.loss_fn = PortfolioLoss(k, sharpe_eps, dist_weight, net_weight, turnover_weight)
+        super().__init__(model, None, None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
+        self.loss_fn: PortfolioLoss = PortfolioLoss(k, sharpe_eps, dist_weight, net_weight, turnover_weight)
         self._val: dict[str, list[Tensor]] = {}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

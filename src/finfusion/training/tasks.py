@@ -43,7 +43,7 @@ class _Task(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        loss: str,
+        loss: str | None,
         loss_kwargs: Mapping[str, Any] | None,
         lr: float,
         weight_decay: float,
@@ -55,7 +55,9 @@ class _Task(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.loss_fn = build_loss(loss, **self._loss_kwargs(model, loss, dict(loss_kwargs or {})))
+        self.loss_fn: nn.Module | None = (
+            None if loss is None else build_loss(loss, **self._loss_kwargs(model, loss, dict(loss_kwargs or {})))
+        )
 
     @staticmethod
     def _loss_kwargs(model: nn.Module, loss: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +67,8 @@ class _Task(L.LightningModule):
         return self.model(batch)
 
     def _step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.loss_fn is None:
+            raise TypeError(f"{type(self).__name__} has no loss by name; it overrides the steps that need one")
         outputs = self.model(batch)
         loss = self.loss_fn(outputs, batch)
         if "aux_loss" in outputs:

@@ -29,7 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 
 from finfusion.errors import FinfusionError
-from finfusion.models.base import Capabilities
+from finfusion.models.base import Capabilities, target_positions
 from finfusion.models.multimodal.contrastive import ContrastiveAlignment
 from finfusion.models.multimodal.diffusion import GaussianDiffusion, Sampler
 from finfusion.models.multimodal.diffusion_decoder import DiffusionDecoder
@@ -98,9 +98,7 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             "diffusion": diffusion, "losses": losses, "sampling": sampling,
         }  # fmt: skip
         self.config = config = resolve_config(preset, overrides)
-        targets = [int(i) for i in target_index]
-        if not targets or min(targets) < 0 or max(targets) >= n_channels:
-            raise FinfusionError(f"target_index {targets} out of range for {n_channels} input channels")
+        targets = target_positions(target_index, n_channels)
         self.register_buffer("target_index", torch.tensor(targets, dtype=torch.long), persistent=False)
         self.horizon = horizon
         self.use_text = use_text
