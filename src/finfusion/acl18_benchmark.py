@@ -85,8 +85,11 @@ METHOD_NOTES = (
     "the price channels of the trading day before it and the tweets filed on the calendar days since the previous "
     "step (from t-5), the most recent `max_tweets` of them; tweets of day t itself never enter. The "
     "decision instant is 00:00 UTC of day t.",
-    "- Price channels are z-scored per symbol with statistics of the bars before 2015-08-01 only; tweets are "
-    "all-MiniLM-L6-v2 sentence embeddings (frozen, cached in the lake).",
+    f"- Price channels ({len(PRICE_CHANNELS)}: {', '.join(PRICE_CHANNELS)}): the day's close, open, high and low "
+    "over the previous adjusted close, the log change of volume, the adjusted close over its trailing 5/10/20/30-day "
+    "moving averages, and the market (the mean close channel of every symbol that day); z-scored per symbol with "
+    "statistics of the bars before 2015-08-01 only. Tweets are all-MiniLM-L6-v2 sentence embeddings (frozen, cached "
+    "in the lake).",
     "- Published rows are copied from the cited tables; their protocols (e.g. the tweet-eligibility filter above, "
     "selection rules) may differ from this run's.",
 )
