@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -16,14 +18,16 @@ from safetensors.torch import load_file
 from typer.testing import Result
 
 from finfusion.config import load_config
-from finfusion.data.calendar import to_us
+from finfusion.data.calendar import from_us, to_us
 from finfusion.data.lake import Lake
 from finfusion.data.schema import BARS
+from finfusion.errors import FinfusionError
 from finfusion.experiment.data import build_experiment_data
-from finfusion.experiment.forecast import run_forecasts
+from finfusion.experiment.forecast import Forecasts, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
+from finfusion.experiment.scoring import window_losses
 from finfusion.experiment.train import task_settings, train_experiment
-from finfusion.experiment.walk_forward import evaluate_experiment
+from finfusion.experiment.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
 from finfusion.samples.windows import collate
 from finfusion.training.losses import build_loss
 from finfusion.training.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
@@ -298,3 +302,87 @@ def test_validate_command_scores_a_run_without_training(
     assert last.exit_code == 0, last.output
     assert sorted(p.name for p in (run / CHECKPOINT_DIR).iterdir()) == before
     assert cli("predict", str(run), "--num-samples", "8").exit_code != 0
+
+
+def test_forecasts_at_steps_are_one_step_windows_of_the_picked_pairs() -> None:
+    n, s, h = 3, 4, 5
+    rng = np.random.default_rng(0)
+    forecasts = Forecasts(
+        symbols=("A", "B"),
+        targets=("log_return",),
+        symbol_index=np.array([0, 1, 0]),
+        origin_us=np.array([10, 20, 30]),
+        target_us=np.arange(n * h).reshape(n, h),
+        point=rng.normal(size=(n, h, 1)),
+        realised=rng.normal(size=(n, h, 1)),
+        past=rng.normal(size=(n, 6, 1)),
+        samples=rng.normal(size=(n, s, h, 1)),
+    )
+    steps = np.zeros((n, h), dtype=bool)
+    steps[0, 1] = steps[2, 3] = steps[2, 4] = True
+    picked = forecasts.at_steps(steps)
+    assert len(picked) == 3 and picked.point.shape == (3, 1, 1) and picked.samples.shape == (3, s, 1, 1)
+    assert picked.origin_us.tolist() == [10, 30, 30] and picked.target_us[:, 0].tolist() == [1, 13, 14]
+    assert picked.samples[1, :, 0, 0].tolist() == forecasts.samples[2, :, 3, 0].tolist()
+    assert picked.realised[2, 0, 0] == forecasts.realised[2, 4, 0]
+    assert np.array_equal(picked.past[1], forecasts.past[2])
+
+
+class _SeenTexts:
+    """The parts of a TextWindowDataset that `planted_news_steps` reads: 2 symbols, 10 daily bars each."""
+
+    def __init__(self, seen: list[list[str]]) -> None:
+        closes = np.arange(10) * 86_400_000_000 + 72_000_000_000  # 20:00 every day
+        self.panel = SimpleNamespace(symbols=("A", "B"), ts=[closes, closes[1:]])
+        self.index = np.array([[0, 2], [1, 2], [0, 5]])
+        self.seen = seen
+
+    def text_ids(self, k: int) -> list[str]:
+        return self.seen[k]
+
+
+def test_planted_news_steps_mark_the_sessions_the_news_moves_for_the_window_that_saw_it() -> None:
+    day, open_ = 86_400_000_000, 48_600_000_000  # 13:30
+    events = pl.DataFrame(
+        {
+            "text_id": ["n1", "n2", "noise"],
+            "symbol": ["A", "A", "B"],
+            "first_session_ts": from_us(np.array([3 * day + open_, 7 * day + open_, 3 * day + open_]), "x"),
+            "horizon": [3, 2, 3],
+        }
+    )
+    target_us = np.array([[3, 4, 5, 6], [3, 4, 5, 6], [6, 7, 8, 9]]) * day + 72_000_000_000
+    test = _SeenTexts([["n1", "other"], ["n1"], ["n2"]])
+    mask = planted_news_steps(events, test, target_us)  # type: ignore[arg-type]
+    assert mask.tolist() == [
+        [True, True, True, False],  # A saw n1: sessions 3, 4, 5
+        [False, False, False, False],  # B saw A's item: nothing planted for B
+        [False, True, True, False],  # A saw n2: sessions 7, 8
+    ]
+
+
+def test_direction_loss_counts_sign_errors_and_the_random_walk_is_always_wrong() -> None:
+    realised = np.array([[[0.01], [-0.02], [0.03], [-0.01]]])
+    point = np.array([[[0.02], [0.01], [0.01], [-0.05]]])
+    forecasts = Forecasts(
+        symbols=("A",),
+        targets=("log_return",),
+        symbol_index=np.array([0]),
+        origin_us=np.array([0]),
+        target_us=np.arange(4)[None],
+        point=point,
+        realised=realised,
+        past=np.zeros((1, 3, 1)),
+    )
+    assert window_losses(forecasts, np.array([True]), "direction").tolist() == [0.25]
+    flat = dataclasses.replace(forecasts, point=np.zeros_like(point))
+    assert window_losses(flat, np.array([True]), "direction").tolist() == [1.0]
+    with pytest.raises(ValueError, match="unknown loss"):
+        window_losses(forecasts, np.array([True]), "hinge")
+
+
+def test_evaluation_options_take_one_or_several_known_dm_losses() -> None:
+    assert evaluation_options({"dm_loss": "crps"})["dm_loss"] == ["crps"]
+    assert evaluation_options({"dm_loss": ["crps", "direction"]})["dm_loss"] == ["crps", "direction"]
+    with pytest.raises(FinfusionError, match="unknown \\['hinge'\\]"):
+        evaluation_options({"dm_loss": ["crps", "hinge"]})

@@ -91,6 +91,7 @@ def test_training_losses_report_every_part_and_their_weighted_total() -> None:
     weights = model.config.losses
     total = (
         parts["diffusion"]
+        + weights.mean * parts["mean"]
         + weights.infonce * parts["infonce"]
         + weights.reconstruction * parts["reconstruction"]
         + weights.load_balance * parts["load_balance"]
@@ -123,6 +124,23 @@ def test_a_few_training_steps_make_the_loss_fall() -> None:
     assert after["loss"] < 0.75 * before["loss"]
     assert after["diffusion"] < 0.85 * before["diffusion"]
     assert after["reconstruction"] < 0.8 * before["reconstruction"]
+    assert after["mean"] < 0.8 * before["mean"]
+
+
+def test_sampled_paths_move_with_the_news_after_training() -> None:
+    """The news shifts every future step by +/- 1.5: after training, the paths' median has the news' sign."""
+    model = tiny()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(60):
+        optimizer.zero_grad()
+        model.training_losses(generated(32, step))["loss"].backward()
+        optimizer.step()
+    held_out = generated(64, 99)
+    news = held_out[TEXT_MASK].any(dim=1)
+    sign = held_out[TEXT_EMB][news, -1] @ NEWS
+    median = draw(model.eval(), held_out, 0).median(dim=1).values.mean(dim=(1, 2))
+    assert (torch.sign(median[news]) == torch.sign(sign)).float().mean() > 0.9
 
 
 def test_sample_shapes_and_forward_gives_the_median_as_point() -> None:
@@ -159,7 +177,8 @@ def test_guidance_scale_zero_is_the_unconditional_model() -> None:
             lambda x, t: model.predict_noise(x, t, null)[0], (12, H, 1), 8, "ddim", torch.Generator().manual_seed(3),
             torch.device("cpu"),
         )  # fmt: skip
-    assert torch.allclose(unconditional, direct.view(3, 4, H, 1), atol=1e-6)
+        null_mean = model.mean_path(null[:3])
+    assert torch.allclose(unconditional, direct.view(3, 4, H, 1) + null_mean[:, None], atol=1e-6)
     mixed = draw(model, first, 3, guidance_scale=2.0)
     assert not torch.allclose(mixed, unconditional) and torch.isfinite(mixed).all()
 

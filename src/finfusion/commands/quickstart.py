@@ -40,7 +40,8 @@ def _summary(evaluation: Evaluation) -> None:
     for model, values in evaluation.metrics.models.items():
         table.add_row(model, *(f"{values[name]:.4f}" if name in values else "" for name in SHOWN))
     out.print(table)
-    for test in evaluation.metrics.significance:
+    first = next(iter(evaluation.metrics.models))
+    for test in (t for t in evaluation.metrics.significance if t["model"] == first):
         out.print(
             f"Diebold-Mariano ({test['loss']}, {test['subset']}): {test['model']} vs {test['baseline']}: "
             f"p = {test['p_value']:.4f} (mean loss difference {test['mean_difference']:.3g}, n = {test['n']})"

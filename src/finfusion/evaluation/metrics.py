@@ -243,10 +243,22 @@ def msis(y_true: ArrayLike, lower: ArrayLike, upper: ArrayLike, alpha: float, y_
     return float(np.mean(_per_row(scores, seasonal_scale(y_train, m))))
 
 
+def sample_quantiles(samples: ArrayLike, levels: ArrayLike, axis: int = -1) -> Array:
+    """Empirical quantiles of an ensemble along `axis` (the levels' axis comes first, as in `np.quantile`).
+
+    Uses the Weibull plotting position (level p sits at order statistic p (S + 1), Hyndman & Fan type 6): for S
+    draws from a continuous distribution, E[F(X_(k))] = k / (S + 1), so the interval between the alpha/2 and
+    1 - alpha/2 quantiles covers about 1 - alpha of the distribution at any ensemble size (exactly where both fall
+    on order statistics; 81.4% for 16 normal draws and a nominal 80%). numpy's default (linear, position
+    p (S - 1) + 1) shrinks it: the same 16 calibrated draws cover 71.4%, which would blame the model for the size of
+    its ensemble."""
+    return np.quantile(np.asarray(samples, dtype=np.float64), levels, axis=axis, method="weibull")
+
+
 def sample_interval(samples: ArrayLike, alpha: float) -> tuple[Array, Array]:
-    """Central (1 - alpha) interval of samples [..., S]: the alpha/2 and 1 - alpha/2 empirical quantiles, each [...]."""
-    values = np.asarray(samples, dtype=np.float64)
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2], axis=-1)
+    """Central (1 - alpha) interval of samples [..., S]: the alpha/2 and 1 - alpha/2 quantiles of
+    `sample_quantiles`, each [...]."""
+    low, high = sample_quantiles(samples, [alpha / 2, 1 - alpha / 2])
     return low, high
 
 

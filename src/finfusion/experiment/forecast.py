@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.data.calendar import from_us
+from finfusion.evaluation.metrics import sample_quantiles
 from finfusion.evaluation.run_layout import quantile_column
 from finfusion.models.base import Capabilities
 from finfusion.samples.contract import FUTURE, FUTURE_MASK, LABEL, PAST, SCALE_LOC, SCALE_SCALE
@@ -52,6 +53,22 @@ class Forecasts:
         """The windows picked by `rows` (a bool mask [N] or positions)."""
         picked = {key: getattr(self, key)[rows] for key in PER_WINDOW if getattr(self, key) is not None}
         return dataclasses.replace(self, **picked)
+
+    def at_steps(self, steps: np.ndarray) -> Forecasts:
+        """The (window, step) pairs picked by `steps` [N, H] bool as K one-step windows, in window order: each keeps
+        its window's symbol, decision instant and history, so every metric and test of whole windows applies."""
+        rows, cols = np.nonzero(steps)
+        return dataclasses.replace(
+            self,
+            symbol_index=self.symbol_index[rows],
+            origin_us=self.origin_us[rows],
+            target_us=self.target_us[rows, cols][:, None],
+            point=self.point[rows, cols][:, None],
+            realised=self.realised[rows, cols][:, None],
+            past=self.past[rows],
+            quantiles=None if self.quantiles is None else self.quantiles[rows, cols][:, None],
+            samples=None if self.samples is None else self.samples[rows, :, cols][:, :, None],
+        )
 
 
 def predict_batch(model: Capabilities, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -122,7 +139,7 @@ def quantile_view(forecasts: Forecasts) -> tuple[tuple[float, ...], np.ndarray |
     if forecasts.quantiles is not None:
         return forecasts.levels, forecasts.quantiles
     if forecasts.samples is not None:
-        return SAMPLE_LEVELS, np.moveaxis(np.quantile(forecasts.samples, SAMPLE_LEVELS, axis=1), 0, -1)
+        return SAMPLE_LEVELS, np.moveaxis(sample_quantiles(forecasts.samples, SAMPLE_LEVELS, axis=1), 0, -1)
     return (), None
 
 

@@ -24,7 +24,7 @@ import polars as pl
 from finfusion.data.calendar import from_us
 from finfusion.evaluation.backtest import BacktestConfig, BacktestResult, kpis, run_backtest
 from finfusion.evaluation.costs import CostModel
-from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, metric_table
+from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, directions, metric_table
 from finfusion.evaluation.significance import diebold_mariano
 from finfusion.experiment.forecast import Forecasts, quantile_view
 
@@ -61,15 +61,23 @@ def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]
     return {name: table[name] for name in POINT_METRICS if name in table}
 
 
+#: Diebold-Mariano losses of `window_losses` and their names in the significance table.
+DM_LOSSES = {"absolute": "absolute error", "crps": "CRPS", "direction": "direction error"}
+
+
 def window_losses(forecasts: Forecasts, rows: np.ndarray, loss: str) -> np.ndarray:
-    """Loss [n] of each window in `rows`, averaged over its steps: "absolute" error of the point forecast, or "crps"
+    """Loss [n] of each window in `rows`, averaged over its steps: "absolute" error of the point forecast, "crps"
     of the sampled paths / quantiles (the point forecast's absolute error for a point model: the CRPS of a point
-    mass)."""
+    mass), or "direction": 1 where the point forecast's direction (up / down / flat within `FLAT`) differs from the
+    realised one, the loss whose mean is 1 - directional accuracy."""
     truth = forecasts.realised[rows, :, 0]
     if loss == "absolute":
         return np.abs(forecasts.point[rows, :, 0] - truth).mean(axis=1)
+    if loss == "direction":
+        wrong = directions(forecasts.point[rows, :, 0], threshold=FLAT) != directions(truth, threshold=FLAT)
+        return wrong.mean(axis=1)
     if loss != "crps":
-        raise ValueError(f"unknown loss {loss!r}: use 'absolute' or 'crps'")
+        raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(DM_LOSSES)}")
     if forecasts.samples is not None:
         return crps_from_samples(truth, np.moveaxis(forecasts.samples[rows, ..., 0], 1, -1)).mean(axis=1)
     if forecasts.quantiles is not None:
@@ -92,19 +100,21 @@ def dm_against(
     name: str,
     loss: str = "absolute",
     subset: str = "all",
+    horizon: int | None = None,
 ) -> dict[str, Any]:
-    """Diebold-Mariano (alternative: the model's loss is lower) of `forecasts` against `baseline` on `rows`."""
+    """Diebold-Mariano (alternative: the model's loss is lower) of `forecasts` against `baseline` on `rows`; the
+    long-run variance reaches lag `horizon` - 1 (default: the forecasts' own horizon)."""
     times, model_loss = loss_by_instant(forecasts, rows, loss)
     base_times, base_loss = loss_by_instant(baseline, rows, loss)
     if not np.array_equal(times, base_times):
         raise ValueError("the model and the baseline were not scored on the same windows")
-    horizon = forecasts.point.shape[1]
+    horizon = forecasts.point.shape[1] if horizon is None else horizon
     result = diebold_mariano(model_loss, base_loss, horizon=horizon, alternative="less")
     return {
         "test": "diebold_mariano",
         "model": model,
         "baseline": name,
-        "loss": "absolute error" if loss == "absolute" else "CRPS",
+        "loss": DM_LOSSES[loss],
         "subset": subset,
         "statistic": result.statistic,
         "p_value": result.p_value,

@@ -14,8 +14,8 @@ The `evaluation` part of the config:
     baselines: [random_walk, drift]   # registry or configs/model part names, or {label, part, set} (model_parts)
     label: null                        # the experiment model's name in the tables (default: its model name)
     compare_to: [random_walk]          # Diebold-Mariano of every other model against each of these
-    dm_loss: absolute                  # or crps (sampled / quantile models)
-    subsets: []                        # also score on subsets of the test windows: planted_news (synthetic events)
+    dm_loss: absolute                  # crps (sampled / quantile models), direction (sign errors), or a list
+    subsets: []                        # also score on subsets of (window, step) pairs: planted_news (synthetic events)
     costs: {half_spread_bps: 2.0, commission_bps: 1.0, slippage_bps: 1.0, impact_coef: 0.0}
     periods_per_year: 252
 
@@ -39,6 +39,7 @@ import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from finfusion.config import find_config_dir, save_config
+from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.costs import CostModel
@@ -56,6 +57,7 @@ from finfusion.experiment.data import (
 from finfusion.experiment.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
 from finfusion.experiment.models import plain
 from finfusion.experiment.scoring import (
+    DM_LOSSES,
     dm_against,
     forecast_metrics,
     sign_backtest,
@@ -94,8 +96,15 @@ Progress = Callable[[str], None]
 
 
 def evaluation_options(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """The evaluation part over `EVALUATION_DEFAULTS`, with `dm_loss` as a list of known losses."""
     given = {} if cfg is None else plain(cfg)
-    return plain(OmegaConf.merge(OmegaConf.create(EVALUATION_DEFAULTS), given))
+    options = plain(OmegaConf.merge(OmegaConf.create(EVALUATION_DEFAULTS), given))
+    losses = [options["dm_loss"]] if isinstance(options["dm_loss"], str) else list(options["dm_loss"])
+    unknown = [loss for loss in losses if loss not in DM_LOSSES]
+    if unknown or not losses:
+        raise FinfusionError(f"evaluation.dm_loss: unknown {unknown or 'empty list'}; use {', '.join(DM_LOSSES)}")
+    options["dm_loss"] = losses
+    return options
 
 
 def model_parts(cfg: DictConfig, baselines: list[str | Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -170,9 +179,13 @@ def fold_data(
     )
 
 
-def subset_masks(data_opts: Mapping[str, Any], test: Windows, names: list[str]) -> dict[str, np.ndarray]:
-    """Masks [M] of the test windows in each named subset. `planted_news`: the texts a window sees at its decision
-    bar include one with a planted effect (the synthetic market's events table)."""
+def subset_masks(
+    data_opts: Mapping[str, Any], test: Windows, target_us: np.ndarray, names: list[str]
+) -> dict[str, np.ndarray]:
+    """Masks [M, H] of the (test window, step) pairs in each named subset; `target_us` [M, H] are the steps' bar
+    instants. `planted_news`: the steps whose bar carries the planted effect of a news item the window saw at its
+    decision bar (the synthetic market's events table: sessions first_session_ts .. + horizon - 1), so a model
+    is scored on the days the news moves prices, not on the other steps of its path."""
     masks: dict[str, np.ndarray] = {}
     for name in names:
         if name != "planted_news":
@@ -180,12 +193,29 @@ def subset_masks(data_opts: Mapping[str, Any], test: Windows, names: list[str]) 
         if not isinstance(test, TextWindowDataset):
             raise FinfusionError("evaluation: the planted_news subset needs data.texts.enabled")
         events = Lake(data_opts["lake"]).read("events", str(data_opts["dataset"]))
-        planted = set(zip(events["text_id"].to_list(), events["symbol"].to_list(), strict=True))
-        symbols = test.panel.symbols
-        masks[name] = np.array(
-            [any((t, symbols[s]) in planted for t in test.text_ids(k)) for k, (s, _) in enumerate(test.index)]
-        )
+        masks[name] = planted_news_steps(events, test, target_us)
     return masks
+
+
+def planted_news_steps(events: pl.DataFrame, test: TextWindowDataset, target_us: np.ndarray) -> np.ndarray:
+    """[M, H] bool: step j of window k falls in a session moved by a planted item among the texts window k sees."""
+    sessions = np.unique(np.concatenate(test.panel.ts))  # every bar instant of the panel: one per session
+    first = np.searchsorted(sessions, to_us(events["first_session_ts"]))  # the first session's bar
+    spans = {
+        (text_id, symbol): sessions[start : start + horizon]
+        for text_id, symbol, start, horizon in zip(
+            events["text_id"].to_list(), events["symbol"].to_list(), first.tolist(), events["horizon"].to_list(),
+            strict=True,
+        )
+    }  # fmt: skip
+    symbols = test.panel.symbols
+    mask = np.zeros(target_us.shape, dtype=bool)
+    for k, (s, _) in enumerate(test.index):
+        for text_id in test.text_ids(k):
+            moved = spans.get((text_id, symbols[s]))
+            if moved is not None:
+                mask[k] |= np.isin(target_us[k], moved)
+    return mask
 
 
 def concat_forecasts(parts: list[Forecasts]) -> Forecasts:
@@ -231,8 +261,6 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
     for split in folds:
         data = fold_data(panel, data_opts, windows, split, aligned)
         bounds.append((int(data.test.origins_us.min()), int(data.test.origins_us.max())))
-        for name, mask in subset_masks(data_opts, data.test, list(options["subsets"])).items():
-            flags[name].append(mask)
         sizes = f"{len(data.train)} train, {len(data.val)} val, {len(data.test)} test windows"
         progress(f"fold {split.fold + 1}/{len(folds)}: {sizes}")
         for name, part in parts.items():
@@ -241,6 +269,9 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             trained = fit_model(fold_cfg, data, run / "folds" / name / f"fold_{split.fold}", resume="never")
             collected[name].append(run_forecasts(trained.model, data.test))
             progress(f"  {name}: forecast {len(data.test)} windows")
+        target_us = collected[next(iter(parts))][-1].target_us
+        for name, mask in subset_masks(data_opts, data.test, target_us, list(options["subsets"])).items():
+            flags[name].append(mask)
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
     subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
     evaluation = score(forecasts, baseline_labels(options["baselines"]), options, run, subsets)
@@ -256,14 +287,20 @@ def score(
     run: Path,
     subsets: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
-    """Metrics (also on each subset of windows, suffixed `_<subset>`), Diebold-Mariano of every model (baselines
-    included) against each reference of `compare_to` but itself, forecasts and the first model's backtest."""
+    """Metrics (also on each subset of (window, step) pairs [N, H], suffixed `_<subset>`), Diebold-Mariano of every
+    model (baselines included) against each reference of `compare_to` but itself, on all windows and on each subset
+    (with the long-run variance of the full horizon: the subsets' steps still overlap), forecasts and the first
+    model's backtest."""
     rows = np.logical_and.reduce([usable_rows(f) for f in forecasts.values()])
     if not rows.any():
         raise FinfusionError("evaluation: no test window has a complete realised path")
     costs = CostModel(**options["costs"])
     ppy = int(options["periods_per_year"])
-    masks = {"all": rows, **{name: rows & mask for name, mask in (subsets or {}).items()}}
+    horizon = next(iter(forecasts.values())).point.shape[1]
+    views = {"all": {name: fc.select(rows) for name, fc in forecasts.items()}}
+    for subset, steps in (subsets or {}).items():
+        if (picked := rows[:, None] & steps).any():
+            views[subset] = {name: fc.at_steps(picked) for name, fc in forecasts.items()}
     references = [name for name in options["compare_to"] if name in forecasts]
     table: dict[str, dict[str, float]] = {}
     tests = []
@@ -271,17 +308,20 @@ def score(
     for name, fc in forecasts.items():
         backtests[name] = sign_backtest(fc, rows, costs, ppy)
         table[name] = {**forecast_metrics(fc, rows), **trading_metrics(backtests[name], ppy)}
-        for subset, mask in masks.items():
-            if subset != "all" and mask.any():
-                table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(fc, mask).items()})
+        for subset, view in views.items():
+            if subset != "all":
+                every = np.ones(len(view[name]), dtype=bool)
+                table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(view[name], every).items()})
         for reference in references:
             if name == reference:
                 continue
-            for subset, mask in masks.items():
-                if mask.sum() > 2 * fc.point.shape[1]:
-                    tests.append(
-                        dm_against(fc, forecasts[reference], mask, name, reference, options["dm_loss"], subset)
-                    )
+            for subset, view in views.items():
+                every = np.ones(len(view[name]), dtype=bool)
+                if every.sum() > 2 * horizon:
+                    tests += [
+                        dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
+                        for loss in options["dm_loss"]
+                    ]
     metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], significance=tests)
     write_metrics(run, metrics)
     frames = [f for name, fc in forecasts.items() if (f := report_frame(fc.select(rows), name)) is not None]

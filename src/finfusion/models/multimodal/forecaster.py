@@ -14,6 +14,14 @@ weighted auxiliary losses: InfoNCE between the pooled price and text latents, th
 sample is replaced by a learned null condition with probability `cond_dropout`; sampling mixes
 eps = eps_null + w (eps_cond - eps_null) with guidance scale w (w = 0: unconditional, w = 1: conditional only).
 
+Residual of a conditional mean (`diffusion.residual_of_mean`, on by default; after CARD, Han et al., NeurIPS 2022): a
+linear head regresses the mean path mu(condition) [B, H, T] on `future` (MSE, weight `losses.mean`) and the chain
+diffuses the residual future - mu, so samples are mu + residual. Epsilon-prediction alone learns a shift of the
+conditional mean slowly: at most timesteps the noise hides it, so the decoder's loss barely depends on it (on the
+synthetic market a 1-3 day news effect moved neither the paths' median nor their direction after hundreds of steps),
+whereas the regression sees it in every step. Guidance mixes the means like the noise estimates:
+mu = mu_null + w (mu_cond - mu_null).
+
 `use_text=False` builds the price-only twin: the same architecture without the text side. Nothing here reads `future`
 except `training_losses`.
 """
@@ -52,7 +60,7 @@ from finfusion.samples.contract import (
 from finfusion.training.losses import mse_loss
 
 Batch = Mapping[str, Tensor]
-LOSS_PARTS: tuple[str, ...] = ("loss", "diffusion", "infonce", "reconstruction", "load_balance")
+LOSS_PARTS: tuple[str, ...] = ("loss", "diffusion", "mean", "infonce", "reconstruction", "load_balance")
 
 
 @dataclass
@@ -134,6 +142,11 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             q_cfg.dropout,
         )  # fmt: skip
         self.diffusion = GaussianDiffusion(config.diffusion.train_timesteps, config.diffusion.beta_schedule)
+        self.mean_head: nn.Linear | None = None
+        if config.diffusion.residual_of_mean:
+            self.mean_head = nn.Linear(q_cfg.n_queries * q_cfg.d_model, horizon * len(targets))
+            nn.init.zeros_(self.mean_head.weight)
+            nn.init.zeros_(self.mean_head.bias)
 
     # -- stage 2 of the two-stage schedule -------------------------------------------------------------------------
 
@@ -187,6 +200,13 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             has_text=None if text_mask is None else text_mask.any(dim=-1),
         )
 
+    def mean_path(self, condition: Tensor) -> Tensor:
+        """The conditional mean path [B, H, T] of condition [B, Q, D] (zeros without `residual_of_mean`)."""
+        batch_size, shape = condition.shape[0], (self.horizon, len(self.target_index))
+        if self.mean_head is None:
+            return condition.new_zeros(batch_size, *shape)
+        return self.mean_head(condition.flatten(1)).view(batch_size, *shape)
+
     def predict_noise(self, x_t: Tensor, t: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
         """eps [B, H, T] for x_t [B, H, T] at timesteps t [B] given condition [B, Q, D]: the standard-normal prior's
         noise estimate plus the decoder's correction; and the decoder's MoE balance loss []."""
@@ -218,7 +238,9 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             draw_on = x0.device if generator is None else generator.device
             drop = torch.rand(batch_size, generator=generator, device=draw_on).to(x0.device) < p_drop
             condition = torch.where(drop[:, None, None], self.null_condition.to(condition.dtype), condition)
-        eps, balance = self.predict_noise(self.diffusion.add_noise(x0, noise, t), t, condition)
+        mean = self.mean_path(condition)
+        residual = x0 - mean.detach()
+        eps, balance = self.predict_noise(self.diffusion.add_noise(residual, noise, t), t, condition)
         last = batch[PAST][:, -1:, :][..., self.target_index]
         recon = self.reconstruction(last, x0, encoded.condition)
         infonce = balance.new_zeros(())
@@ -226,6 +248,7 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             infonce = self.alignment(encoded.ts_pooled, encoded.text_pooled, encoded.has_text)
         parts = {
             "diffusion": mse_loss(eps, noise, mask),
+            "mean": mse_loss(mean, x0, mask) if self.mean_head is not None else balance.new_zeros(()),
             "infonce": infonce,
             "reconstruction": mse_loss(recon, x0, mask),
             "load_balance": balance,
@@ -233,6 +256,7 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
         weights = self.config.losses
         parts["loss"] = (
             parts["diffusion"]
+            + weights.mean * parts["mean"]
             + weights.infonce * parts["infonce"]
             + weights.reconstruction * parts["reconstruction"]
             + weights.load_balance * parts["load_balance"]
@@ -251,7 +275,8 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
         generator: torch.Generator | None = None,
         sampler: Sampler | None = None,
     ) -> Tensor:
-        """Sampled paths [B, S, H, T] (normalised units of `future`); None arguments take the `sampling` config."""
+        """Sampled paths [B, S, H, T] (normalised units of `future`): the conditional mean path plus the sampled
+        residuals (see the module docstring); None arguments take the `sampling` config."""
         defaults = self.config.sampling
         paths = num_samples or defaults.num_samples
         scale = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -279,7 +304,11 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             cond.device,
             self.null_condition.dtype,
         )
-        return x.view(batch_size, paths, *shape[1:])
+        mean = self.mean_path(null[:batch_size] if scale == 0.0 else condition)
+        if scale not in (0.0, 1.0):
+            unconditional = self.mean_path(null[:batch_size])
+            mean = unconditional + scale * (mean - unconditional)
+        return x.view(batch_size, paths, *shape[1:]) + mean[:, None]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         """`samples` [B, S, H, T] with the `sampling` config's defaults and `point` [B, H, T], their median."""

@@ -78,11 +78,13 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Noise schedule (a diffusers `beta_schedule`) and the classifier-free-guidance condition dropout."""
+    """Noise schedule (a diffusers `beta_schedule`), the classifier-free-guidance condition dropout, and whether the
+    chain diffuses the residual around a conditional mean path (`residual_of_mean`, see the forecaster)."""
 
     train_timesteps: int = 1000
     beta_schedule: str = "linear"
     cond_dropout: float = 0.1
+    residual_of_mean: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class LossConfig:
 
     infonce: float = 0.1
     reconstruction: float = 0.5
+    mean: float = 1.0
     load_balance: float = 0.01
     contrastive_dim: int = 128
     temperature: float = 0.07
