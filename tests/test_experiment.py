@@ -26,8 +26,10 @@ from finfusion.experiment.data import build_experiment_data
 from finfusion.experiment.forecast import Forecasts, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
 from finfusion.experiment.scoring import window_losses
-from finfusion.experiment.train import task_settings, train_experiment
+from finfusion.experiment.train import fit_model, task_settings, train_experiment
 from finfusion.experiment.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
+from finfusion.features.text import document_text
+from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.windows import collate
 from finfusion.training.losses import build_loss
 from finfusion.training.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
@@ -386,3 +388,41 @@ def test_evaluation_options_take_one_or_several_known_dm_losses() -> None:
     assert evaluation_options({"dm_loss": ["crps", "direction"]})["dm_loss"] == ["crps", "direction"]
     with pytest.raises(FinfusionError, match="unknown \\['hinge'\\]"):
         evaluation_options({"dm_loss": ["crps", "hinge"]})
+
+
+def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    cfg = config_for(
+        lake_dir,
+        "multimodal_tiny",
+        "data=synthetic",
+        "+data.texts.tokens=all-MiniLM-L6-v2",
+        "+data.texts.max_tokens=16",
+        "data.texts.max_texts=2",
+        "+model.text_encoder.backbone=all-MiniLM-L6-v2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "model.task.val_num_samples=2",
+        "model.task.val_steps=2",
+    )
+    data = build_experiment_data(cfg.data)
+    tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+    texts = Lake(lake_dir).read("text", "synthetic")
+    bodies = [document_text(t, b) for t, b in zip(texts["title"], texts["body"], strict=True)]
+    documents = dict(zip(texts["id"], bodies, strict=True))
+    with_news = next(k for k in range(len(data.train)) if data.train[k]["text_mask"].any())
+    sample = data.train[with_news]
+    assert sample["text_ids"].shape == (2, 16) and sample["text_ids_mask"].shape == (2, 16)
+    assert torch.equal(sample["text_ids_mask"].any(dim=1), sample["text_mask"])
+    first = data.train.text_ids(with_news)[0]
+    slot = int(np.flatnonzero(sample["text_mask"].numpy())[0])
+    expected = tokenizer(documents[first], truncation=True, max_length=16)["input_ids"]
+    assert sample["text_ids"][slot, : len(expected)].tolist() == expected
+    model = build_experiment_model(cfg.model, data)
+    base = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_" not in name}
+    lora = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_B" in name}
+    trained = fit_model(cfg, data, tmp_path / "run", resume="never").model
+    after = dict(trained.text_encoder.named_parameters())
+    assert all(torch.equal(after[name], value) for name, value in base.items())  # stage 1: MiniLM frozen
+    assert any(not torch.equal(after[name], value) for name, value in lora.items())  # the adapters learned

@@ -56,7 +56,7 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
     for fold, (first, last) in enumerate(evaluation.fold_bounds):
         begin, end = from_us([first, last], "t").to_list()
         lines.append(f"| {fold} | {begin:%Y-%m-%d} | {end:%Y-%m-%d} |")
-    lines += ["", "## Metrics (target: next-bar log returns; sign strategy after costs)", ""]
+    lines += ["", "## Metrics (target: the log return of each forecast step; sign strategy after costs)", ""]
     lines.append("| model | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
     for model, values in metrics.models.items():
@@ -66,12 +66,15 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "",
         "MASE < 1 beats the one-step naive scale of each window; directional accuracy and MCC score the sign of "
         "every step; sharpe, annual_return, max_drawdown and avg_turnover are those of holding sign(step-1 forecast) "
-        "in every symbol, equally weighted, through the backtester's cost model.",
+        "in every symbol, equally weighted, through the backtester's cost model. A column suffixed with a subset "
+        "(e.g. crps_planted_news) scores only that subset's steps.",
         "",
         "## Diebold-Mariano tests",
         "",
         "One-sided (H1: the model's expected loss is lower than the reference's), HLN-corrected, on the loss "
-        "averaged per decision instant; `subset` names the test windows used (all, or e.g. planted_news).",
+        "averaged per decision instant; `subset` names what is scored: all test windows, or e.g. planted_news (the "
+        "steps whose bar a news item seen at the decision moves, on the synthetic market). Losses: absolute error, "
+        "CRPS, direction error (1 where the forecast's sign is wrong).",
         "",
         "| model | reference | loss | subset | statistic | p-value | mean loss difference | n |",
         "|---|---|---|---|---|---|---|---|",

@@ -8,12 +8,17 @@
       max_texts: 8         # N, the most recent texts kept per window
       scope: symbol        # or market: every symbol sees every text
       batch_size: 64       # embedding batch size
+      tokens: null         # a tokenizer (e.g. all-MiniLM-L6-v2 or a local model folder): also give token ids
+      max_tokens: 64       # S, tokens kept per text
 
-Windows then also carry `text_emb` [N, D] and `text_mask` [N] (samples/text_windows.py).
+Windows then also carry `text_emb` [N, D] and `text_mask` [N] (samples/text_windows.py), and with `tokens`
+`text_ids` [N, S] and `text_ids_mask` [N, S], which models with a text encoder in the loop (the multimodal `full`
+preset: MiniLM + LoRA) read instead of the embeddings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +29,8 @@ from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.features.align import AlignedText, align_texts_to_bars
 from finfusion.features.text import embed_texts, load_embeddings, load_encoder, with_text_hash
+from finfusion.features.text_tokens import tokenize_by_id
+from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import Panel, WindowDataset
 
@@ -35,6 +42,8 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "max_texts": 8,
     "scope": "symbol",
     "batch_size": 64,
+    "tokens": None,
+    "max_tokens": 64,
 }
 
 
@@ -55,7 +64,7 @@ def align_panel_texts(options: Mapping[str, Any], panel: Panel) -> AlignedText |
     meta = lake.metadata("bars", str(options["dataset"]))
     years = panel.frame.select(pl.col("ts").dt.year().min().alias("a"), pl.col("ts").dt.year().max().alias("b"))
     calendar = calendar_covering(str(meta.get("calendar", "XNYS")), (int(years["a"][0]), int(years["b"][0])))
-    return align_texts_to_bars(
+    aligned = align_texts_to_bars(
         panel.frame.select("symbol", "ts"),
         hashed,
         embeddings,
@@ -64,6 +73,13 @@ def align_panel_texts(options: Mapping[str, Any], panel: Panel) -> AlignedText |
         max_texts=int(texts_opts["max_texts"]),
         scope=texts_opts["scope"],
     )
+    if texts_opts["tokens"] is None:
+        return aligned
+    tokenizer = load_tokenizer(str(texts_opts["tokens"]))
+    tokens = tokenize_by_id(
+        hashed["id"].to_list(), hashed["document"].to_list(), tokenizer, int(texts_opts["max_tokens"])
+    )
+    return dataclasses.replace(aligned, tokens=tokens)
 
 
 def with_texts(windows: WindowDataset, aligned: AlignedText | None) -> WindowDataset | TextWindowDataset:

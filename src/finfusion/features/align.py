@@ -38,6 +38,7 @@ import torch
 from finfusion.data.calendar import SessionCalendar, to_us
 from finfusion.errors import FinfusionError
 from finfusion.features.text import vector_matrix
+from finfusion.features.text_tokens import TextTokens
 
 _NO_START = np.iinfo(np.int64).min
 
@@ -54,6 +55,8 @@ class AlignedText:
     no_news: np.ndarray
     coverage: np.ndarray
     universe: tuple[str, ...]
+    #: Token ids of the texts by id, for models that encode texts themselves (None: embeddings only).
+    tokens: TextTokens | None = None
 
     def padded(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Padded embeddings [N, K, D] (or [B, K, D] for `rows` [B]), zeros where `mask` is False."""

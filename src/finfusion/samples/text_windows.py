@@ -1,4 +1,5 @@
-"""Window samples with the texts known at their decision bar: `text_emb` [N, D] and `text_mask` [N].
+"""Window samples with the texts known at their decision bar: `text_emb` [N, D] and `text_mask` [N], and, when the
+aligned texts carry token ids, `text_ids` [N, S] and `text_ids_mask` [N, S] of the same texts in the same slots.
 
 The texts of a window are those `align_texts_to_bars` assigned to its decision bar (the last bar of `past`): texts
 published strictly before that bar's close, the most recent N of its text window, oldest first. Nothing published
@@ -14,7 +15,7 @@ from torch.utils.data import Dataset
 
 from finfusion.features.align import AlignedText
 from finfusion.features.normalize import FittedNormalizer
-from finfusion.samples.contract import TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import TEXT_EMB, TEXT_IDS, TEXT_IDS_MASK, TEXT_MASK
 from finfusion.samples.windows import Instant, Panel, WindowConfig, WindowDataset
 
 
@@ -80,7 +81,11 @@ class TextWindowDataset(Dataset[dict[str, torch.Tensor]]):
             emb, mask = np.zeros((slots, dim), dtype=np.float32), np.zeros(slots, dtype=bool)
         else:
             emb, mask = self.aligned.padded(np.array([row]))[0], self.aligned.mask[row].copy()
-        return {**sample, TEXT_EMB: torch.from_numpy(np.ascontiguousarray(emb)), TEXT_MASK: torch.from_numpy(mask)}
+        texts = {TEXT_EMB: torch.from_numpy(np.ascontiguousarray(emb)), TEXT_MASK: torch.from_numpy(mask)}
+        if self.aligned.tokens is not None:
+            ids, id_mask = self.aligned.tokens.gather(self.text_ids(item), mask)
+            texts |= {TEXT_IDS: torch.from_numpy(ids), TEXT_IDS_MASK: torch.from_numpy(id_mask)}
+        return {**sample, **texts}
 
     def subset(self, keep: np.ndarray) -> TextWindowDataset:
         return TextWindowDataset(self.windows.subset(keep), self.aligned, self.rows)
