@@ -21,8 +21,10 @@ from finfusion.config import load_config
 from finfusion.data.calendar import from_us, to_us
 from finfusion.data.lake import Lake
 from finfusion.data.schema import BARS
+from finfusion.data.sources.synthetic import SyntheticConfig
+from finfusion.data.sources.synthetic_ingest import check_stored_market
 from finfusion.errors import FinfusionError
-from finfusion.experiment.data import build_experiment_data
+from finfusion.experiment.data import build_experiment_data, data_options, load_bars
 from finfusion.experiment.forecast import Forecasts, run_forecasts
 from finfusion.experiment.models import build_experiment_model, load_model_state
 from finfusion.experiment.scoring import window_losses
@@ -426,3 +428,15 @@ def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path:
     after = dict(trained.text_encoder.named_parameters())
     assert all(torch.equal(after[name], value) for name, value in base.items())  # stage 1: MiniLM frozen
     assert any(not torch.equal(after[name], value) for name, value in lora.items())  # the adapters learned
+
+
+def test_a_stored_synthetic_market_must_have_been_made_with_the_settings_asked_for(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    settings = {"n_symbols": 2, "start": "2019-01-01", "end": "2019-03-31", "seed": 3}
+    options = data_options({"source": "synthetic", "lake": str(lake.root), "synthetic": settings})
+    first = load_bars(options)
+    assert load_bars(options).equals(first)  # the same settings reuse the stored market
+    changed = data_options({**options, "synthetic": {**settings, "effect_large": 0.08}})
+    with pytest.raises(FinfusionError, match="made with other settings"):
+        load_bars(changed)
+    check_stored_market(lake, SyntheticConfig(**settings))

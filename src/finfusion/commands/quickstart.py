@@ -18,7 +18,7 @@ from finfusion.commands.common import LakeOption, out, print_report, reports_err
 from finfusion.config import load_config
 from finfusion.data.lake import Lake
 from finfusion.data.schema import FEATURES
-from finfusion.data.sources.synthetic_ingest import make_and_ingest
+from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
 from finfusion.experiment.data import synthetic_config
 from finfusion.experiment.predict import export, predict_run, write_forecasts_to_lake
 from finfusion.experiment.train import train_experiment
@@ -80,7 +80,8 @@ def quickstart(
 
     _step(1, f"synthetic market: {symbols} symbols, seed {seed} (prices and news with planted effects)")
     if store.files("bars", dataset, str(cfg.data.freq)):
-        out.print(f"already in the lake: bars/{dataset}")
+        check_stored_market(store, synthetic_config(cfg.data.synthetic), dataset)
+        out.print(f"already in the lake: bars/{dataset} (made with the same settings)")
     else:
         for report in make_and_ingest(store, synthetic_config(cfg.data.synthetic), dataset=dataset):
             print_report(report)

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
-from finfusion.data.sources.synthetic_ingest import make_and_ingest
+from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
 from finfusion.errors import FinfusionError
 from finfusion.experiment.texts import TEXT_DEFAULTS, align_panel_texts, with_texts
 from finfusion.features.align import AlignedText
@@ -87,11 +87,15 @@ def synthetic_config(options: Mapping[str, Any]) -> SyntheticConfig:
 
 
 def load_bars(options: Mapping[str, Any]) -> pl.DataFrame:
-    """The bars of the data part, making the synthetic market in the lake first when asked and absent."""
+    """The bars of the data part, making the synthetic market in the lake first when asked and absent (a stored one
+    must have been made with the same `synthetic` settings)."""
     lake = Lake(options["lake"])
     dataset, freq = str(options["dataset"]), str(options["freq"])
-    if options["source"] == "synthetic" and not lake.files("bars", dataset, freq):
-        make_and_ingest(lake, synthetic_config(options["synthetic"]), dataset=dataset)
+    if options["source"] == "synthetic":
+        if lake.files("bars", dataset, freq):
+            check_stored_market(lake, synthetic_config(options["synthetic"]), dataset)
+        else:
+            make_and_ingest(lake, synthetic_config(options["synthetic"]), dataset=dataset)
     elif options["source"] not in ("lake", "synthetic"):
         raise FinfusionError(f"data.source must be 'lake' or 'synthetic', got {options['source']!r}")
     symbols = options["symbols"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+
 import polars as pl
 
 from finfusion.data.ingest import (
@@ -16,8 +20,29 @@ from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import EVENTS, SOURCE_FILE, SOURCE_ROW
 from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, generate_market
+from finfusion.errors import FinfusionError
 
 SOURCE = "synthetic"
+#: The bars' metadata note that records which settings made the market: this prefix + `config_fingerprint`.
+FINGERPRINT_NOTE = "synthetic config "
+
+
+def config_fingerprint(config: SyntheticConfig) -> str:
+    """First 16 hex digits of the SHA-256 of the config's fields as sorted JSON: equal settings, equal markets."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_stored_market(lake: Lake, config: SyntheticConfig, dataset: str = "synthetic") -> None:
+    """Raise FinfusionError when the lake's synthetic `dataset` was made with other settings than `config` (a
+    dataset written before fingerprints were recorded passes)."""
+    notes = [str(n) for n in lake.metadata("bars", dataset).get("notes", [])]
+    stored = {n.removeprefix(FINGERPRINT_NOTE) for n in notes if n.startswith(FINGERPRINT_NOTE)}
+    if stored and config_fingerprint(config) not in stored:
+        raise FinfusionError(
+            f"the lake {lake.root} already holds a synthetic market '{dataset}' made with other settings "
+            f"(config {', '.join(sorted(stored))}, asked for {config_fingerprint(config)}): use another lake "
+            "(--lake) or dataset name (data.dataset), or delete that dataset"
+        )
 
 
 def _with_provenance(frame: pl.DataFrame, label: str) -> pl.DataFrame:
@@ -34,7 +59,10 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
         calendar=config.calendar,
         bar_label="end",
         source=SOURCE,
-        notes=[f"synthetic market, seed {config.seed}: see docs/synthetic.md"],
+        notes=[
+            f"synthetic market, seed {config.seed}: see docs/synthetic.md",
+            FINGERPRINT_NOTE + config_fingerprint(config),
+        ],
     )
     prepared = [prepare_bar_ingest(_with_provenance(market.bars, f"synthetic:{config.seed}:bars"), bar_options)]
     if market.texts.height:
