@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -48,7 +48,6 @@ from finfusion.evaluation.run_layout import Metrics, write_equity, write_forecas
 from finfusion.evaluation.splits import Split, WalkForward
 from finfusion.experiment.data import (
     ExperimentData,
-    Windows,
     build_experiment_panel,
     data_options,
     instant_us,
@@ -179,26 +178,25 @@ def fold_data(
     )
 
 
-def subset_masks(
-    data_opts: Mapping[str, Any], test: Windows, target_us: np.ndarray, names: list[str]
-) -> dict[str, np.ndarray]:
-    """Masks [M, H] of the (test window, step) pairs in each named subset; `target_us` [M, H] are the steps' bar
-    instants. `planted_news`: the steps whose bar carries the planted effect of a news item the window saw at its
-    decision bar (the synthetic market's events table: sessions first_session_ts .. + horizon - 1), so a model
-    is scored on the days the news moves prices, not on the other steps of its path."""
-    masks: dict[str, np.ndarray] = {}
+def subset_events(
+    data_opts: Mapping[str, Any], names: list[str], aligned: AlignedText | None
+) -> dict[str, pl.DataFrame]:
+    """The ground truth of each named subset, read once before any fold trains; an unknown name, or a subset the
+    data cannot give, raises. `planted_news`: the synthetic market's events table (needs data.texts.enabled)."""
+    events: dict[str, pl.DataFrame] = {}
     for name in names:
         if name != "planted_news":
             raise FinfusionError(f"evaluation: unknown subset '{name}' (known: planted_news)")
-        if not isinstance(test, TextWindowDataset):
+        if aligned is None:
             raise FinfusionError("evaluation: the planted_news subset needs data.texts.enabled")
-        events = Lake(data_opts["lake"]).read("events", str(data_opts["dataset"]))
-        masks[name] = planted_news_steps(events, test, target_us)
-    return masks
+        events[name] = Lake(data_opts["lake"]).read("events", str(data_opts["dataset"]))
+    return events
 
 
 def planted_news_steps(events: pl.DataFrame, test: TextWindowDataset, target_us: np.ndarray) -> np.ndarray:
-    """[M, H] bool: step j of window k falls in a session moved by a planted item among the texts window k sees."""
+    """[M, H] bool: step j of window k (bar instants `target_us` [M, H]) falls in a session moved by a planted item
+    among the texts window k sees at its decision bar (events: sessions first_session_ts .. + horizon - 1), so a
+    model is scored on the days the news moves prices, not on the other steps of its path."""
     sessions = np.unique(np.concatenate(test.panel.ts))  # every bar instant of the panel: one per session
     first = np.searchsorted(sessions, to_us(events["first_session_ts"]))  # the first session's bar
     spans = {
@@ -256,7 +254,8 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
         raise FinfusionError(f"evaluation: the timeline is too short for one fold (needs {wf.span} periods)")
     parts = model_parts(cfg, list(options["baselines"]))
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
-    flags: dict[str, list[np.ndarray]] = {name: [] for name in options["subsets"]}
+    events = subset_events(data_opts, list(options["subsets"]), aligned)
+    flags: dict[str, list[np.ndarray]] = {name: [] for name in events}
     bounds = []
     for split in folds:
         data = fold_data(panel, data_opts, windows, split, aligned)
@@ -270,8 +269,8 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             collected[name].append(run_forecasts(trained.model, data.test))
             progress(f"  {name}: forecast {len(data.test)} windows")
         target_us = collected[next(iter(parts))][-1].target_us
-        for name, mask in subset_masks(data_opts, data.test, target_us, list(options["subsets"])).items():
-            flags[name].append(mask)
+        for name, truth in events.items():  # texts are aligned, so the fold's windows carry them
+            flags[name].append(planted_news_steps(truth, cast(TextWindowDataset, data.test), target_us))
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
     subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
     evaluation = score(forecasts, baseline_labels(options["baselines"]), options, run, subsets)
@@ -316,8 +315,8 @@ def score(
             if name == reference:
                 continue
             for subset, view in views.items():
-                every = np.ones(len(view[name]), dtype=bool)
-                if every.sum() > 2 * horizon:
+                if len(view[name]) > 2 * horizon:
+                    every = np.ones(len(view[name]), dtype=bool)
                     tests += [
                         dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
                         for loss in options["dm_loss"]

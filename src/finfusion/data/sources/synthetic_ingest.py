@@ -37,10 +37,11 @@ def check_stored_market(lake: Lake, config: SyntheticConfig, dataset: str = "syn
     dataset written before fingerprints were recorded passes)."""
     notes = [str(n) for n in lake.metadata("bars", dataset).get("notes", [])]
     stored = {n.removeprefix(FINGERPRINT_NOTE) for n in notes if n.startswith(FINGERPRINT_NOTE)}
-    if stored and config_fingerprint(config) not in stored:
+    asked = config_fingerprint(config)
+    if stored and asked not in stored:
         raise FinfusionError(
             f"the lake {lake.root} already holds a synthetic market '{dataset}' made with other settings "
-            f"(config {', '.join(sorted(stored))}, asked for {config_fingerprint(config)}): use another lake "
+            f"(config {', '.join(sorted(stored))}, asked for {asked}): use another lake "
             "(--lake) or dataset name (data.dataset), or delete that dataset"
         )
 

@@ -304,8 +304,8 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             cond.device,
             self.null_condition.dtype,
         )
-        mean = self.mean_path(null[:batch_size] if scale == 0.0 else condition)
-        if scale not in (0.0, 1.0):
+        mean = self.mean_path(condition)
+        if scale != 1.0:
             unconditional = self.mean_path(null[:batch_size])
             mean = unconditional + scale * (mean - unconditional)
         return x.view(batch_size, paths, *shape[1:]) + mean[:, None]
