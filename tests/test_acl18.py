@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
@@ -34,6 +35,7 @@ from finfusion.samples.acl18 import (
 )
 from finfusion.samples.contract import PAST, PAST_MASK, TEXT_EMB, TEXT_MASK
 from finfusion.training.losses import build_loss
+from finfusion.training.tasks import MovementTask
 from tests.conftest import STOCKNET, requires
 
 DIM = 8
@@ -276,13 +278,15 @@ def test_models_shapes_and_training_steps(
 ) -> None:
     torch.manual_seed(0)
     model = cls(d_model=16, dropout=0.0, **kwargs)
-    assert {PAST_MASK} <= cls.inputs and cls.outputs == frozenset({"logits"})
+    assert {PAST_MASK} <= cls.inputs and cls.outputs == frozenset({"logits", "latent"})
     train = planted.dataset("train")
     batch = _batch(train, 32)
     assert batch[PAST].shape == (32, 5, C) and batch[TEXT_EMB].shape == (32, 5, 4, DIM)
     empty = {**batch, TEXT_MASK: torch.zeros_like(batch[TEXT_MASK])}
     assert torch.isfinite(model(empty)["logits"]).all()
-    assert model(batch)["logits"].shape == (32, 2)
+    outputs = model(batch)
+    assert outputs["logits"].shape == (32, 2) and outputs["latent"].shape == (32, 32)
+    assert torch.equal(model.classify(outputs["latent"]), outputs["logits"])
     loss_fn = build_loss("cross_entropy")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     fixed = _batch(train, 512)
@@ -296,6 +300,27 @@ def test_models_shapes_and_training_steps(
     with torch.no_grad():
         last = float(loss_fn(model(fixed), fixed))
     assert last < min(first, reachable)  # each model learns the part of the planted signal it can see
+
+
+def test_adversarial_training_adds_the_loss_at_the_worst_nearby_latent(planted: ACL18Samples) -> None:
+    torch.manual_seed(0)
+    model = MovementFusion(n_channels=C, text_dim=DIM, d_model=16, dropout=0.0)
+    batch = _batch(planted.dataset("train"), 64)
+    clean = build_loss("cross_entropy")(model(batch), batch).item()
+    plain = MovementTask(model, adversarial_epsilon=0.0)
+    assert plain._training_loss(batch).item() == pytest.approx(clean, rel=1e-6)
+    total = MovementTask(model, adversarial_epsilon=0.05, adversarial_beta=1.0)._training_loss(batch).item()
+    assert total - clean > clean  # the perturbed latent's loss is above the clean loss
+    assert total - clean < 1.2 * clean  # and a small step away from it
+    random_shift = model.classify(model(batch)["latent"] + 0.05 * F.normalize(torch.randn(64, 32), dim=-1))
+    assert total - clean > build_loss("cross_entropy")({"logits": random_shift}, batch).item()
+    task = MovementTask(model, adversarial_epsilon=0.05)
+    task._training_loss(batch).backward()
+    assert all(p.grad is not None for p in model.head.out.parameters())
+    with pytest.raises(ValueError, match="needs a model that returns `latent`"):
+        MovementTask(torch.nn.Linear(2, 2), adversarial_epsilon=0.1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        MovementTask(model, adversarial_epsilon=-0.1)
 
 
 def test_train_one_selects_on_dev_and_scores_test(tmp_path: Path, planted: ACL18Samples) -> None:

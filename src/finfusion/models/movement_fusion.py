@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import StepPooling, TemporalHead, TweetEncoder, masked_softmax
+from finfusion.models.movement_parts import (
+    LatentClassifier,
+    StepPooling,
+    TemporalHead,
+    TweetEncoder,
+    masked_softmax,
+)
 from finfusion.models.movement_price import StepPriceEncoder
 from finfusion.models.registry import register
 from finfusion.samples.acl18 import TEXT_AGE
@@ -56,11 +62,11 @@ class StepCrossAttention(nn.Module):
 
 
 @register("movement_fusion")
-class MovementFusion(nn.Module, Capabilities):
+class MovementFusion(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the price channels and the tweets of the lag steps."""
 
     inputs: ClassVar[frozenset[str]] = frozenset({PAST, PAST_MASK, TEXT_EMB, TEXT_MASK, TEXT_AGE})
-    outputs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    outputs: ClassVar[frozenset[str]] = frozenset({"logits", "latent"})
 
     def __init__(
         self,
@@ -83,9 +89,10 @@ class MovementFusion(nn.Module, Capabilities):
         self.head = TemporalHead(d_model, dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """-> `logits` [B, 2], `latent` [B, 2d]."""
         price = self.price(batch[PAST])
         tweets = self.tweets(batch[TEXT_EMB], batch[TEXT_AGE], batch[TEXT_MASK])
         mask = batch[TEXT_MASK]
         fused = self.norm(price + self.cross(price, tweets, mask) + self.pool(tweets, mask))
         fused = fused + self.ffn(fused)
-        return {"logits": self.head(fused, batch[PAST_MASK])}
+        return self.head(fused, batch[PAST_MASK])

@@ -3,7 +3,9 @@
 - `TweetEncoder`: frozen sentence embeddings [B, L, N, D] and their ages [B, L, N] -> tweet vectors [B, L, N, d].
 - `StepPooling`: attention pooling of each step's tweets [B, L, N, d] -> [B, L, d], a learned vector for empty steps.
 - `TemporalHead`: a GRU over the steps [B, L, d] (left-padded, the target step last) with temporal attention
-  (Adv-ALSTM style: the attention summary concatenated with the last state) -> class logits [B, K].
+  (Adv-ALSTM style: the attention summary concatenated with the last state, the latent [B, 2d]) -> class logits
+  [B, K]. `represent` and `classify` are its two halves, so that a task can perturb the latent (adversarial
+  training, `MovementTask(adversarial_epsilon=...)`).
 """
 
 from __future__ import annotations
@@ -73,8 +75,28 @@ class TemporalHead(nn.Module):
             nn.Dropout(dropout), nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Linear(d_model, n_classes)
         )
 
-    def forward(self, steps: Tensor, step_mask: Tensor) -> Tensor:
+    def represent(self, steps: Tensor, step_mask: Tensor) -> Tensor:
+        """steps [B, L, d], step_mask [B, L] -> latent [B, 2d] (attention summary, last state)."""
         states, _ = self.gru(steps * step_mask.unsqueeze(-1).to(steps.dtype))  # [B, L, d]
         weights = masked_softmax(self.score(states).squeeze(-1), step_mask, dim=-1)  # [B, L]
         summary = torch.einsum("bl,bld->bd", weights, states)
-        return self.out(torch.cat([summary, states[:, -1]], dim=-1))
+        return torch.cat([summary, states[:, -1]], dim=-1)
+
+    def classify(self, latent: Tensor) -> Tensor:
+        """latent [B, 2d] -> logits [B, n_classes]."""
+        return self.out(latent)
+
+    def forward(self, steps: Tensor, step_mask: Tensor) -> dict[str, Tensor]:
+        """steps [B, L, d], step_mask [B, L] -> {`logits` [B, n_classes], `latent` [B, 2d]}."""
+        latent = self.represent(steps, step_mask)
+        return {"logits": self.classify(latent), "latent": latent}
+
+
+class LatentClassifier:
+    """Mixin of the movement models whose `head` is a `TemporalHead`: their outputs carry `latent` [B, 2d] and
+    `classify(latent)` -> `logits` [B, K] re-runs only the head's last layers (used by adversarial training)."""
+
+    head: TemporalHead
+
+    def classify(self, latent: Tensor) -> Tensor:
+        return self.head.classify(latent)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import TemporalHead
+from finfusion.models.movement_parts import LatentClassifier, TemporalHead
 from finfusion.models.registry import register
 from finfusion.samples.contract import PAST, PAST_MASK
 
@@ -31,11 +31,11 @@ class StepPriceEncoder(nn.Module):
 
 
 @register("movement_price")
-class MovementPrice(nn.Module, Capabilities):
+class MovementPrice(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the price channels of the lag steps."""
 
     inputs: ClassVar[frozenset[str]] = frozenset({PAST, PAST_MASK})
-    outputs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    outputs: ClassVar[frozenset[str]] = frozenset({"logits", "latent"})
 
     def __init__(self, n_channels: int, lag_days: int = 5, d_model: int = 64, dropout: float = 0.2) -> None:
         super().__init__()
@@ -43,4 +43,4 @@ class MovementPrice(nn.Module, Capabilities):
         self.head = TemporalHead(d_model, dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"logits": self.head(self.encoder(batch[PAST]), batch[PAST_MASK])}
+        return self.head(self.encoder(batch[PAST]), batch[PAST_MASK])

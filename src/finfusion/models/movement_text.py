@@ -14,18 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import StepPooling, TemporalHead, TweetEncoder
+from finfusion.models.movement_parts import LatentClassifier, StepPooling, TemporalHead, TweetEncoder
 from finfusion.models.registry import register
 from finfusion.samples.acl18 import TEXT_AGE
 from finfusion.samples.contract import PAST_MASK, TEXT_EMB, TEXT_MASK
 
 
 @register("movement_text")
-class MovementText(nn.Module, Capabilities):
+class MovementText(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the tweets of the lag steps."""
 
     inputs: ClassVar[frozenset[str]] = frozenset({PAST_MASK, TEXT_EMB, TEXT_MASK, TEXT_AGE})
-    outputs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    outputs: ClassVar[frozenset[str]] = frozenset({"logits", "latent"})
 
     def __init__(self, text_dim: int = 384, lag_days: int = 5, d_model: int = 64, dropout: float = 0.2) -> None:
         super().__init__()
@@ -37,4 +37,4 @@ class MovementText(nn.Module, Capabilities):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         tweets = self.tweets(batch[TEXT_EMB], batch[TEXT_AGE], batch[TEXT_MASK])
         steps = self.pool(tweets, batch[TEXT_MASK]) + self.position
-        return {"logits": self.head(steps, batch[PAST_MASK])}
+        return self.head(steps, batch[PAST_MASK])

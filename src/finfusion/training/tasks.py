@@ -3,7 +3,8 @@
 - `ForecastTask`: `point` [B, H, T] and/or `quantiles` [B, H, T, Q] against `future` [B, H, T]; validation logs
   `val_loss`, `val_mae`, `val_directional_accuracy` and `val_sharpe`.
 - `MovementTask`: `logits` [B, K] against `label` [B] (-1 ignored); validation logs `val_loss`, `val_accuracy`,
-  `val_mcc`.
+  `val_mcc`. Optional adversarial training (Adv-ALSTM, Feng et al. IJCAI 2019) for models that return `latent` and
+  implement `classify(latent)`.
 
 An optional model output `aux_loss` [] is added to the task loss. Gradient clipping is set on the Trainer.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -75,8 +77,11 @@ class _Task(L.LightningModule):
             loss = loss + outputs["aux_loss"]
         return loss, outputs
 
+    def _training_loss(self, batch: Batch) -> Tensor:
+        return self._step(batch)[0]
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, _ = self._step(batch)
+        loss = self._training_loss(batch)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
         return loss
 
@@ -189,7 +194,12 @@ class ForecastTask(_Task):
 
 
 class MovementTask(_Task):
-    """Movement classification of `label` [B] from `logits` [B, K]; labels equal to -1 are ignored."""
+    """Movement classification of `label` [B] from `logits` [B, K]; labels equal to -1 are ignored.
+
+    With `adversarial_epsilon` > 0 the training loss adds `adversarial_beta` times the loss at the latent moved by
+    `adversarial_epsilon` along its own (per-sample L2-normalised) loss gradient, the worst small perturbation to
+    first order (Adv-ALSTM); the model must return `latent` [B, E] and implement `classify(latent)` -> `logits`.
+    """
 
     def __init__(
         self,
@@ -202,11 +212,31 @@ class MovementTask(_Task):
         total_steps: int | None = None,
         min_lr_ratio: float = 0.0,
         extra_groups: Sequence[Mapping[str, Any]] | None = None,
+        adversarial_epsilon: float = 0.0,
+        adversarial_beta: float = 1.0,
     ) -> None:
         super().__init__(
             model, loss, loss_kwargs, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups
         )
+        if adversarial_epsilon < 0 or adversarial_beta < 0:
+            raise ValueError(f"adversarial_epsilon {adversarial_epsilon} and _beta {adversarial_beta} must be >= 0")
+        if adversarial_epsilon > 0 and not ("latent" in getattr(model, "outputs", ()) and hasattr(model, "classify")):
+            raise ValueError(
+                f"adversarial training needs a model that returns `latent` and has `classify`; "
+                f"{type(model).__name__} does not"
+            )
         self._val: dict[str, list[Tensor]] = {}
+
+    def _training_loss(self, batch: Batch) -> Tensor:
+        loss, outputs = self._step(batch)
+        epsilon = self.hparams.adversarial_epsilon
+        if epsilon == 0:
+            return loss
+        latent = outputs["latent"]
+        (grad,) = torch.autograd.grad(loss, latent, retain_graph=True)
+        shifted = latent + epsilon * F.normalize(grad.detach(), dim=-1)
+        adversarial = self.loss_fn(dict(outputs, logits=self.model.classify(shifted)), batch)
+        return loss + self.hparams.adversarial_beta * adversarial
 
     def on_validation_epoch_start(self) -> None:
         self._val = {"pred": [], "target": []}

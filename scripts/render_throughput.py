@@ -1,0 +1,94 @@
+"""Render docs/results/throughput.md from the outputs of benchmarks/train_throughput.py in a folder.
+
+python scripts/render_throughput.py runs/throughput docs/results/throughput.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import transformers
+
+COLUMNS = [
+    ("train windows/s, ours", "ours"),
+    ("train windows/s, HF", "reference"),
+    ("train ratio", "train_ratio"),
+    ("inference windows/s, ours", "ours_inference"),
+    ("inference windows/s, HF", "reference_inference"),
+    ("inference ratio", "inference_ratio"),
+    ("held-out MSE, ours", "ours_mse"),
+    ("held-out MSE, HF", "hf_mse"),
+    ("MSE gap spread over seeds", "mse_seed_spread"),
+]
+
+MSE = ("ours_mse", "hf_mse")
+
+
+def last_json(path: Path) -> dict[str, float]:
+    """The JSON object on the last non-empty line of one benchmark output."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise SystemExit(f"{path}: empty benchmark output")
+    return json.loads(lines[-1])
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def table(runs: list[tuple[str, dict[str, float]]]) -> list[str]:
+    rows = ["| run | threads | " + " | ".join(label for label, _ in COLUMNS) + " |"]
+    rows.append("|---" * (len(COLUMNS) + 2) + "|")
+    for name, result in runs:
+        cells = " | ".join(str(result.get(key, "")) for _, key in COLUMNS)
+        rows.append(f"| {name} | {result['threads']} | {cells} |")
+    return rows
+
+
+def main(folder: Path, out: Path) -> None:
+    runs = [(path.stem, last_json(path)) for path in sorted(folder.glob("*.txt"))]
+    if not runs:
+        raise SystemExit(f"{folder}: no benchmark outputs (*.txt)")
+    by_threads: dict[int, list[dict[str, float]]] = {}
+    for _, result in runs:
+        by_threads.setdefault(int(result["threads"]), []).append(result)
+    lines = [
+        "# PatchTST throughput: finfusion against transformers.PatchTSTForPrediction",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bash scripts/results_throughput.sh` "
+        "(do not edit by hand).",
+        "",
+        f"- Machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores visible, no GPU; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
+        "- Shape (both models): context 64, horizon 30, 5 channels, patches of 8 every 8 bars, d_model 128, 3 layers, "
+        "4 heads, feed-forward 256, no dropout, flatten head, batch 64, fp32; see benchmarks/train_throughput.py.",
+        "- Ratios are ours / HF (> 1: finfusion is faster); each timing is the median of 50 alternating calls.",
+        "",
+        "## Medians over runs",
+        "",
+        "| threads | runs | train ratio | inference ratio | held-out MSE ours / HF |",
+        "|---|---|---|---|---|",
+    ]
+    for threads, results in sorted(by_threads.items(), reverse=True):
+        med = {key: statistics.median(r[key] for r in results) for key in ("train_ratio", "inference_ratio", *MSE)}
+        ratios = f"{med['train_ratio']:.3f} | {med['inference_ratio']:.3f}"
+        lines.append(f"| {threads} | {len(results)} | {ratios} | {med['ours_mse']:.4f} / {med['hf_mse']:.4f} |")
+    lines += ["", "## Every run", "", *table(runs), ""]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
