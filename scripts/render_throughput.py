@@ -28,7 +28,7 @@ COLUMNS = [
     ("MSE gap spread over seeds", "mse_seed_spread"),
 ]
 
-MSE = ("ours_mse", "hf_mse")
+ACCURACY = ("ours_mse", "hf_mse", "ours_mase", "hf_mase")
 
 
 def last_json(path: Path) -> dict[str, float]:
@@ -76,13 +76,14 @@ def main(folder: Path, out: Path) -> None:
         "",
         "## Medians over runs",
         "",
-        "| threads | runs | train ratio | inference ratio | held-out MSE ours / HF |",
-        "|---|---|---|---|---|",
+        "| threads | runs | train ratio | inference ratio | held-out MSE ours / HF | held-out MASE ours / HF |",
+        "|---|---|---|---|---|---|",
     ]
     for threads, results in sorted(by_threads.items(), reverse=True):
-        med = {key: statistics.median(r[key] for r in results) for key in ("train_ratio", "inference_ratio", *MSE)}
+        med = {key: statistics.median(r[key] for r in results) for key in ("train_ratio", "inference_ratio", *ACCURACY)}
         ratios = f"{med['train_ratio']:.3f} | {med['inference_ratio']:.3f}"
-        lines.append(f"| {threads} | {len(results)} | {ratios} | {med['ours_mse']:.4f} / {med['hf_mse']:.4f} |")
+        accuracy = f"{med['ours_mse']:.4f} / {med['hf_mse']:.4f} | {med['ours_mase']:.4f} / {med['hf_mase']:.4f}"
+        lines.append(f"| {threads} | {len(results)} | {ratios} | {accuracy} |")
     lines += ["", "## Every run", "", *table(runs), ""]
     out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {out}")
