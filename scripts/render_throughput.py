@@ -46,12 +46,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def reference_norm(result: dict[str, float]) -> str:
+    """The reference's norm layer in a run (runs before the option existed used the default, BatchNorm)."""
+    return str(result.get("reference_norm", "batchnorm"))
+
+
 def table(runs: list[tuple[str, dict[str, float]]]) -> list[str]:
-    rows = ["| run | threads | " + " | ".join(label for label, _ in COLUMNS) + " |"]
-    rows.append("|---" * (len(COLUMNS) + 2) + "|")
+    rows = ["| run | threads | reference norm | " + " | ".join(label for label, _ in COLUMNS) + " |"]
+    rows.append("|---" * (len(COLUMNS) + 3) + "|")
     for name, result in runs:
         cells = " | ".join(str(result.get(key, "")) for _, key in COLUMNS)
-        rows.append(f"| {name} | {result['threads']} | {cells} |")
+        rows.append(f"| {name} | {result['threads']} | {reference_norm(result)} | {cells} |")
     return rows
 
 
@@ -59,9 +64,9 @@ def main(folder: Path, out: Path) -> None:
     runs = [(path.stem, last_json(path)) for path in sorted(folder.glob("*.txt"))]
     if not runs:
         raise SystemExit(f"{folder}: no benchmark outputs (*.txt)")
-    by_threads: dict[int, list[dict[str, float]]] = {}
+    groups: dict[tuple[int, str], list[dict[str, float]]] = {}
     for _, result in runs:
-        by_threads.setdefault(int(result["threads"]), []).append(result)
+        groups.setdefault((int(result["threads"]), reference_norm(result)), []).append(result)
     lines = [
         "# PatchTST throughput: finfusion against transformers.PatchTSTForPrediction",
         "",
@@ -73,17 +78,18 @@ def main(folder: Path, out: Path) -> None:
         "- Shape (both models): context 64, horizon 30, 5 channels, patches of 8 every 8 bars, d_model 128, 3 layers, "
         "4 heads, feed-forward 256, no dropout, flatten head, batch 64, fp32; see benchmarks/train_throughput.py.",
         "- Ratios are ours / HF (> 1: finfusion is faster); each timing is the median of 50 alternating calls.",
+        "- Reference norm: the reference's default BatchNorm, or LayerNorm like ours (`--reference-norm layernorm`).",
         "",
         "## Medians over runs",
         "",
-        "| threads | runs | train ratio | inference ratio | held-out MSE ours / HF | held-out MASE ours / HF |",
-        "|---|---|---|---|---|---|",
+        "| threads | reference norm | runs | train ratio | inference ratio | held-out MSE ours / HF | MASE ours / HF |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for threads, results in sorted(by_threads.items(), reverse=True):
+    for (threads, norm), results in sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1])):
         med = {key: statistics.median(r[key] for r in results) for key in ("train_ratio", "inference_ratio", *ACCURACY)}
         ratios = f"{med['train_ratio']:.3f} | {med['inference_ratio']:.3f}"
         accuracy = f"{med['ours_mse']:.4f} / {med['hf_mse']:.4f} | {med['ours_mase']:.4f} / {med['hf_mase']:.4f}"
-        lines.append(f"| {threads} | {len(results)} | {ratios} | {accuracy} |")
+        lines.append(f"| {threads} | {norm} | {len(results)} | {ratios} | {accuracy} |")
     lines += ["", "## Every run", "", *table(runs), ""]
     out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {out}")
