@@ -70,6 +70,16 @@ def tiny(use_text: bool = True, **overrides: object) -> MultimodalDiffusionForec
     return MultimodalDiffusionForecaster(C, L_, H, target_index=[0], use_text=use_text, preset="tiny", **options)
 
 
+def train_on_generated(model: MultimodalDiffusionForecaster, steps: int) -> None:
+    """`steps` AdamW steps (lr 3e-3) on fresh generated batches of 32, batch `step` seeded by its index."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        optimizer.zero_grad()
+        model.training_losses(generated(32, step))["loss"].backward()
+        optimizer.step()
+
+
 def perturbed(model: MultimodalDiffusionForecaster) -> MultimodalDiffusionForecaster:
     """The model with noise on every weight, so that zero-initialised output layers no longer hide the condition."""
     torch.manual_seed(1)
@@ -114,12 +124,7 @@ def test_a_few_training_steps_make_the_loss_fall() -> None:
         return {name: value.item() for name, value in parts.items()}
 
     before = evaluate()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(40):
-        optimizer.zero_grad()
-        model.training_losses(generated(32, step))["loss"].backward()
-        optimizer.step()
+    train_on_generated(model, steps=40)
     after = evaluate()
     assert after["loss"] < 0.75 * before["loss"]
     assert after["diffusion"] < 0.85 * before["diffusion"]
@@ -130,12 +135,7 @@ def test_a_few_training_steps_make_the_loss_fall() -> None:
 def test_sampled_paths_move_with_the_news_after_training() -> None:
     """The news shifts every future step by +/- 1.5: after training, the paths' median has the news' sign."""
     model = tiny()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(60):
-        optimizer.zero_grad()
-        model.training_losses(generated(32, step))["loss"].backward()
-        optimizer.step()
+    train_on_generated(model, steps=60)
     held_out = generated(64, 99)
     news = held_out[TEXT_MASK].any(dim=1)
     sign = held_out[TEXT_EMB][news, -1] @ NEWS
