@@ -7,6 +7,7 @@ Neural models are `nn.Module`s whose `forward(batch) -> dict[str, Tensor]` reads
 - `quantiles` [B, H, T, Q]  forecast quantiles at `self.quantile_levels` [Q]
 - `samples`   [B, S, H, T]  sampled paths
 - `logits`    [B, K]        class scores (movement)
+- `latent`    [B, E]        the representation a class head reads (`classify(latent)` -> `logits`; adversarial training)
 - `aux_loss`  []            a scalar the training task adds to its loss (e.g. MoE load balancing)
 
 Statistical baselines that are not trained by gradient descent implement `fit(dataset)` and
