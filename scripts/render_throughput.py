@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import transformers
 
+from finfusion.machine import cpu_name
+
 COLUMNS = [
     ("train windows/s, ours", "ours"),
     ("train windows/s, HF", "reference"),
@@ -37,13 +39,6 @@ def last_json(path: Path) -> dict[str, float]:
     if not lines:
         raise SystemExit(f"{path}: empty benchmark output")
     return json.loads(lines[-1])
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def reference_norm(result: dict[str, float]) -> str:

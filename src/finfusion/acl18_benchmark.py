@@ -34,6 +34,7 @@ from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.metrics import mcc, precision_recall_f1
 from finfusion.features.text import embed_texts, load_embeddings, load_encoder, vector_matrix, with_text_hash
+from finfusion.machine import cpu_name
 from finfusion.models import movement_fusion, movement_price, movement_text  # noqa: F401 (registers the models)
 from finfusion.models.registry import model_class
 from finfusion.samples.acl18 import (
@@ -268,14 +269,9 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def machine() -> str:
     """The CPU / GPU, core count, torch threads and versions this process runs with."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, {gpu}; "
+        f"{cpu_name()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, {gpu}; "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
         f"lightning {L.__version__}"
     )
