@@ -81,9 +81,9 @@ def main(folder: Path, out: Path) -> None:
         "4 heads, feed-forward 256, no dropout, flatten head, batch 64, fp32; see benchmarks/train_throughput.py.",
         "- Ratios are ours / HF (> 1: finfusion is faster); each timing is the median of 50 alternating calls.",
         "- Reference norm: the reference's default BatchNorm, or LayerNorm like ours (`--reference-norm layernorm`).",
-        "- Accuracy: held-out MSE and MASE after the same AdamW steps on the same batches, mean over 3 seeds, on the "
-        "synthetic market whose daily shocks have the AR(1) coefficient shown (`--autocorrelation`); the zero forecast "
-        "is the MSE of predicting no return.",
+        "- Accuracy: held-out MSE and MASE after the same AdamW steps on the same batches, mean over seeds (3 by "
+        "default), on the synthetic market whose daily shocks have the AR(1) coefficient shown (`--autocorrelation`); "
+        "the zero forecast is the MSE of predicting no return.",
         "",
         "## Medians over runs",
         "",
