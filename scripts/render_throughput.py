@@ -30,7 +30,7 @@ COLUMNS = [
     ("MSE gap spread over seeds", "mse_seed_spread"),
 ]
 
-ACCURACY = ("ours_mse", "hf_mse", "ours_mase", "hf_mase")
+ACCURACY = ("ours_mse", "hf_mse", "zero_mse", "ours_mase", "hf_mase")
 
 
 def last_json(path: Path) -> dict[str, float]:
@@ -41,23 +41,17 @@ def last_json(path: Path) -> dict[str, float]:
     return json.loads(lines[-1])
 
 
-def reference_norm(result: dict[str, float]) -> str:
-    """The reference's norm layer in a run (runs before the option existed used the default, BatchNorm)."""
-    return str(result.get("reference_norm", "batchnorm"))
-
-
-def autocorrelation(result: dict[str, float]) -> float:
-    """The synthetic market's AR(1) coefficient in a run (runs before the option existed used 0.5)."""
-    return float(result.get("autocorrelation", 0.5))
+def setting(result: dict[str, float]) -> tuple[int, str, float]:
+    """What a run measured under: (threads, the reference's norm layer, the market's AR(1) coefficient)."""
+    return int(result["threads"]), str(result["reference_norm"]), float(result["autocorrelation"])
 
 
 def table(runs: list[tuple[str, dict[str, float]]]) -> list[str]:
     rows = ["| run | threads | reference norm | market AR(1) | " + " | ".join(label for label, _ in COLUMNS) + " |"]
     rows.append("|---" * (len(COLUMNS) + 4) + "|")
     for name, result in runs:
-        cells = " | ".join(str(result.get(key, "")) for _, key in COLUMNS)
-        setting = f"{result['threads']} | {reference_norm(result)} | {autocorrelation(result)}"
-        rows.append(f"| {name} | {setting} | {cells} |")
+        cells = " | ".join(str(result[key]) for _, key in COLUMNS)
+        rows.append(f"| {name} | {' | '.join(str(part) for part in setting(result))} | {cells} |")
     return rows
 
 
@@ -67,8 +61,7 @@ def main(folder: Path, out: Path) -> None:
         raise SystemExit(f"{folder}: no benchmark outputs (*.txt)")
     groups: dict[tuple[int, str, float], list[dict[str, float]]] = {}
     for _, result in runs:
-        key = (int(result["threads"]), reference_norm(result), autocorrelation(result))
-        groups.setdefault(key, []).append(result)
+        groups.setdefault(setting(result), []).append(result)
     lines = [
         "# PatchTST throughput: finfusion against transformers.PatchTSTForPrediction",
         "",
@@ -94,8 +87,7 @@ def main(folder: Path, out: Path) -> None:
     for (threads, norm, phi), results in sorted(groups.items(), key=lambda item: (-item[0][0], *item[0][1:])):
         med = {key: statistics.median(r[key] for r in results) for key in ("train_ratio", "inference_ratio", *ACCURACY)}
         ratios = f"{med['train_ratio']:.3f} | {med['inference_ratio']:.3f}"
-        zero = statistics.median(r.get("zero_mse", float("nan")) for r in results)
-        mse = f"{med['ours_mse']:.4f} / {med['hf_mse']:.4f} | {zero:.4f}"
+        mse = f"{med['ours_mse']:.4f} / {med['hf_mse']:.4f} | {med['zero_mse']:.4f}"
         accuracy = f"{mse} | {med['ours_mase']:.4f} / {med['hf_mase']:.4f}"
         lines.append(f"| {threads} | {norm} | {phi} | {len(results)} | {ratios} | {accuracy} |")
     lines += ["", "## Every run", "", *table(runs), ""]
