@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
-from finfusion.acl18_benchmark import DEFAULT_EXPERIMENTS, RunResult, results_markdown, run_benchmark, write_markdown
 from finfusion.commands.common import LakeOption, out, reports_errors
-from finfusion.data.lake import Lake
+
+if TYPE_CHECKING:
+    from finfusion.acl18_benchmark import RunResult
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -61,6 +61,11 @@ def stocknet(
 ) -> None:
     """Build StockNet as published (split, 5-day lag window, dead band; the 20,339 / 2,555 / 3,720 sample counts are
     checked), train each experiment per seed, select on dev, score on test once and write the results table."""
+    import torch
+
+    from finfusion.acl18_benchmark import DEFAULT_EXPERIMENTS, results_markdown, run_benchmark, write_markdown
+    from finfusion.data.lake import Lake
+
     if threads is not None:
         torch.set_num_threads(threads)
     store = Lake(lake)

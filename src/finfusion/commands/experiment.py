@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from omegaconf import DictConfig
 from rich.table import Table
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.config import ConfigError, load_config
-from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
-from finfusion.evaluation.run_layout import missing_parts
-from finfusion.experiment.predict import (
-    SPANS,
-    export,
-    forecast_summary,
-    lake_of_run,
-    predict_run,
-    write_forecasts_to_lake,
-)
-from finfusion.experiment.results import write_results
-from finfusion.experiment.train import train_experiment, validate_run
-from finfusion.experiment.walk_forward import evaluate_experiment
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ConfigOption = Annotated[
     str,
@@ -41,6 +29,8 @@ Overrides = Annotated[
 
 def _load(config: str, overrides: list[str] | None, lake: Path | None) -> DictConfig:
     """The composed config; `--lake` (or $FINFUSION_LAKE) sets `data.lake` when given."""
+    from finfusion.config import ConfigError, load_config
+
     try:
         cfg = load_config(config, overrides or [])
     except ConfigError as exc:
@@ -69,6 +59,8 @@ def train(
 
     Example: finfusion train --config patchtst_synthetic model.d_model=32 --run runs/p32
     """
+    from finfusion.experiment.train import train_experiment
+
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
     out.print(f"training [bold]{cfg.model.name}[/bold] into {run_dir}")
@@ -83,7 +75,7 @@ def train(
 @reports_errors
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `finfusion train`.", show_default=False)],
-    span: Annotated[str, typer.Option("--span", help=f"Windows to forecast: {', '.join(SPANS)}.")] = "test",
+    span: Annotated[str, typer.Option("--span", help="Windows to forecast: test, val, train, all, latest.")] = "test",
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Also export to FILE.npz or FILE.parquet.", show_default=False)
     ] = None,
@@ -98,6 +90,10 @@ def predict(
 
     Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
     """
+    from finfusion.config import ConfigError
+    from finfusion.data.lake import Lake
+    from finfusion.experiment.predict import export, forecast_summary, lake_of_run, predict_run, write_forecasts_to_lake
+
     with busy("forecasting"):
         overrides = [] if num_samples is None else [f"model.sampling.num_samples={num_samples}"]
         try:
@@ -129,6 +125,8 @@ def validate(
 
     Example: finfusion validate runs/multimodal_tiny --checkpoint runs/multimodal_tiny/checkpoints/last.ckpt
     """
+    from finfusion.experiment.train import validate_run
+
     with busy("validating"):
         metrics = validate_run(run, checkpoint, [] if lake is None else [f"data.lake={lake}"])
     table = Table("metric", "value", title=f"validation of {run}")
@@ -152,6 +150,10 @@ def evaluate(
 
     Example: finfusion evaluate --config patchtst_synthetic --run runs/eval01 --markdown docs/results/synthetic.md
     """
+    from finfusion.evaluation.run_layout import missing_parts
+    from finfusion.experiment.results import write_results
+    from finfusion.experiment.walk_forward import evaluate_experiment
+
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
     evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)

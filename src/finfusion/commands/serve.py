@@ -6,21 +6,19 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
 from finfusion.commands.common import LakeOption, busy, err, out, reports_errors
-from finfusion.data.ingest import BarOptions, TextOptions
-from finfusion.data.lake import ENV_LAKE, Lake
 from finfusion.errors import FinfusionError
-from finfusion.serving.api import DEFAULT_MODEL, DEFAULT_STORE, ENV_API_KEY, ENV_MODEL, ENV_STORE
-from finfusion.serving.data_jobs import FeatureJobOptions, FolderSource, run_features, run_ingest
-from finfusion.serving.jobs import JobResult, JobRunner, PipelineSpec
-from finfusion.serving.model_jobs import run_finetune, run_predict, run_train
-from finfusion.serving.model_store import ModelStore
-from finfusion.serving.steps import ModelSteps, load_steps
+from finfusion.serving.env import DEFAULT_MODEL, DEFAULT_STORE, ENV_API_KEY, ENV_MODEL, ENV_STORE
+
+if TYPE_CHECKING:
+    from finfusion.data.lake import Lake
+    from finfusion.serving.jobs import JobResult, JobRunner, PipelineSpec
+    from finfusion.serving.model_store import ModelStore
+    from finfusion.serving.steps import ModelSteps
 
 ENV_STEPS = "FINFUSION_STEPS"
 DEFAULT_STEPS = "finfusion.serving.cga_steps:CGA_STEPS"
@@ -82,6 +80,10 @@ def api(
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
 ) -> None:
     """Serve weights, forecasts and model versions over HTTP (uvicorn). GET /docs shows the API."""
+    import uvicorn
+
+    from finfusion.data.lake import ENV_LAKE, Lake
+
     key = None
     if api_key_env is not None:
         key = os.environ.get(api_key_env)
@@ -116,6 +118,11 @@ def ingest(
     lake: LakeOption = None,
 ) -> None:
     """Ingest the rows of SOURCE the lake lacks (validated and cleaned like `data ingest csv`)."""
+    from finfusion.data.ingest import BarOptions, TextOptions
+    from finfusion.data.lake import Lake
+    from finfusion.serving.data_jobs import FolderSource, run_ingest
+    from finfusion.serving.jobs import JobRunner
+
     store = Lake(lake)
     bar_options = BarOptions(dataset=dataset, freq=freq, calendar=calendar, tz=tz, bar_label=bar_label.value)
     folder = FolderSource(source, bar_options, texts, TextOptions(dataset=dataset, source="csv"))
@@ -143,6 +150,10 @@ def features(
     lake: LakeOption = None,
 ) -> None:
     """Write the features of the bars that have none yet, reusing the stored normaliser."""
+    from finfusion.data.lake import Lake
+    from finfusion.serving.data_jobs import FeatureJobOptions, run_features
+    from finfusion.serving.jobs import JobRunner, PipelineSpec
+
     store = Lake(lake)
     spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name)
     options = FeatureJobOptions(normalize.value if normalize else None, fit_start, fit_end)
@@ -164,6 +175,8 @@ def train(
     lake: LakeOption = None,
 ) -> None:
     """Train a new version from scratch and serve it."""
+    from finfusion.serving.model_jobs import run_train
+
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
     with busy(f"training {model}"):
         result = run_train(c.runner, c.lake, c.store, c.spec, c.steps.train, latest_hours=latest)
@@ -185,6 +198,8 @@ def finetune(
     lake: LakeOption = None,
 ) -> None:
     """Finetune the served version on new data; serve the result only if its validation loss is lower."""
+    from finfusion.serving.model_jobs import run_finetune
+
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
     with busy(f"finetuning {model}"):
         result = run_finetune(
@@ -208,6 +223,8 @@ def predict(
     lake: LakeOption = None,
 ) -> None:
     """Write the served version's portfolio weights for the decision instants that have none."""
+    from finfusion.serving.model_jobs import run_predict
+
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
     with busy(f"predicting with {model}"):
         result = run_predict(c.runner, c.lake, c.store, c.spec, c.steps.predict, latest_hours=latest)
@@ -228,6 +245,11 @@ class _ModelContext:
     def build(
         cls, lake: Path | None, store: Path, dataset: str, freq: str, features_name: str | None, model: str, steps: str
     ) -> _ModelContext:
+        from finfusion.data.lake import Lake
+        from finfusion.serving.jobs import JobRunner, PipelineSpec
+        from finfusion.serving.model_store import ModelStore
+        from finfusion.serving.steps import load_steps
+
         data = Lake(lake)
         spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name, model=model)
         return cls(JobRunner.for_lake(data), data, ModelStore(store, model), spec, load_steps(steps))
