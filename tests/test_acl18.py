@@ -19,9 +19,9 @@ from finfusion.commands.benchmark import app as benchmark_app
 from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
-from finfusion.models.movement_fusion import MovementFusion
-from finfusion.models.movement_price import MovementPrice
-from finfusion.models.movement_text import MovementText
+from finfusion.models.movement.fusion import MovementFusion
+from finfusion.models.movement.price import MovementPrice
+from finfusion.models.movement.text import MovementText
 from finfusion.samples.acl18 import (
     PRICE_CHANNELS,
     PUBLISHED_COUNTS,

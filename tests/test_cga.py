@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from finfusion.features.normalize import FittedNormalizer
-from finfusion.models.cga import CGAPortfolio
-from finfusion.models.cross_gated_attention import CrossAttention, CrossGatedAttention, gated_residual
-from finfusion.models.news_lstm import NewsLSTM
-from finfusion.models.timesnet import TimesBlock, TimesNetEncoder, dominant_periods
+from finfusion.models.portfolio.cga import CGAPortfolio
+from finfusion.models.portfolio.cross_gated_attention import CrossAttention, CrossGatedAttention, gated_residual
+from finfusion.models.portfolio.news_lstm import NewsLSTM
+from finfusion.models.portfolio.timesnet import TimesBlock, TimesNetEncoder, dominant_periods
 from finfusion.portfolio.artifacts import PortfolioModel, build_model, load_run, save_run
 from finfusion.samples.contract import FUTURE, ORIGIN_US, PAST, PAST_MASK
 from finfusion.samples.portfolio import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK

@@ -17,7 +17,7 @@ from finfusion.models.dlinear import DLinear
 from finfusion.models.hf_time_series import HFTimeSeriesTransformer
 from finfusion.models.lightgbm_baseline import LightGBMForecaster
 from finfusion.models.patchtst import PatchTST, PatchTSTEncoder
-from finfusion.models.registry import build_model, capabilities, model_names, register
+from finfusion.models.registry import build_model, capabilities, model_names
 
 B, L, C, H = 4, 32, 3, 6
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -240,8 +240,6 @@ def test_registry_lists_builds_and_declares_capabilities() -> None:
     assert isinstance(model, PatchTST)
     with pytest.raises(KeyError, match="known"):
         build_model("nope")
-    with pytest.raises(ValueError, match="already"):
-        register("dlinear")(DLinear)
 
 
 @pytest.mark.parametrize("bad", [[], [3], [-1], [0, 5]])

@@ -35,7 +35,6 @@ from finfusion.errors import FinfusionError
 from finfusion.evaluation.metrics import mcc, precision_recall_f1
 from finfusion.features.text import embed_texts, load_embeddings, load_encoder, vector_matrix, with_text_hash
 from finfusion.machine import cpu_name
-from finfusion.models import movement_fusion, movement_price, movement_text  # noqa: F401 (registers the models)
 from finfusion.models.registry import model_class
 from finfusion.samples.acl18 import (
     PRICE_CHANNELS,

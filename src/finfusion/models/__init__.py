@@ -1,1 +1,3 @@
-"""Models: one file per model, registered by name in registry.py. Pure nn.Modules know nothing of training."""
+"""Models: one file per model, one line each in registry.py; a family's parts share a folder (multimodal/, portfolio/,
+movement/). Pure nn.Modules know nothing of training.
+"""

@@ -1,12 +1,11 @@
 """Model registry: config names -> model classes, imported lazily so that listing models imports no backend.
 
-Built-in models are named below by "module:Class"; `@register(name)` adds any other class.
+Every model is one line of `_BUILTIN`, its name and "module:Class"; a model is one file plus that line.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 from finfusion.models.base import Capabilities
@@ -19,32 +18,20 @@ _BUILTIN: dict[str, str] = {
     "lightgbm": "finfusion.models.lightgbm_baseline:LightGBMForecaster",
     "hf_tst": "finfusion.models.hf_time_series:HFTimeSeriesTransformer",
     "multimodal_diffusion": "finfusion.models.multimodal.forecaster:MultimodalDiffusionForecaster",
-    "cga": "finfusion.models.cga:CGAPortfolio",
+    "cga": "finfusion.models.portfolio.cga:CGAPortfolio",
+    "movement_price": "finfusion.models.movement.price:MovementPrice",
+    "movement_text": "finfusion.models.movement.text:MovementText",
+    "movement_fusion": "finfusion.models.movement.fusion:MovementFusion",
 }
-_REGISTERED: dict[str, type[Capabilities]] = {}
-
-
-def register(name: str) -> Callable[[type[Capabilities]], type[Capabilities]]:
-    """Class decorator: make the class buildable as `name`. Raises ValueError if the name is taken."""
-
-    def decorate(cls: type[Capabilities]) -> type[Capabilities]:
-        if name in _BUILTIN or name in _REGISTERED:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTERED[name] = cls
-        return cls
-
-    return decorate
 
 
 def model_names() -> list[str]:
     """All registered names, sorted."""
-    return sorted({*_BUILTIN, *_REGISTERED})
+    return sorted(_BUILTIN)
 
 
 def model_class(name: str) -> type[Capabilities]:
     """The class registered as `name`; raises KeyError listing the known names."""
-    if name in _REGISTERED:
-        return _REGISTERED[name]
     if name not in _BUILTIN:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}")
     module, cls = _BUILTIN[name].split(":")

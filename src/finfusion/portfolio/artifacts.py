@@ -25,7 +25,7 @@ from finfusion.config import save_config
 from finfusion.data.atomic import atomic_path, write_json_atomic
 from finfusion.errors import FinfusionError
 from finfusion.features.normalize import FittedNormalizer
-from finfusion.models.cga import CGAPortfolio
+from finfusion.models.portfolio.cga import CGAPortfolio
 from finfusion.training.trainer import CONFIG_FILE
 
 MODEL_FILE = "model.safetensors"

@@ -20,7 +20,7 @@ from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.experiment.train import best_state_dict
 from finfusion.features.normalize import FittedNormalizer
-from finfusion.models.cga import CGAPortfolio
+from finfusion.models.portfolio.cga import CGAPortfolio
 from finfusion.portfolio.artifacts import PortfolioModel, build_model, load_run, save_run
 from finfusion.portfolio.inputs import Splits, build_data, load_inputs, loader, split_windows, window_config
 from finfusion.samples.portfolio import PortfolioDataset

@@ -18,15 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import (
+from finfusion.models.movement.parts import (
     LatentClassifier,
     StepPooling,
     TemporalHead,
     TweetEncoder,
     masked_softmax,
 )
-from finfusion.models.movement_price import StepPriceEncoder
-from finfusion.models.registry import register
+from finfusion.models.movement.price import StepPriceEncoder
 from finfusion.samples.acl18 import TEXT_AGE
 from finfusion.samples.contract import PAST, PAST_MASK, TEXT_EMB, TEXT_MASK
 
@@ -61,7 +60,6 @@ class StepCrossAttention(nn.Module):
         return self.out(context)
 
 
-@register("movement_fusion")
 class MovementFusion(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the price channels and the tweets of the lag steps."""
 

@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import LatentClassifier, TemporalHead
-from finfusion.models.registry import register
+from finfusion.models.movement.parts import LatentClassifier, TemporalHead
 from finfusion.samples.contract import PAST, PAST_MASK
 
 
@@ -30,7 +29,6 @@ class StepPriceEncoder(nn.Module):
         return self.norm(self.proj(past) + self.position)
 
 
-@register("movement_price")
 class MovementPrice(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the price channels of the lag steps."""
 

@@ -14,13 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.movement_parts import LatentClassifier, StepPooling, TemporalHead, TweetEncoder
-from finfusion.models.registry import register
+from finfusion.models.movement.parts import LatentClassifier, StepPooling, TemporalHead, TweetEncoder
 from finfusion.samples.acl18 import TEXT_AGE
 from finfusion.samples.contract import PAST_MASK, TEXT_EMB, TEXT_MASK
 
 
-@register("movement_text")
 class MovementText(LatentClassifier, nn.Module, Capabilities):
     """Up/down logits [B, 2] from the tweets of the lag steps."""
 

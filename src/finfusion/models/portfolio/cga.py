@@ -2,13 +2,13 @@
 
 Shapes: B batch, A assets, L lookback bars, F market features, D text embedding width, E model width.
 
-1. Market stream: a TimesNet encoder over each asset's features `past` [B, A, L, F] (`models.timesnet`), then, as in
+1. Market stream: a TimesNet encoder over each asset's features `past` [B, A, L, F] (`timesnet.py`), then, as in
    TimesNet's classification head, GELU, dropout, flatten over time and a linear map to the market embedding
    M [B, A, E].
 2. News stream: each asset's bars carry the mean embedding of the texts binned to them, or a learned NO_NEWS
    embedding, with the coverage one-hot; one LSTM shared by all assets gives the news embedding N [B, A, E]
-   (`models.news_lstm`).
-3. Fusion: Cross-Gated Attention both ways over the assets (`models.cross_gated_attention`): Ñ, M̃ [B, A, E], then
+   (`news_lstm.py`).
+3. Fusion: Cross-Gated Attention both ways over the assets (`cross_gated_attention.py`): Ñ, M̃ [B, A, E], then
    concatenated [B, A, 2E].
 4. Head: one linear layer shared by the assets maps the fused embedding to a logit per asset: `logits` [B, A].
    Assets without a bar in the window (`past_mask` all False) get logit 0; portfolio weights come from the logits
@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
-from finfusion.models.cross_gated_attention import CrossGatedAttention
-from finfusion.models.news_lstm import NewsLSTM
-from finfusion.models.timesnet import TimesNetEncoder
+from finfusion.models.portfolio.cross_gated_attention import CrossGatedAttention
+from finfusion.models.portfolio.news_lstm import NewsLSTM
+from finfusion.models.portfolio.timesnet import TimesNetEncoder
 from finfusion.samples.contract import PAST, PAST_MASK
 from finfusion.samples.portfolio import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK
 
@@ -67,6 +67,10 @@ class CGAPortfolio(nn.Module, Capabilities):
         self.news = NewsLSTM(text_dim, n_assets, d_model, lstm_layers, dropout) if use_news else None
         self.fusion = CrossGatedAttention(d_model, n_heads, dropout) if use_news else None
         self.head = nn.Linear(2 * d_model if use_news else d_model, 1)
+
+    def required_inputs(self) -> frozenset[str]:
+        """The price-only twin (use_news=False) reads `past` and `past_mask` only."""
+        return type(self).inputs if self.use_news else frozenset({PAST, PAST_MASK})
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """batch (see the class docstring) -> {"logits": [B, A]}."""
