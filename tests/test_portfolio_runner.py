@@ -19,9 +19,9 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
+from finfusion.evaluation.weights_backtest import equal_weights, evaluate_weights
 from finfusion.portfolio.artifacts import MODEL_FILE, NORMALIZER_FILE, from_parts, load_run, to_parts
 from finfusion.portfolio.compare import STRATEGIES, compare_on_synthetic
-from finfusion.portfolio.evaluate import equal_weights, evaluate_weights
 from finfusion.portfolio.inputs import loader
 from finfusion.portfolio.predict import model_weights, predict_weights
 from finfusion.portfolio.train import PortfolioRun, finetune_portfolio, train_portfolio, validate_portfolio

@@ -17,7 +17,7 @@ from finfusion.evaluation.plots import (
     weights_heatmap,
     x,
 )
-from finfusion.portfolio.evaluate import PortfolioEvaluation
+from finfusion.evaluation.weights_backtest import PortfolioEvaluation
 
 
 def portfolio_figures(

@@ -25,7 +25,7 @@ from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
 from finfusion.evaluation.significance import diebold_mariano
-from finfusion.portfolio.evaluate import PortfolioEvaluation, equal_weights, evaluate_weights
+from finfusion.evaluation.weights_backtest import PortfolioEvaluation, equal_weights, evaluate_weights
 from finfusion.portfolio.predict import predict_weights
 from finfusion.portfolio.train import train_portfolio
 
