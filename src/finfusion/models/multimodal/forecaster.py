@@ -41,7 +41,7 @@ from finfusion.models.base import Capabilities, target_positions
 from finfusion.models.multimodal.contrastive import ContrastiveAlignment
 from finfusion.models.multimodal.diffusion import GaussianDiffusion, Sampler
 from finfusion.models.multimodal.diffusion_decoder import DiffusionDecoder
-from finfusion.models.multimodal.layers import masked_mean
+from finfusion.models.multimodal.layers import masked_mean, masked_mse
 from finfusion.models.multimodal.presets import resolve_config
 from finfusion.models.multimodal.qformer import QFormer
 from finfusion.models.multimodal.reconstruction import TeacherForcedHead
@@ -57,7 +57,6 @@ from finfusion.samples.contract import (
     TEXT_IDS_MASK,
     TEXT_MASK,
 )
-from finfusion.training.losses import mse_loss
 
 Batch = Mapping[str, Tensor]
 LOSS_PARTS: tuple[str, ...] = ("loss", "diffusion", "mean", "infonce", "reconstruction", "load_balance")
@@ -247,10 +246,10 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
         if self.alignment is not None and encoded.text_pooled is not None and encoded.has_text is not None:
             infonce = self.alignment(encoded.ts_pooled, encoded.text_pooled, encoded.has_text)
         parts = {
-            "diffusion": mse_loss(eps, noise, mask),
-            "mean": mse_loss(mean, x0, mask) if self.mean_head is not None else balance.new_zeros(()),
+            "diffusion": masked_mse(eps, noise, mask),
+            "mean": masked_mse(mean, x0, mask) if self.mean_head is not None else balance.new_zeros(()),
             "infonce": infonce,
-            "reconstruction": mse_loss(recon, x0, mask),
+            "reconstruction": masked_mse(recon, x0, mask),
             "load_balance": balance,
         }
         weights = self.config.losses

@@ -19,6 +19,16 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
 
 
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean squared error of `pred` [B, H, T] against `target` [B, H, T] over the steps where `mask` [B, H] is True
+    (all when None); 0 when none."""
+    error = (pred - target) ** 2
+    if mask is None:
+        return error.mean()
+    weight = mask.to(error.dtype).unsqueeze(-1).expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 class Attention(nn.Module):
     """Multi-head attention of queries x [B, M, D] to keys/values `memory` [B, K, D_kv] (x itself when None)."""
 
