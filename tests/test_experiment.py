@@ -26,13 +26,15 @@ from finfusion.data.sources.synthetic_ingest import check_stored_market
 from finfusion.errors import FinfusionError
 from finfusion.experiment.data import build_experiment_data, data_options, load_bars
 from finfusion.experiment.forecast import Forecasts, run_forecasts
-from finfusion.experiment.models import build_experiment_model, load_model_state
 from finfusion.experiment.scoring import window_losses
-from finfusion.experiment.train import fit_model, task_settings, train_experiment
 from finfusion.experiment.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
+from finfusion.families.forecast import family_data
+from finfusion.families.pipeline import train_run
 from finfusion.features.text import document_text
+from finfusion.models.build import build_model, load_model_state
 from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.windows import collate
+from finfusion.training.fitting import fit_model, task_settings
 from finfusion.training.losses import build_loss
 from finfusion.training.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
 
@@ -149,19 +151,19 @@ def test_each_model_trains_reloads_identically_and_resumes_after_a_crash(
     data = build_experiment_data(cfg.data)
     batch = collate([data.train[i] for i in range(0, len(data.train), max(1, len(data.train) // 64))])
     torch.manual_seed(0)
-    before = batch_loss(build_experiment_model(cfg.model, data), cfg, batch)
+    before = batch_loss(build_model(cfg.model, data.model_arguments), cfg, batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_experiment(cfg, run, data=data, callbacks=[CrashAfter(3)])
+        train_run(cfg, run, data=family_data(data), callbacks=[CrashAfter(3)])
     saved = torch.load(run / CHECKPOINT_DIR / LAST_CHECKPOINT, weights_only=True, map_location="cpu")
     assert saved["global_step"] == 2
     start = RecordStart()
-    trained = train_experiment(load_config(run / CONFIG_FILE), run, data=data, callbacks=[start])
+    trained = train_run(load_config(run / CONFIG_FILE), run, data=family_data(data), callbacks=[start])
     assert start.start_step == 2
     final = torch.load(run / CHECKPOINT_DIR / LAST_CHECKPOINT, weights_only=True, map_location="cpu")
     assert final["global_step"] == 12
     after = batch_loss(trained.model, cfg, batch)
     assert after < before
-    fresh = load_model_state(build_experiment_model(cfg.model, data), run)
+    fresh = load_model_state(build_model(cfg.model, data.model_arguments), run)
     torch.manual_seed(1)
     expected = run_forecasts(trained.model, data.test.subset(np.arange(40)))
     torch.manual_seed(1)
@@ -173,11 +175,11 @@ def test_each_model_trains_reloads_identically_and_resumes_after_a_crash(
 @pytest.mark.parametrize("name", ["lightgbm", "random_walk", "drift"])
 def test_closed_form_models_fit_save_and_reload(name: str, lake_dir: Path, tmp_path: Path) -> None:
     cfg = config_for(lake_dir, name, *(["model.n_estimators=20"] if name == "lightgbm" else []))
-    trained = train_experiment(cfg, tmp_path)
+    trained = train_run(cfg, tmp_path)
     data = trained.data
     subset = data.test.subset(np.arange(50))
     expected = run_forecasts(trained.model, subset)
-    again = run_forecasts(load_model_state(build_experiment_model(cfg.model, data), tmp_path), subset)
+    again = run_forecasts(load_model_state(build_model(cfg.model, data.model_arguments), tmp_path), subset)
     np.testing.assert_allclose(again.point, expected.point, rtol=0, atol=1e-12)
     if name == "random_walk":
         np.testing.assert_allclose(expected.point, 0.0, atol=1e-8)  # a raw return of 0, up to float32 rounding
@@ -187,7 +189,7 @@ def test_closed_form_models_fit_save_and_reload(name: str, lake_dir: Path, tmp_p
         [subset.panel.values[s][i + 1, 0] for s, i in subset.index],
         rtol=1e-6,
     )
-    assert json.loads((tmp_path / "train.json").read_text())["model"] == name
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == name
 
 
 def test_train_predict_commands_store_and_export_forecasts(
@@ -421,10 +423,11 @@ def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path:
     slot = int(np.flatnonzero(sample["text_mask"].numpy())[0])
     expected = tokenizer(documents[first], truncation=True, max_length=16)["input_ids"]
     assert sample["text_ids"][slot, : len(expected)].tolist() == expected
-    model = build_experiment_model(cfg.model, data)
+    model = build_model(cfg.model, data.model_arguments)
     base = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_" not in name}
     lora = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_B" in name}
-    trained = fit_model(cfg, data, tmp_path / "run", resume="never").model
+    trained = build_model(cfg.model, data.model_arguments)
+    fit_model(cfg, trained, data.train, data.val, data.loader, tmp_path / "run", resume="never")
     after = dict(trained.text_encoder.named_parameters())
     assert all(torch.equal(after[name], value) for name, value in base.items())  # stage 1: MiniLM frozen
     assert any(not torch.equal(after[name], value) for name, value in lora.items())  # the adapters learned

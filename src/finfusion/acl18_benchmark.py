@@ -23,7 +23,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,7 +32,7 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.metrics import mcc, precision_recall_f1
-from finfusion.features.text import embed_texts, load_embeddings, load_encoder, vector_matrix, with_text_hash
+from finfusion.features.text import embed_texts, load_encoder
 from finfusion.machine import cpu_name
 from finfusion.models.registry import model_class
 from finfusion.samples.acl18 import (
@@ -44,9 +43,8 @@ from finfusion.samples.acl18 import (
     ACL18Config,
     ACL18Dataset,
     ACL18Samples,
-    build_acl18,
-    stocknet_file_days,
 )
+from finfusion.samples.acl18_lake import load_acl18
 from finfusion.training.tasks import build_task
 from finfusion.training.trainer import fit
 
@@ -135,19 +133,6 @@ def prepare_lake(lake: Lake, data: Path, dataset: str, encoder: str) -> None:
     if not {("bars", dataset), ("text", dataset)} <= present:
         ingest_stocknet(lake, data, dataset)
     embed_texts(lake, lake.read("text", dataset).select("title", "body"), load_encoder(encoder))
-
-
-def load_acl18(lake: Lake, dataset: str, encoder: str, config: ACL18Config) -> ACL18Samples:
-    """The benchmark samples from the lake: bars/`dataset`/1d, text/`dataset` and its `encoder` embeddings."""
-    bars = lake.read("bars", dataset, freq="1d")
-    texts = with_text_hash(lake.read("text", dataset))
-    texts = texts.with_columns(stocknet_file_days(texts["source_ref"])).explode("symbols")
-    embeddings = load_embeddings(lake, encoder, texts["text_hash"])
-    rows = embeddings.select("text_hash").with_row_index("row")
-    texts = texts.join(rows, on="text_hash", how="left").select(
-        pl.col("symbols").alias("symbol"), "day", "published_at", pl.col("row").cast(pl.Int64)
-    )
-    return build_acl18(bars, texts, vector_matrix(embeddings["vector"]), config)
 
 
 def check_counts(samples: ACL18Samples) -> None:

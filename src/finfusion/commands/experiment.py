@@ -1,4 +1,4 @@
-"""`finfusion train`, `finfusion predict` and `finfusion evaluate`: experiments from configs."""
+"""`finfusion train / predict / validate / evaluate`: any family's experiment from a config (families/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ Overrides = Annotated[
     list[str] | None,
     typer.Argument(help="Overrides: key=value sets, +key=value adds, group=name swaps a part (e.g. model=dlinear)."),
 ]
+SPANS_HELP = "Span to predict: test, val, train (every family); all, latest (forecast); all (portfolio)."
 
 
 def _load(config: str, overrides: list[str] | None, lake: Path | None) -> DictConfig:
     """The composed config; `--lake` (or $FINFUSION_LAKE) sets `data.lake` when given."""
+    from omegaconf import open_dict
+
     from finfusion.config import ConfigError, load_config
 
     try:
@@ -36,7 +39,8 @@ def _load(config: str, overrides: list[str] | None, lake: Path | None) -> DictCo
     except ConfigError as exc:
         raise FinfusionError(str(exc)) from exc
     if lake is not None:
-        cfg.data.lake = str(lake)
+        with open_dict(cfg):
+            cfg.data.lake = str(lake)
     return cfg
 
 
@@ -54,62 +58,67 @@ def train(
     ] = "auto",
     lake: LakeOption = None,
 ) -> None:
-    """Train the experiment's model; the resolved config is saved as RUN/config.yaml, so
+    """Train the experiment's model (any family); the run folder holds everything predict needs (config.yaml,
+    weights, state.json with the fitted normalisers and split instants, metrics.json), so
     `finfusion train --config RUN/config.yaml` repeats the run.
 
     Example: finfusion train --config patchtst_synthetic model.d_model=32 --run runs/p32
     """
-    from finfusion.experiment.train import train_experiment
+    from finfusion.families.pipeline import train_run
 
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
-    out.print(f"training [bold]{cfg.model.name}[/bold] into {run_dir}")
-    trained = train_experiment(cfg, run_dir, resume=None if resume == "never" else resume)
+    out.print(f"training [bold]{cfg.model.name}[/bold] ({cfg.task.name}) into {run_dir}")
+    trained = train_run(cfg, run_dir, resume=None if resume == "never" else resume)
     data = trained.data
-    out.print(f"windows: {len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test")
+    out.print(f"samples: {len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test")
     if trained.best_checkpoint is not None:
         out.print(f"best checkpoint: {trained.best_checkpoint} (score {trained.best_score:.6g})")
-    out.print(f"run: {run_dir} (config.yaml, weights, train.json)")
+    out.print(f"run: {run_dir} (config.yaml, weights, state.json, metrics.json)")
 
 
 @reports_errors
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `finfusion train`.", show_default=False)],
-    span: Annotated[str, typer.Option("--span", help="Windows to forecast: test, val, train, all, latest.")] = "test",
+    span: Annotated[str, typer.Option("--span", help=SPANS_HELP)] = "test",
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Also export to FILE.npz or FILE.parquet.", show_default=False)
+        Path | None,
+        typer.Option("--out", help="Also export to FILE.parquet (forecasts: also FILE.npz).", show_default=False),
     ] = None,
-    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the forecasts in the lake.")] = True,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the predictions in the lake.")] = True,
     num_samples: Annotated[
         int | None, typer.Option("--num-samples", help="Sampled paths per window (models that sample).")
     ] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Forecast with a trained run and store the forecasts in the lake (forecasts table, dataset = run name; the
-    run's own lake unless --lake is given).
+    """Predict with a trained run, from its stored weights, normalisers and split instants (nothing is refitted),
+    and store the predictions in the lake (forecasts, weights or movements table; dataset = run name; the run's own
+    lake unless --lake is given).
 
     Example: finfusion predict runs/patchtst_synthetic --span latest --out latest.npz
     """
     from finfusion.config import ConfigError
     from finfusion.data.lake import Lake
-    from finfusion.experiment.predict import export, forecast_summary, lake_of_run, predict_run, write_forecasts_to_lake
+    from finfusion.families.pipeline import predict_run
 
-    with busy("forecasting"):
-        overrides = [] if num_samples is None else [f"model.sampling.num_samples={num_samples}"]
+    overrides = [] if num_samples is None else [f"model.sampling.num_samples={num_samples}"]
+    with busy("predicting"):
         try:
-            forecasts, texts = predict_run(run, span, overrides)
+            predictions = predict_run(run, span, overrides)
         except ConfigError as exc:
             raise FinfusionError(f"--num-samples: the run's model does not sample ({exc})") from exc
-    table = Table("symbol", "windows", "first decision", "last decision", title=f"{len(forecasts):,} forecasts")
-    for row in forecast_summary(forecasts).sort("symbol").iter_rows():
-        table.add_row(row[0], f"{row[1]:,}", str(row[2]), str(row[3]))
+    table = Table("what", "predicted", title=f"{len(predictions):,} predictions ({span})")
+    for label, value in predictions.summary():
+        table.add_row(label, value)
     out.print(table)
     if store:
-        target = Lake(lake) if lake is not None else lake_of_run(run)
-        result = write_forecasts_to_lake(forecasts, run, target)
-        out.print(f"lake: {result.rows:,} rows in kind=forecasts/dataset={run.resolve().name} under {target.root}")
+        from finfusion.families.run_folder import read_config
+
+        target = Lake(lake if lake is not None else read_config(run).data.get("lake"))
+        result = predictions.write(target, run.resolve().name, run)
+        out.print(f"lake: {result.rows:,} rows in dataset {run.resolve().name} under {target.root}")
     if out_file is not None:
-        out.print(f"exported: {export(forecasts, out_file, texts)}")
+        out.print(f"exported: {predictions.export(out_file)}")
 
 
 @reports_errors
@@ -120,12 +129,12 @@ def validate(
     ] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Validation only: score the run's model on its validation windows without training (the task's val_*
-    metrics), from its best weights or a given checkpoint.
+    """Validation only: score the run's model on its validation samples without training (the task's val_*
+    metrics), from its best weights or a given checkpoint, with the run's stored state.
 
     Example: finfusion validate runs/multimodal_tiny --checkpoint runs/multimodal_tiny/checkpoints/last.ckpt
     """
-    from finfusion.experiment.train import validate_run
+    from finfusion.families.pipeline import validate_run
 
     with busy("validating"):
         metrics = validate_run(run, checkpoint, [] if lake is None else [f"data.lake={lake}"])
@@ -145,33 +154,31 @@ def evaluate(
     ] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Walk-forward evaluation with refit of the experiment's model and the baselines: metrics, Diebold-Mariano
-    against the random walk, the sign strategy's backtest and the HTML report.
+    """The family's honest evaluation: forecasts walk forward with refit against the baselines (Diebold-Mariano,
+    the sign strategy's backtest, the HTML report); movement models are selected on dev and scored once on test
+    against the majority class; portfolio weights are backtested with costs on the test span against equal weights.
 
     Example: finfusion evaluate --config patchtst_synthetic --run runs/eval01 --markdown docs/results/synthetic.md
     """
-    from finfusion.evaluation.run_layout import missing_parts
-    from finfusion.experiment.results import write_results
-    from finfusion.experiment.walk_forward import evaluate_experiment
+    from finfusion.families.pipeline import evaluate_experiment
 
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
     evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)
-    models = evaluation.metrics.models
-    names = list(dict.fromkeys(name for values in models.values() for name in values))
-    table = Table("model", *names, title="walk-forward test metrics")
-    for model, values in models.items():
-        label = f"{model} (baseline)" if model in evaluation.metrics.baselines else model
-        table.add_row(label, *(f"{values[n]:.4f}" if n in values else "" for n in names))
+    names = list(dict.fromkeys(name for values in evaluation.models.values() for name in values))
+    labels = [f"{model} (baseline)" if model in evaluation.baselines else model for model in evaluation.models]
+    table = Table("metric", *labels, title="test metrics")
+    for name in names:
+        cells = (f"{values[name]:.4f}" if name in values else "" for values in evaluation.models.values())
+        table.add_row(name, *cells)
     out.print(table)
-    for test in evaluation.metrics.significance:
-        out.print(f"Diebold-Mariano {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}")
-    out.print(f"report: {run_dir / 'report' / 'report.html'}")
-    for part in missing_parts(run_dir):
-        out.print(f"  missing: {part}")
+    for note in evaluation.notes:
+        out.print(note)
     if markdown is not None:
+        if evaluation.write_page is None:
+            raise FinfusionError(f"the {cfg.task.name} family writes no results page (--markdown)")
         words = ["finfusion", "evaluate", "--config", config, *(overrides or []), "--run", str(run_dir)]
         words += ["--markdown", str(markdown), *(["--lake", str(lake)] if lake is not None else [])]
         command = " ".join(shlex.quote(word) for word in words)
         title = f"Walk-forward results: {cfg.get('name', Path(config).stem)}"
-        out.print(f"results: {write_results(markdown, evaluation, cfg, command, title)}")
+        out.print(f"results: {evaluation.write_page(markdown, command, title)}")

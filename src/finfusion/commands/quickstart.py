@@ -8,23 +8,17 @@ tests, the sign strategy's backtest -> the HTML report.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from omegaconf import DictConfig
 from rich.table import Table
 
 from finfusion.commands.common import LakeOption, out, print_report, reports_errors
-from finfusion.config import load_config
-from finfusion.data.lake import Lake
-from finfusion.data.schema import FEATURES
-from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
-from finfusion.experiment.data import synthetic_config
-from finfusion.experiment.predict import export, predict_run, write_forecasts_to_lake
-from finfusion.experiment.train import train_experiment
-from finfusion.experiment.walk_forward import Evaluation, evaluate_experiment
-from finfusion.features.bars import build_features
-from finfusion.features.text import embed_texts, load_encoder
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from finfusion.experiment.walk_forward import Evaluation
 
 EXPERIMENT = "multimodal_tiny"
 STEPS = 7
@@ -65,6 +59,16 @@ def quickstart(
 
     Example: finfusion quickstart --lake ./finfusion-data --runs runs/quickstart
     """
+    from finfusion.config import load_config
+    from finfusion.data.lake import Lake
+    from finfusion.data.schema import FEATURES
+    from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
+    from finfusion.experiment.data import synthetic_config
+    from finfusion.experiment.walk_forward import evaluate_experiment
+    from finfusion.families.pipeline import predict_run, train_run
+    from finfusion.features.bars import build_features
+    from finfusion.features.text import embed_texts, load_encoder
+
     store = Lake(lake)
     overrides = [
         f"data.lake={store.root.resolve()}",
@@ -97,17 +101,17 @@ def quickstart(
     out.print(f"{embedded.texts:,} texts, {embedded.unique:,} distinct, {embedded.embedded:,} newly embedded")
 
     _step(4, "train the multimodal model and its price-only twin")
-    trained = train_experiment(cfg, runs / "multimodal", resume="never")
+    trained = train_run(cfg, runs / "multimodal", resume="never")
     twin_cfg = cfg.copy()
     twin_cfg.model.use_text = False
-    train_experiment(twin_cfg, runs / "price_only", resume="never")
+    train_run(twin_cfg, runs / "price_only", resume="never")
     out.print(f"windows: {len(trained.data.train):,} train, {len(trained.data.val):,} val, {len(trained.data.test):,}")
 
     _step(5, "forecast the test span: sampled paths into the lake and an .npz")
-    forecasts, texts = predict_run(runs / "multimodal", "test")
-    result = write_forecasts_to_lake(forecasts, runs / "multimodal", store)
-    npz = export(forecasts, runs / "multimodal" / "test_forecasts.npz", texts)
-    out.print(f"{len(forecasts):,} windows, {result.rows:,} lake rows, {npz}")
+    predictions = predict_run(runs / "multimodal", "test")
+    result = predictions.write(store, "multimodal", runs / "multimodal")
+    npz = predictions.export(runs / "multimodal" / "test_forecasts.npz")
+    out.print(f"{len(predictions):,} windows, {result.rows:,} lake rows, {npz}")
 
     _step(6, f"walk-forward evaluation with refit ({folds} folds), Diebold-Mariano, backtest, report")
     evaluation = evaluate_experiment(cfg, runs / "evaluation", progress=out.print)

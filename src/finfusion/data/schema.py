@@ -200,6 +200,22 @@ WEIGHTS = TableSchema(
     partition_by=(),
 )
 
+#: Movement (up / down) predictions, one row per (symbol, decision instant); the dataset name is the run that made
+#: them. `label` is the realised class (1 up, 0 down; null when unknown or inside the dead band).
+MOVEMENTS = TableSchema(
+    kind="movements",
+    columns=(
+        Column("symbol", pl.String),
+        Column("origin_ts", UTC_TS),
+        Column("prob_up", pl.Float64),
+        Column("predicted", pl.Int64),
+        Column("label", pl.Int64, nullable=True),
+    ),
+    key=("symbol", "origin_ts"),
+    time_column="origin_ts",
+    partition_by=("symbol",),
+)
+
 SCHEMAS: dict[str, TableSchema] = {
-    s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS)
+    s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
 }

@@ -43,6 +43,7 @@ from finfusion.errors import FinfusionError
 from finfusion.experiment.texts import TEXT_DEFAULTS, align_panel_texts, with_texts
 from finfusion.features.align import AlignedText
 from finfusion.features.bars import FeatureConfig, build_features
+from finfusion.features.normalize import FittedNormalizer
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, LOG_RETURN, Panel, WindowConfig, WindowDataset, build_panel, collate
 
@@ -166,6 +167,30 @@ class ExperimentData:
             raise FinfusionError(f"data: target(s) {', '.join(missing)} must also be inputs")
         return [self.config.inputs.index(t) for t in self.config.targets]
 
+    @property
+    def normalizer(self) -> FittedNormalizer | None:
+        """The normaliser fitted on the bars before `train_end` (None when the data part does not normalise)."""
+        return self.train.normalizer
+
+    @property
+    def model_arguments(self) -> dict[str, Any]:
+        """Constructor arguments these windows determine: n_channels (C), target_index [T], context_length (L),
+        horizon (H)."""
+        return {
+            "n_channels": self.n_channels,
+            "target_index": self.target_index,
+            "context_length": self.config.lookback,
+            "horizon": self.config.horizon,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """What prediction needs to rebuild these windows without refitting: split instants and the normaliser."""
+        return {
+            "train_end_us": self.train_end_us,
+            "val_end_us": self.val_end_us,
+            "normalizer": None if self.normalizer is None else self.normalizer.to_dict(),
+        }
+
     def loader(self, dataset: Windows, shuffle: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
@@ -200,14 +225,24 @@ def held_out_before(dataset: Windows, start_us: int | None, end_us: int | None) 
     return keep
 
 
-def build_experiment_data(cfg: Mapping[str, Any] | DictConfig) -> ExperimentData:
-    """Datasets of the data part `cfg` (see the module docstring)."""
+def build_experiment_data(
+    cfg: Mapping[str, Any] | DictConfig, state: Mapping[str, Any] | None = None
+) -> ExperimentData:
+    """Datasets of the data part `cfg` (see the module docstring). With `state` (`ExperimentData.state()` of the
+    training run) the split instants and the normaliser are the stored ones: nothing is refitted on a lake that has
+    grown since."""
     options = data_options(cfg)
     panel = build_experiment_panel(options)
-    train_end, val_end = split_instants(panel, options["split"])
+    if state is None:
+        train_end, val_end = split_instants(panel, options["split"])
+        normalizer = None
+    else:
+        train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
+        stored = state.get("normalizer")
+        normalizer = None if stored is None else FittedNormalizer.from_dict(stored)
     config = window_config(options, train_end)
     aligned = align_panel_texts(options, panel)
-    everything = with_texts(WindowDataset(panel, config), aligned)
+    everything = with_texts(WindowDataset(panel, config, normalizer), aligned)
     return ExperimentData(
         panel=panel,
         config=config,

@@ -1,4 +1,4 @@
-"""Forecast with a trained run: rebuild its data and model from RUN/config.yaml, load its weights, forecast a span.
+"""Forecast spans of a trained run's windows (the forecast family's predictions, families/forecast.py).
 
 Spans: `test`, `val`, `train` (the run's own split), `all` (every window with a complete future) and `latest` (one
 window per symbol ending at its last bar: a live forecast, with no realised values yet). Forecasts go to the lake's
@@ -14,27 +14,22 @@ forecasts table (dataset = the run folder's name) and, when asked, to a file:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from omegaconf import DictConfig
 
-from finfusion.config import load_config
 from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake, WriteResult, check_name
 from finfusion.data.schema import FORECASTS
 from finfusion.errors import FinfusionError
-from finfusion.experiment.data import ExperimentData, Windows, build_experiment_data, data_options
-from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view, run_forecasts
-from finfusion.experiment.models import build_experiment_model, load_model_state
+from finfusion.experiment.data import ExperimentData, Windows
+from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view
 from finfusion.experiment.texts import with_texts
-from finfusion.models.base import Capabilities
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset
-from finfusion.training.trainer import CONFIG_FILE
 
 Span = Literal["test", "val", "train", "all", "latest"]
 SPANS: tuple[str, ...] = ("test", "val", "train", "all", "latest")
@@ -59,30 +54,9 @@ def span_windows(data: ExperimentData, span: str) -> Windows:
     return getattr(data, span)
 
 
-def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, ExperimentData, Capabilities]:
-    """The run's config (with `overrides`, e.g. `model.sampling.num_samples=8`), data and model with its best
-    weights."""
-    run = Path(run_dir)
-    if not (run / CONFIG_FILE).is_file():
-        raise FinfusionError(f"{run} is not a run folder: it has no {CONFIG_FILE}")
-    cfg = load_config(run / CONFIG_FILE, overrides)
-    data = build_experiment_data(cfg.data)
-    return cfg, data, load_model_state(build_experiment_model(cfg.model, data), run)
-
-
-def predict_run(
-    run_dir: str | Path, span: str = "test", overrides: Sequence[str] = ()
-) -> tuple[Forecasts, list[str] | None]:
-    """Forecasts of the run's model over `span` and the texts each window saw (see the module docstring)."""
-    cfg, data, model = load_run(run_dir, overrides)
-    windows = span_windows(data, span)
-    options = data_options(cfg.data)
-    return run_forecasts(model, windows), window_texts(windows, Lake(options["lake"]), options)
-
-
-def write_forecasts_to_lake(forecasts: Forecasts, run_dir: Path, lake: Lake) -> WriteResult:
-    """Merge the forecasts into the lake's forecasts table under the run folder's name."""
-    name = check_name(run_dir.resolve().name, "run name")
+def write_forecasts_to_lake(forecasts: Forecasts, name: str, run_dir: Path, lake: Lake) -> WriteResult:
+    """Merge the forecasts into the lake's forecasts table as dataset `name` (the run's name)."""
+    name = check_name(name, "run name")
     return lake.write(FORECASTS, name, lake_frame(forecasts), metadata={"run": str(run_dir.resolve())})
 
 
@@ -119,11 +93,6 @@ def window_texts(windows: Windows, lake: Lake, options: Mapping[str, Any]) -> li
     texts = lake.read("text", dataset).select("id", pl.coalesce("title", "body").fill_null("").alias("text"))
     by_id = dict(zip(texts["id"].to_list(), texts["text"].to_list(), strict=True))
     return [" | ".join(by_id.get(i, "") for i in windows.text_ids(k)) for k in range(len(windows))]
-
-
-def lake_of_run(run_dir: Path) -> Lake:
-    """The lake the run's data part reads."""
-    return Lake(data_options(load_config(run_dir / CONFIG_FILE).data)["lake"])
 
 
 def forecast_summary(forecasts: Forecasts) -> pl.DataFrame:

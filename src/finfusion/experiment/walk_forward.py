@@ -54,7 +54,6 @@ from finfusion.experiment.data import (
     window_config,
 )
 from finfusion.experiment.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
-from finfusion.experiment.models import plain
 from finfusion.experiment.scoring import (
     DM_LOSSES,
     dm_against,
@@ -64,10 +63,12 @@ from finfusion.experiment.scoring import (
     usable_rows,
 )
 from finfusion.experiment.texts import align_panel_texts, with_texts
-from finfusion.experiment.train import fit_model
 from finfusion.features.align import AlignedText
+from finfusion.models.base import Capabilities
+from finfusion.models.build import build_model
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, Panel, WindowDataset
+from finfusion.training.fitting import fit_model, plain, seed_everything
 from finfusion.training.trainer import CONFIG_FILE
 
 REFERENCE = "random_walk"
@@ -235,6 +236,14 @@ class Evaluation:
     fold_bounds: list[tuple[int, int]] = field(default_factory=list)
 
 
+def fit_fold(cfg: DictConfig, data: ExperimentData, run_dir: Path) -> Capabilities:
+    """The experiment's model fitted on one fold's training windows (best validation weights), from scratch."""
+    seed_everything(cfg)
+    model = build_model(cfg.model, data.model_arguments)
+    fit_model(cfg, model, data.train, data.val, data.loader, run_dir, resume="never")
+    return model
+
+
 def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress = print) -> Evaluation:
     """Walk-forward evaluation of the experiment's model and the baselines into `run_dir`."""
     run = Path(run_dir)
@@ -265,8 +274,8 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
         for name, part in parts.items():
             fold_cfg = cfg.copy()
             fold_cfg.model = OmegaConf.create(part)
-            trained = fit_model(fold_cfg, data, run / "folds" / name / f"fold_{split.fold}", resume="never")
-            collected[name].append(run_forecasts(trained.model, data.test))
+            model = fit_fold(fold_cfg, data, run / "folds" / name / f"fold_{split.fold}")
+            collected[name].append(run_forecasts(model, data.test))
             progress(f"  {name}: forecast {len(data.test)} windows")
         target_us = collected[next(iter(parts))][-1].target_us
         for name, truth in events.items():  # texts are aligned, so the fold's windows carry them

@@ -32,6 +32,11 @@ class Capabilities:
     #: False for baselines fitted in closed form (no optimiser, no checkpoint of gradients).
     trainable: ClassVar[bool] = True
 
+    def required_inputs(self) -> frozenset[str]:
+        """The batch keys this instance reads (its class's `inputs`; a model whose settings decide, e.g. whether it
+        reads text, narrows them). The builder checks them against the samples' keys."""
+        return type(self).inputs
+
 
 def target_positions(target_index: Sequence[int] | None, n_channels: int) -> list[int]:
     """The positions [T] of the target channels among a model's `n_channels` inputs (all of them when None).

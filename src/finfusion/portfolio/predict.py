@@ -23,13 +23,17 @@ from finfusion.training.portfolio_loss import top_k_abs_weights
 
 
 def model_weights(trained: PortfolioModel, dataset: PortfolioDataset, batch_size: int = 64) -> np.ndarray:
-    """Top-k weights [M, A] of `trained`'s logits for every window of `dataset`, in its order."""
-    k = int(trained.cfg.task.k)
-    trained.model.eval()
+    """Top-k weights [M, A] of `trained`'s logits for every window of `dataset`, in its order (k = `task.k`)."""
+    return model_weights_of(trained.model, dataset, int(trained.cfg.task.k), batch_size)
+
+
+def model_weights_of(model: torch.nn.Module, dataset: PortfolioDataset, k: int, batch_size: int = 64) -> np.ndarray:
+    """Top-k weights [M, A] of `model`'s logits for every window of `dataset`, in its order."""
+    model.eval()
     out = []
     with torch.inference_mode():
         for batch in loader(dataset, batch_size):
-            out.append(top_k_abs_weights(trained.model(batch)["logits"], k).numpy())
+            out.append(top_k_abs_weights(model(batch)["logits"], k).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(dataset.symbols)))
 
 

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
-from finfusion.experiment.train import best_state_dict
 from finfusion.features.normalize import FittedNormalizer
 from finfusion.models.portfolio.cga import CGAPortfolio
 from finfusion.portfolio.artifacts import PortfolioModel, build_model, load_run, save_run
@@ -26,7 +25,7 @@ from finfusion.portfolio.inputs import Splits, build_data, load_inputs, loader, 
 from finfusion.samples.portfolio import PortfolioDataset
 from finfusion.samples.windows import Instant
 from finfusion.training.portfolio_task import PortfolioTask
-from finfusion.training.trainer import fit, trainer_options
+from finfusion.training.trainer import fit_task, trainer_options, validate_task
 
 #: Validation metrics a run reports.
 METRICS = ("val_loss", "val_sharpe")
@@ -55,15 +54,8 @@ def task_options(cfg: DictConfig) -> dict[str, Any]:
 def validation_metrics(model: CGAPortfolio, dataset: PortfolioDataset, cfg: DictConfig) -> dict[str, float]:
     """`val_loss` and `val_sharpe` of `model` on `dataset` (batches of `data.batch_size` consecutive decisions)."""
     task = PortfolioTask(model, **task_options(cfg))
-    trainer = L.Trainer(
-        accelerator=trainer_options(cfg.get("trainer", {}))["accelerator"],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    (scores,) = trainer.validate(task, loader(dataset, int(cfg.data.batch_size)), verbose=False)
-    return {name: float(scores[name]) for name in METRICS}
+    scores = validate_task(task, loader(dataset, int(cfg.data.batch_size)), cfg.get("trainer", {}))
+    return {name: scores[name] for name in METRICS}
 
 
 def _fit(
@@ -78,11 +70,7 @@ def _fit(
     task = PortfolioTask(model, **task_options(cfg))
     batch_size, seed = int(cfg.data.batch_size), int(trainer_options(cfg.get("trainer", {}))["seed"])
     loaders = (loader(splits.train, batch_size, shuffle=True, seed=seed), loader(splits.val, batch_size))
-    trainer = fit(task, loaders, run_dir, cfg, resume=resume)
-    callback = trainer.checkpoint_callback
-    if callback is not None and callback.best_model_path:
-        model.load_state_dict(best_state_dict(Path(callback.best_model_path)))
-    model.eval()
+    fit_task(task, loaders, run_dir, cfg, resume=resume)
     trained = PortfolioModel(cfg, model, normalizer, validation_metrics(model, splits.val, cfg))
     save_run(run_dir, trained)
     return PortfolioRun(run_dir, trained, splits)

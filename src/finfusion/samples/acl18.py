@@ -141,7 +141,8 @@ class ACL18Samples:
 
     targets: frame [M rows: symbol, day, split, movement, label, steps]; price [M, L, C] float32 (normalised);
     step_mask [M, L] bool; tweet_index [M, L, N] int64 rows of `vectors` (-1 on padding); tweet_age [M, L, N]
-    float32; vectors [U, D] float32; symbols [S]; symbol_index, labels, origin_us [M] int64.
+    float32; vectors [U, D] float32; symbols [S]; symbol_index, labels, origin_us [M] int64; `normalizer` of the
+    price channels (fitted before `TRAIN_END`, or the one given to `build_acl18`).
     """
 
     targets: pl.DataFrame
@@ -155,6 +156,7 @@ class ACL18Samples:
     labels: np.ndarray
     origin_us: np.ndarray
     config: ACL18Config
+    normalizer: FittedNormalizer
 
     def rows(self, split: str) -> np.ndarray:
         """Positions [M_split] of the targets of `split`."""
@@ -179,6 +181,7 @@ def build_acl18(
     texts: pl.DataFrame,
     vectors: np.ndarray,
     config: ACL18Config | None = None,
+    normalizer: FittedNormalizer | None = None,
 ) -> ACL18Samples:
     """The benchmark from daily `bars` [symbol, ts, open, high, low, close, adj_close, volume] and `texts`
     [symbol, day (date of its file), published_at (UTC), row (of `vectors` [U, D])] (see the module docstring)."""
@@ -189,7 +192,10 @@ def build_acl18(
     _check_published_before_day_end(texts)
     bars = bars.sort("symbol", "ts")
     features = price_features(bars)
-    normalizer = FittedNormalizer.fit(features, "zscore", features["ts"].min(), TRAIN_END, columns=list(PRICE_CHANNELS))
+    if normalizer is None:
+        normalizer = FittedNormalizer.fit(
+            features, "zscore", features["ts"].min(), TRAIN_END, columns=list(PRICE_CHANNELS)
+        )
     scaled = normalizer.transform(features).select(PRICE_CHANNELS).to_numpy().astype(np.float32)
     raw_close = features["close"].to_numpy()
     days_all = session_days(bars["ts"])
@@ -235,6 +241,7 @@ def build_acl18(
         labels=merged["label"],
         origin_us=merged["day"].astype("datetime64[us]").astype(np.int64),
         config=config,
+        normalizer=normalizer,
     )
 
 

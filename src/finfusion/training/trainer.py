@@ -1,27 +1,50 @@
-"""Build a Lightning Trainer from the `trainer` config part, and fit with resume-after-crash.
+"""The one Trainer path: every family fits, validates and predicts through the functions here, and `_trainer` is the
+only place in finfusion that constructs a Lightning `Trainer`.
+
+- `fit_task(task, loaders, run_dir, cfg)`: fit with best-k checkpoints and resume-after-crash, then load the best
+  checkpoint's weights (read weights-only) into the task's model;
+- `validate_task(task, loader, cfg)`: the task's `val_*` metrics without training;
+- `predict_task(task, loader, cfg)`: the task's `predict_step` outputs, batch by batch.
+
+Output is quiet and honest: Lightning's advertising tip and third-party deprecation warnings are filtered, a rich
+progress bar shows when stderr is a terminal and plain periodic lines when it is not (logs, CI), and a logger that a
+config asks for but cannot be made is an error.
 
 Run folder layout:
 
     RUN/config.yaml            the resolved experiment config (`finfusion train --config RUN/config.yaml` repeats it)
     RUN/checkpoints/           best-k checkpoints on the monitored metric, and last.ckpt (resume point)
-    RUN/csv/, RUN/tensorboard/ logs (RUN/mlruns/ too when MLflow is requested and installed)
+    RUN/csv/, RUN/tensorboard/ logs (RUN/mlruns/ too when MLflow is requested)
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping, Sequence
+import logging
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    RichProgressBar,
+    StochasticWeightAveraging,
+)
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from finfusion.config import save_config
+from finfusion.errors import FinfusionError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -67,9 +90,10 @@ _PASSTHROUGH = (
     "check_val_every_n_epoch",
     "log_every_n_steps",
     "num_sanity_val_steps",
-    "enable_progress_bar",
     "deterministic",
 )
+#: Loggers a config may ask for.
+LOGGERS = ("csv", "tensorboard", "mlflow")
 
 
 def trainer_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
@@ -88,13 +112,23 @@ def resolve_precision(requested: str | int) -> str:
 
 
 def _loggers(options: Mapping[str, Any], run_dir: Path) -> list[Logger]:
-    wanted = set(options["loggers"])
+    """The loggers of `trainer.loggers`; an unknown name or one whose library is missing is an error."""
+    wanted = [str(name) for name in options["loggers"]]
+    unknown = [name for name in wanted if name not in LOGGERS]
+    if unknown:
+        raise FinfusionError(f"trainer.loggers: unknown logger(s) {', '.join(unknown)}; known: {', '.join(LOGGERS)}")
     loggers: list[Logger] = []
     if "csv" in wanted:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
     if "tensorboard" in wanted:
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise FinfusionError(
+                "trainer.loggers asks for tensorboard, which is not installed (pip install tensorboard)"
+            )
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
-    if "mlflow" in wanted and importlib.util.find_spec("mlflow") is not None:
+    if "mlflow" in wanted:
+        if importlib.util.find_spec("mlflow") is None:
+            raise FinfusionError("trainer.loggers asks for mlflow, which is not installed (pip install mlflow)")
         mlflow = options["mlflow"]
         uri = mlflow.get("tracking_uri") or (run_dir / "mlruns").resolve().as_uri()
         loggers.append(MLFlowLogger(experiment_name=mlflow["experiment_name"], tracking_uri=uri))
@@ -135,20 +169,89 @@ def _callbacks(options: Mapping[str, Any], run_dir: Path) -> list[Callback]:
     return callbacks
 
 
+class PlainProgress(Callback):
+    """One plain line per training epoch on stderr (epoch, steps, logged metrics): the progress display of logs."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+        shown = ", ".join(f"{name} {value:.5g}" for name, value in sorted(metrics.items()))
+        print(f"epoch {trainer.current_epoch + 1}: step {trainer.global_step}; {shown}", file=sys.stderr, flush=True)
+
+
+class _DropNotices(logging.Filter):
+    """Drops Lightning's advertising tip (litlogger) and its hardware banner from its info log."""
+
+    NOTICES = ("litlogger", "GPU available:", "TPU available:", "HPU available:", "to estimate number of stepping")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
+
+
+_TIP_FILTER = _DropNotices()
+
+
+@contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Silences third-party notices that are not about the user's run: Lightning's litlogger tip, torch's LeafSpec
+    deprecation raised inside Lightning, and Lightning's per-run hardware banner."""
+    loggers = [logging.getLogger("lightning.pytorch.utilities.rank_zero")]
+    for logger in loggers:
+        logger.addFilter(_TIP_FILTER)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(_TIP_FILTER)
+
+
+def _progress(options: Mapping[str, Any]) -> tuple[bool, list[Callback]]:
+    """(enable_progress_bar, callbacks): a rich bar on a terminal, plain epoch lines otherwise, or nothing."""
+    if not options["enable_progress_bar"]:
+        return False, []
+    if sys.stderr.isatty():
+        return True, [RichProgressBar()]
+    return False, [PlainProgress()]
+
+
+def _trainer(**kwargs: Any) -> L.Trainer:
+    """The only construction of a Lightning Trainer in finfusion (model summary off: our commands say what ran)."""
+    with quiet_third_party():
+        return L.Trainer(enable_model_summary=False, **kwargs)
+
+
 def build_trainer(
     cfg: Mapping[str, Any] | DictConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
 ) -> L.Trainer:
-    """A Trainer from the trainer part `cfg` writing into `run_dir`; seeds everything first (`seed`)."""
+    """A fitting Trainer from the trainer part `cfg` writing into `run_dir`; seeds everything first (`seed`)."""
     options = trainer_options(cfg)
     run = Path(run_dir)
     L.seed_everything(int(options["seed"]), workers=True, verbose=False)
     kwargs = {key: options[key] for key in _PASSTHROUGH if options[key] is not None}
-    return L.Trainer(
+    progress_bar, progress = _progress(options)
+    return _trainer(
         default_root_dir=str(run),
         precision=resolve_precision(options["precision"]),
-        callbacks=[*_callbacks(options, run), *callbacks],
+        callbacks=[*_callbacks(options, run), *progress, *callbacks],
         logger=_loggers(options, run) or False,
+        enable_progress_bar=progress_bar,
         **kwargs,
+    )
+
+
+def scoring_trainer(cfg: Mapping[str, Any] | DictConfig) -> L.Trainer:
+    """A Trainer that validates or predicts without logging, checkpointing or a progress bar."""
+    options = trainer_options(cfg)
+    return _trainer(
+        accelerator=options["accelerator"],
+        devices=options["devices"],
+        precision=resolve_precision(options["precision"]),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
     )
 
 
@@ -182,9 +285,61 @@ def fit(
     save_config(cfg, run / CONFIG_FILE)
     trainer = build_trainer(cfg.get("trainer", {}), run, callbacks)
     ckpt_path = resume_checkpoint(run, resume)
-    if isinstance(data, L.LightningDataModule):
-        trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
-    else:
-        train_loader, val_loader = data
-        trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    with quiet_third_party():
+        if isinstance(data, L.LightningDataModule):
+            trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        else:
+            train_loader, val_loader = data
+            trainer.fit(
+                task, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True
+            )
     return trainer
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Where the best checkpoint of a fit is and its monitored score (None without checkpoints)."""
+
+    best_checkpoint: Path | None
+    best_score: float | None
+
+
+def best_state_dict(checkpoint: str | Path) -> dict[str, Tensor]:
+    """The model's weights in a Lightning checkpoint (keys without the task's `model.` prefix); read weights-only."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+
+
+def fit_task(
+    task: L.LightningModule,
+    loaders: tuple[DataLoader, DataLoader | None],
+    run_dir: str | Path,
+    cfg: DictConfig,
+    resume: str | Path | None = "auto",
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """`fit`, then load the best checkpoint's weights into `task.model` and put it in eval mode."""
+    trainer = fit(task, loaders, run_dir, cfg, resume=resume, callbacks=callbacks)
+    callback = trainer.checkpoint_callback
+    best = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
+    if best is not None and best.is_file():
+        task.model.load_state_dict(best_state_dict(best))
+    score = callback.best_model_score if callback is not None else None
+    task.model.eval()
+    return FitResult(best, None if score is None else float(score))
+
+
+def validate_task(task: L.LightningModule, loader: DataLoader, cfg: Mapping[str, Any] | DictConfig) -> dict[str, float]:
+    """The task's validation metrics on `loader` (no training); `cfg` is the trainer part."""
+    with quiet_third_party():
+        (metrics,) = scoring_trainer(cfg).validate(task, loader, verbose=False)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def predict_task(
+    task: L.LightningModule, loader: DataLoader, cfg: Mapping[str, Any] | DictConfig
+) -> list[dict[str, Tensor]]:
+    """The task's `predict_step` outputs on `loader`, one dict per batch, in order; `cfg` is the trainer part."""
+    with quiet_third_party():
+        outputs = scoring_trainer(cfg).predict(task, loader)
+    return list(outputs or [])

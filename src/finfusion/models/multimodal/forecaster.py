@@ -158,6 +158,13 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
         if self.text_encoder is not None:
             self.text_encoder.set_base_trainable(trainable)
 
+    def required_inputs(self) -> frozenset[str]:
+        """`past` and its mask; with text, the texts' embeddings and, with a text encoder, their token ids."""
+        if not self.use_text:
+            return frozenset({PAST, PAST_MASK})
+        texts = {TEXT_EMB, TEXT_MASK} | ({TEXT_IDS, TEXT_IDS_MASK} if self.text_encoder is not None else set())
+        return frozenset({PAST, PAST_MASK, *texts})
+
     # -- encoding -------------------------------------------------------------------------------------------------
 
     def _texts(self, batch: Batch) -> tuple[Tensor, Tensor] | None:

@@ -1,0 +1,211 @@
+"""What a model family states in one place, and the config check every family shares.
+
+A family (forecast, movement, portfolio, ...) is one module with one `Family` subclass instance that says:
+
+- `sections`: the keys each config section may hold (checked on load: an unknown or misspelled key is an error that
+  names it and the allowed keys); `model` is checked against the model's constructor, `task` + `optim` against the
+  task's;
+- `tasks`: the Lightning tasks (training/tasks.py names) that train its models;
+- `data(cfg, state)`: its datasets from the lake (`FamilyData`): fitting what it fits (normalisers, split instants,
+  the universe) only when `state` is None (training) and reusing the stored `state` otherwise (predict, validate);
+- `predict(run, span)`: a trained run's predictions (`Predictions`), which know how they become a lake table;
+- `evaluate(cfg, run_dir, progress)`: the family's honest evaluation (selection on validation, test scored once).
+
+The pipeline (`families/pipeline.py`) does the rest the same way for every family: build and check the model, train
+through the one Trainer path, write and read the run folder.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from omegaconf import DictConfig, OmegaConf
+
+from finfusion.errors import FinfusionError
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Dataset
+
+    from finfusion.data.lake import Lake, WriteResult
+    from finfusion.families.pipeline import LoadedRun
+
+#: Top-level keys of every experiment config.
+TOP_LEVEL = frozenset({"name", "label", "data", "model", "task", "optim", "trainer", "evaluation"})
+#: The `optim` part: AdamW with linear warm-up and cosine decay (training/schedule.py), the same for every task.
+OPTIM_KEYS = frozenset({"lr", "weight_decay", "warmup_fraction", "total_steps", "min_lr_ratio", "extra_groups"})
+#: A section whose keys are not checked here (validated by the code that reads it, e.g. data.synthetic).
+FREE = None
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FamilyData:
+    """A family's datasets and what was fitted to make them.
+
+    `train`, `val`, `test`: datasets of sample dicts (samples/contract.py keys); `loader(dataset, shuffle)` batches
+    them; `model_arguments`: constructor arguments the data determines (e.g. n_channels, context_length), filled in
+    when the model part leaves them out; `state`: JSON-able fitted state (normalisers, split instants, universe,
+    vocabularies) written to the run folder and handed back to `Family.data` at prediction time.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    loader: Callable[..., DataLoader]
+    model_arguments: dict[str, Any]
+    state: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_keys(self) -> frozenset[str]:
+        """The keys of this data's samples (read off its first sample)."""
+        for part in (self.train, self.val, self.test):
+            if len(part):
+                return frozenset(part[0])
+        raise FinfusionError("the data has no samples in any split")
+
+
+class Predictions(Protocol):
+    """A family's predictions for one span: rows for the lake and a short summary for the command line."""
+
+    def __len__(self) -> int: ...
+
+    def frame(self) -> Any:
+        """The rows of the family's lake table (polars DataFrame)."""
+
+    def write(self, lake: Lake, name: str, run_dir: Path) -> WriteResult:
+        """Merge the rows into the lake table `name` (the run folder's name)."""
+
+    def summary(self) -> list[tuple[str, str]]:
+        """(label, value) lines describing what was predicted."""
+
+    def export(self, path: Path) -> Path:
+        """Write the predictions to a file (the suffixes the family supports)."""
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """A family's evaluation: test metrics per model (baselines named), lines to print (tests, files written), and
+    `write_page(path, command, title)`, which writes the results page (Markdown) with the command that made it."""
+
+    models: dict[str, dict[str, float]]
+    baselines: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    write_page: Callable[[Path, str, str], Path] | None = None
+
+
+class Family(ABC):
+    """One model family (see the module docstring)."""
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]]
+    #: Prediction spans `predict` accepts.
+    spans: ClassVar[tuple[str, ...]]
+    #: Allowed keys per section; a nested mapping checks a sub-section, FREE leaves it to its reader.
+    sections: ClassVar[Mapping[str, Mapping[str, Any] | None]]
+
+    def check(self, cfg: DictConfig) -> None:
+        """Raise FinfusionError naming the first unknown key of any section (and the allowed keys)."""
+        given = plain(cfg)
+        _check_keys(given, dict.fromkeys(TOP_LEVEL), "")
+        for section, allowed in self.sections.items():
+            if allowed is not FREE and isinstance(given.get(section), Mapping):
+                _check_keys(given[section], allowed, f"{section}.")
+        _check_model(given.get("model", {}))
+        _check_task(given.get("task", {}), given.get("optim", {}))
+
+    @abstractmethod
+    def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
+        """The family's datasets (see `FamilyData`)."""
+
+    @abstractmethod
+    def predict(self, run: LoadedRun, span: str) -> Predictions:
+        """Predictions of a trained run over one of `spans`."""
+
+    @abstractmethod
+    def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
+        """The family's evaluation of the experiment `cfg` into `run_dir`."""
+
+    def lake_of(self, cfg: DictConfig) -> Lake:
+        """The lake the config's data part reads."""
+        from finfusion.data.lake import Lake
+
+        return Lake(cfg.data.get("lake"))
+
+
+class LazySections(Mapping[str, Any]):
+    """Sections' allowed keys read, when first checked, from the modules that define their defaults (so that finding
+    a family imports nothing heavy)."""
+
+    def __init__(self, **readers: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._readers = readers
+
+    def __getitem__(self, key: str) -> Mapping[str, Any] | None:
+        return self._readers[key]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._readers)
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+
+def trainer_keys() -> Mapping[str, Any]:
+    """The `trainer` part's keys (training/trainer.py TRAINER_DEFAULTS), shared by every family."""
+    from finfusion.training.trainer import TRAINER_DEFAULTS
+
+    return TRAINER_DEFAULTS
+
+
+def plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """A plain dict of a config node (None: empty)."""
+    if cfg is None:
+        return {}
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _check_keys(given: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
+    unknown = [str(key) for key in given if key not in allowed]
+    if unknown:
+        raise FinfusionError(
+            f"config: unknown key '{where}{unknown[0]}'; allowed in {where.rstrip('.') or 'the top level'}: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    for key, sub in allowed.items():
+        if isinstance(sub, Mapping) and isinstance(given.get(key), Mapping):
+            _check_keys(given[key], sub, f"{where}{key}.")
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    """The model part's keys against the registered class's constructor (data-determined arguments included)."""
+    from finfusion.models.build import TASK_KEY
+    from finfusion.models.registry import model_class
+
+    if "name" not in model:
+        raise FinfusionError("config: the model part has no 'name'")
+    try:
+        cls = model_class(str(model["name"]))
+    except KeyError as exc:
+        raise FinfusionError(f"config: model.name: {exc.args[0]}") from exc
+    accepted = {name for name in inspect.signature(cls.__init__).parameters if name != "self"}
+    _check_keys(model, dict.fromkeys({"name", TASK_KEY, *accepted}), "model.")
+
+
+def _check_task(task: Mapping[str, Any], optim: Mapping[str, Any]) -> None:
+    """`task` keys against the task's constructor, `optim` against `OPTIM_KEYS`."""
+    from finfusion.training.tasks import task_class
+
+    if "name" not in task:
+        raise FinfusionError("config: the task part has no 'name'")
+    try:
+        cls = task_class(str(task["name"]))
+    except KeyError as exc:
+        raise FinfusionError(f"config: task.name: {exc.args[0]}") from exc
+    accepted = {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "model")}
+    _check_keys(task, dict.fromkeys({"name", *(accepted - OPTIM_KEYS)}), "task.")
+    _check_keys(optim, dict.fromkeys(OPTIM_KEYS & accepted), "optim.")

@@ -1,0 +1,136 @@
+"""The forecast family: point, quantile and sampled-path forecasts of future bars (PatchTST, DLinear, the HF
+TimeSeriesTransformer, LightGBM, the baselines and the multimodal diffusion forecaster).
+
+- Config: `data` (experiment/data.py keys), `model`, `task` (forecast or generative), `optim`, `trainer`,
+  `evaluation` (experiment/walk_forward.py keys).
+- Samples: windows of the panel (samples/windows.py; with texts samples/text_windows.py): `past` [L, C],
+  `past_mask` [L], `future` [H, T], `future_mask` [H], `scale_loc`/`scale_scale` [1, T], `symbol_index`, `origin_us`
+  and, with texts, `text_emb` [N, D], `text_mask` [N] (and `text_ids` [N, S], `text_ids_mask` [N, S]).
+- State: the split instants and the normaliser fitted before `train_end`.
+- Predictions: the lake's forecasts table (dataset = run name) and `.npz` / `.parquet` exports.
+- Evaluation: walk-forward with refit against the baselines (experiment/walk_forward.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+from finfusion.families.base import FREE, EvaluationResult, Family, FamilyData, LazySections, Progress, trainer_keys
+
+if TYPE_CHECKING:
+    from finfusion.data.lake import Lake, WriteResult
+    from finfusion.experiment.data import ExperimentData
+    from finfusion.experiment.forecast import Forecasts
+    from finfusion.families.pipeline import LoadedRun
+
+
+def _data_keys() -> dict[str, Any]:
+    from finfusion.experiment.data import DATA_DEFAULTS
+    from finfusion.experiment.texts import TEXT_DEFAULTS
+
+    return {**DATA_DEFAULTS, "split": FREE, "synthetic": FREE, "texts": dict(TEXT_DEFAULTS)}
+
+
+def _evaluation_keys() -> dict[str, Any]:
+    from finfusion.experiment.walk_forward import EVALUATION_DEFAULTS
+
+    return {**EVALUATION_DEFAULTS, "costs": FREE, "baselines": FREE}
+
+
+@dataclass
+class ForecastPredictions:
+    """Forecasts over a span and, per window, the texts it saw (None without texts)."""
+
+    forecasts: Forecasts
+    texts: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.forecasts)
+
+    def frame(self) -> Any:
+        from finfusion.experiment.forecast import lake_frame
+
+        return lake_frame(self.forecasts)
+
+    def write(self, lake: Lake, name: str, run_dir: Path) -> WriteResult:
+        from finfusion.experiment.predict import write_forecasts_to_lake
+
+        return write_forecasts_to_lake(self.forecasts, name, run_dir, lake)
+
+    def summary(self) -> list[tuple[str, str]]:
+        from finfusion.experiment.predict import forecast_summary
+
+        rows = forecast_summary(self.forecasts).sort("symbol").iter_rows()
+        return [(symbol, f"{windows:,} windows, {first} .. {last}") for symbol, windows, first, last in rows]
+
+    def export(self, path: Path) -> Path:
+        from finfusion.experiment.predict import export
+
+        return export(self.forecasts, path, self.texts)
+
+
+def family_data(data: ExperimentData) -> FamilyData:
+    """The family's view of the experiment's windows (the windows themselves under `extra["experiment"]`)."""
+    return FamilyData(
+        train=data.train,
+        val=data.val,
+        test=data.test,
+        loader=data.loader,
+        model_arguments=data.model_arguments,
+        state=data.state(),
+        extra={"experiment": data},
+    )
+
+
+class ForecastFamily(Family):
+    name = "forecast"
+    tasks = ("forecast", "generative")
+    spans = ("test", "val", "train", "all", "latest")
+    sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
+
+    def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
+        from finfusion.experiment.data import build_experiment_data
+
+        return family_data(build_experiment_data(cfg.data, state))
+
+    def predict(self, run: LoadedRun, span: str) -> ForecastPredictions:
+        from finfusion.data.lake import Lake
+        from finfusion.experiment.data import data_options
+        from finfusion.experiment.forecast import run_forecasts
+        from finfusion.experiment.predict import span_windows, window_texts
+
+        windows = span_windows(run.data.extra["experiment"], span)
+        options = data_options(run.cfg.data)
+        texts = window_texts(windows, Lake(options["lake"]), options)
+        return ForecastPredictions(run_forecasts(run.model, windows), texts)
+
+    def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
+        from finfusion.evaluation.run_layout import missing_parts
+        from finfusion.experiment.results import write_results
+        from finfusion.experiment.walk_forward import evaluate_experiment
+
+        evaluation = evaluate_experiment(cfg, run_dir, progress=progress)
+        notes = [
+            f"Diebold-Mariano {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}"
+            for test in evaluation.metrics.significance
+        ]
+        notes.append(f"report: {run_dir / 'report' / 'report.html'}")
+        notes += [f"  missing: {part}" for part in missing_parts(run_dir)]
+
+        def page(path: Path, command: str, title: str) -> Path:
+            return write_results(path, evaluation, cfg, command, title)
+
+        return EvaluationResult(
+            models=evaluation.metrics.models,
+            baselines=tuple(evaluation.metrics.baselines),
+            notes=tuple(notes),
+            write_page=page,
+        )
+
+
+FAMILY = ForecastFamily()

@@ -1,0 +1,134 @@
+"""Train, validate, predict and evaluate any family's experiment: the one pipeline behind `finfusion train / validate
+/ predict / evaluate` and the serve jobs.
+
+    train_run(cfg, run_dir)        check the config, build the family's data (fitting its state), build and check the
+                                   model, fit it through the one Trainer path, write the run folder
+    load_run(run_dir)              the run's config, its data rebuilt with the STORED state (nothing refitted) and
+                                   the model with its best weights
+    validate_run(run_dir)          the task's validation metrics of the stored weights (or a given checkpoint)
+    predict_run(run_dir, span)     the family's predictions over a span
+    evaluate_experiment(cfg, dir)  the family's evaluation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from finfusion.errors import FinfusionError
+from finfusion.families import family_of
+from finfusion.families.base import EvaluationResult, Family, FamilyData, Predictions, Progress
+from finfusion.families.run_folder import METRICS_FILE, STATE_FILE, read_config, read_json, write_run
+from finfusion.models.base import Capabilities
+from finfusion.models.build import build_model, load_model_state, save_model_state
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: its folder, config, family, data (stored state) and model (best weights, eval mode)."""
+
+    run_dir: Path
+    cfg: DictConfig
+    family: Family
+    data: FamilyData
+    model: Capabilities
+
+
+@dataclass
+class TrainedRun(LoadedRun):
+    """A run just trained: also where its best checkpoint is and that checkpoint's monitored score."""
+
+    best_checkpoint: Path | None
+    best_score: float | None
+
+
+def checked_family(cfg: DictConfig) -> Family:
+    """The config's family, after checking every section's keys."""
+    family = family_of(cfg)
+    family.check(cfg)
+    return family
+
+
+def model_for(cfg: DictConfig, data: FamilyData) -> Capabilities:
+    """The config's model for `data`, its inputs checked against the samples' keys."""
+    return build_model(cfg.model, data.model_arguments, data.sample_keys)
+
+
+def train_run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    resume: str | Path | None = "auto",
+    callbacks: Sequence[Any] = (),
+    data: FamilyData | None = None,
+) -> TrainedRun:
+    """Train the experiment `cfg` into `run_dir` (see the module docstring); resumes from last.ckpt by default."""
+    from finfusion.training.fitting import fit_model, seed_everything
+
+    run = Path(run_dir)
+    family = checked_family(cfg)
+    data = data or family.data(cfg)
+    seed_everything(cfg)
+    model = model_for(cfg, data)
+    fitted = fit_model(cfg, model, data.train, data.val, data.loader, run, resume, callbacks)
+    run.mkdir(parents=True, exist_ok=True)
+    save_model_state(model, run)
+    metrics = {
+        "model": str(cfg.model.name),
+        "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "best_checkpoint": None if fitted.best_checkpoint is None else fitted.best_checkpoint.name,
+        "best_score": fitted.best_score,
+    }
+    write_run(run, cfg, data.state, metrics)
+    return TrainedRun(run, cfg, family, data, model, fitted.best_checkpoint, fitted.best_score)
+
+
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """The trained run in `run_dir`, its data rebuilt from the lake with the stored state (see the module
+    docstring); `overrides` change settings that do not touch the weights (e.g. model.sampling.num_samples=8)."""
+    run = Path(run_dir)
+    cfg = read_config(run, tuple(overrides))
+    family = family_of(cfg)
+    state = read_json(run, STATE_FILE)
+    read_json(run, METRICS_FILE)
+    data = family.data(cfg, state)
+    model = load_model_state(build_model(cfg.model, data.model_arguments, data.sample_keys), run)
+    return LoadedRun(run, cfg, family, data, model)
+
+
+def validate_run(
+    run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    """The task's validation metrics of the run's best weights (or those of `checkpoint`, read weights-only) on its
+    validation samples, without training."""
+    from torch import nn
+
+    from finfusion.training.fitting import make_task
+    from finfusion.training.trainer import best_state_dict, validate_task
+
+    loaded = load_run(run_dir, overrides)
+    model = loaded.model
+    if not isinstance(model, nn.Module):
+        raise FinfusionError(f"{loaded.cfg.model.name} is not trained by gradient descent: it has no validation loop")
+    if checkpoint is not None:
+        model.load_state_dict(best_state_dict(Path(checkpoint)))
+    if len(loaded.data.val) == 0:
+        raise FinfusionError("the run's split leaves no validation samples")
+    task = make_task(loaded.cfg, model)
+    return validate_task(task, loaded.data.loader(loaded.data.val), loaded.cfg.get("trainer", {}))
+
+
+def predict_run(run_dir: str | Path, span: str = "test", overrides: Sequence[str] = ()) -> Predictions:
+    """The run's predictions over `span` (one of its family's `spans`)."""
+    loaded = load_run(run_dir, overrides)
+    if span not in loaded.family.spans:
+        raise FinfusionError(f"unknown span '{span}'; choose one of {', '.join(loaded.family.spans)}")
+    return loaded.family.predict(loaded, span)
+
+
+def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress = print) -> EvaluationResult:
+    """The family's evaluation of the experiment `cfg` into `run_dir`."""
+    return checked_family(cfg).evaluate(cfg, Path(run_dir), progress)
