@@ -6,17 +6,19 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from finfusion.data.lake import ENV_LAKE
-from finfusion.data.report import IngestReport
+from finfusion.data.lake_root import ENV_LAKE
 from finfusion.errors import FinfusionError
 from finfusion.progress import console as progress_console
+
+if TYPE_CHECKING:
+    from finfusion.data.report import IngestReport
 
 P = ParamSpec("P")
 R = TypeVar("R")

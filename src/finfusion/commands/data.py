@@ -4,30 +4,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.table import Table
 
 from finfusion.commands.common import LakeOption, busy, out, print_report, reports_errors
-from finfusion.data.calendar import calendar_covering
-from finfusion.data.catalog import Catalog
-from finfusion.data.download import REMOTE
-from finfusion.data.download import download as download_remote
-from finfusion.data.ingest import BarOptions, TextOptions
-from finfusion.data.lake import Lake
-from finfusion.data.report import IngestReport
-from finfusion.data.resample import resample_bars
-from finfusion.data.schema import BARS
-from finfusion.data.sources.archive import ingest_archive
-from finfusion.data.sources.csv_parquet import FileIngest, parse_mapping, read_actions
-from finfusion.data.sources.hf_news_price import HUB_REPO, download_news_price, ingest_news_price
-from finfusion.data.sources.kdd17 import ingest_kdd17
-from finfusion.data.sources.stocknet import ingest_stocknet
-from finfusion.data.sources.synthetic import SyntheticConfig
-from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.errors import FinfusionError
+
+if TYPE_CHECKING:
+    from finfusion.data.lake import Lake
+    from finfusion.data.report import IngestReport
+    from finfusion.data.sources.csv_parquet import FileIngest
 
 app = typer.Typer(help="Put data into the lake and look at what is there.", no_args_is_help=True)
 
@@ -105,6 +93,10 @@ def ingest(
     lake: LakeOption = None,
 ) -> None:
     """Validate, clean and store a dataset in the lake (re-running on the same input changes nothing)."""
+    from finfusion.data.ingest import BarOptions, TextOptions
+    from finfusion.data.lake import Lake
+    from finfusion.data.sources.csv_parquet import FileIngest, parse_mapping, read_actions
+
     store = Lake(lake)
     bar_options = BarOptions(
         dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format,
@@ -129,6 +121,11 @@ def _ingest(
     source: Source, path: Path, dataset: str | None, store: Lake, files: FileIngest, *, sha256: str | None,
     manifest: Path | None,
 ) -> list[IngestReport]:  # fmt: skip
+    from finfusion.data.sources.archive import ingest_archive
+    from finfusion.data.sources.hf_news_price import ingest_news_price
+    from finfusion.data.sources.kdd17 import ingest_kdd17
+    from finfusion.data.sources.stocknet import ingest_stocknet
+
     if source is Source.stocknet:
         return ingest_stocknet(store, path, dataset or "stocknet")
     if source is Source.kdd17:
@@ -145,6 +142,8 @@ def _default_name(path: Path) -> str:
 
 
 def _fmt_instant(value: object, daily: bool, tz: str) -> str:
+    import polars as pl
+
     if value is None:
         return ""
     series = pl.Series([value]).dt.convert_time_zone(tz)
@@ -161,6 +160,9 @@ def _fields(fields: str | None) -> str:
 @reports_errors
 def list_(lake: LakeOption = None) -> None:
     """List every dataset: kind, frequency, symbols, rows and date range (session dates for daily bars)."""
+    from finfusion.data.catalog import Catalog
+    from finfusion.data.lake import Lake
+
     catalog = Catalog(Lake(lake))
     table = Table("kind", "dataset", "freq", "symbols", "rows", "first", "last", "source", "fields")
     for row in catalog.datasets().iter_rows(named=True):
@@ -183,6 +185,9 @@ def show(
     lake: LakeOption = None,
 ) -> None:
     """Per-symbol rows and first/last date of one dataset, and its metadata (source, fields, notes)."""
+    from finfusion.data.catalog import Catalog
+    from finfusion.data.lake import Lake
+
     store = Lake(lake)
     meta = store.metadata(kind, dataset)
     if kind == "bars" and freq is None:
@@ -216,6 +221,10 @@ def synth(
     lake: LakeOption = None,
 ) -> None:
     """Make the seeded synthetic multimodal market (prices + news with planted effects) and ingest it."""
+    from finfusion.data.lake import Lake
+    from finfusion.data.sources.synthetic import SyntheticConfig
+    from finfusion.data.sources.synthetic_ingest import make_and_ingest
+
     config = SyntheticConfig(n_symbols=symbols, start=start, end=end, freq=freq, seed=seed)
     for report in make_and_ingest(Lake(lake), config, dataset):
         print_report(report)
@@ -230,6 +239,11 @@ def resample(
     lake: LakeOption = None,
 ) -> None:
     """Aggregate bars to a coarser frequency inside exchange sessions; stored beside the source frequency."""
+    from finfusion.data.calendar import calendar_covering
+    from finfusion.data.lake import Lake
+    from finfusion.data.resample import resample_bars
+    from finfusion.data.schema import BARS
+
     store = Lake(lake)
     meta = store.metadata("bars", dataset)
     bars = store.read("bars", dataset, freq=from_)
@@ -246,13 +260,20 @@ def download(
     name: Annotated[str, typer.Argument(help="stocknet, kdd17 or hf-news.")],
     url: Annotated[str | None, typer.Option(help="Fetch from this address instead (a mirror).")] = None,
     to: Annotated[Path | None, typer.Option(help="hf-news: folder for the parquet files.")] = None,
-    repo: Annotated[str, typer.Option(help="hf-news: hub dataset name or a local folder.")] = HUB_REPO,
+    repo: Annotated[
+        str | None, typer.Option(help="hf-news: hub dataset name or a local folder (default: the published one).")
+    ] = None,
     lake: LakeOption = None,
 ) -> None:
     """Download a public dataset (needs a network), check its digests, then ingest it."""
+    from finfusion.data.download import REMOTE
+    from finfusion.data.download import download as download_remote
+    from finfusion.data.lake import Lake
+    from finfusion.data.sources.hf_news_price import HUB_REPO, download_news_price, ingest_news_price
+
     store = Lake(lake)
     if name == "hf-news":
-        folder = download_news_price(to or store.root / "_downloads" / "news_price", repo)
+        folder = download_news_price(to or store.root / "_downloads" / "news_price", repo or HUB_REPO)
         reports = ingest_news_price(store, folder, "news_price")
     elif name in REMOTE:
         reports = download_remote(store, REMOTE[name], url=url)

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.data.lake import Lake
-from finfusion.features.text import DEFAULT_ENCODER, embed_texts, load_encoder
+from finfusion.features.default_encoder import DEFAULT_ENCODER
 
 EPILOG = (
     "Examples:\n\n"
@@ -38,6 +37,9 @@ def embed(
 
     Example: finfusion embed stocknet --lake ./finfusion-data
     """
+    from finfusion.data.lake import Lake
+    from finfusion.features.text import embed_texts, load_encoder
+
     store = Lake(lake)
     with busy(f"reading text dataset {dataset}"):
         texts = store.read("text", dataset).select("title", "body")

@@ -9,8 +9,6 @@ import typer
 
 from finfusion.commands.common import busy, reports_errors
 from finfusion.commands.common import out as console
-from finfusion.evaluation.report import write_report
-from finfusion.evaluation.run_layout import missing_parts
 
 
 @reports_errors
@@ -30,6 +28,9 @@ def report(
 
     Example: finfusion report runs/cga-2024 --out reports/cga-2024/report.html
     """
+    from finfusion.evaluation.report import write_report
+    from finfusion.evaluation.run_layout import missing_parts
+
     with busy("rendering the report"):
         path = write_report(run, out)
     console.print(f"report: {path}")

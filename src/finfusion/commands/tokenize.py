@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.data.lake import Lake
-from finfusion.data.schema import TOKENS
 from finfusion.errors import FinfusionError
-from finfusion.features.brooks import COMPONENTS, CORE_COMPONENTS, BrooksConfig, tokenize_bars
-from finfusion.features.vocabulary import Vocabulary, vocabulary_path
+
+if TYPE_CHECKING:
+    from finfusion.features.vocabulary import Vocabulary
 
 app = typer.Typer(help="Turn bars into token sequences for language-model style training.", no_args_is_help=True)
 
@@ -25,6 +24,8 @@ def tokenize() -> None:
 
 def parse_components(text: str) -> tuple[str, ...]:
     """'core', 'all' or a comma list of component names -> the components of the composite token."""
+    from finfusion.features.brooks import COMPONENTS, CORE_COMPONENTS
+
     if text == "core":
         return CORE_COMPONENTS
     if text == "all":
@@ -64,6 +65,11 @@ def brooks(
 ) -> None:
     """Brooks-style price-action tokens (grammar: docs/tokenizer.md): one composite token per bar, its components
     as columns, and a vocabulary with frequency and entropy statistics."""
+    from finfusion.data.lake import Lake
+    from finfusion.data.schema import TOKENS
+    from finfusion.features.brooks import BrooksConfig, tokenize_bars
+    from finfusion.features.vocabulary import Vocabulary, vocabulary_path
+
     store = Lake(lake)
     name = out_name or f"{dataset}_brooks"
     config = BrooksConfig(swing_k=swing_k, ema_length=ema_length, token_components=parse_components(components))

@@ -5,23 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.data.lake import Lake
-from finfusion.data.schema import TOKENS
 from finfusion.errors import FinfusionError
-from finfusion.features.vq_train import (
-    TOKEN_PREFIX,
-    VQConfig,
-    VQStats,
-    VQTokenizer,
-    codebook_usage,
-    fit_vq_tokenizer,
-)
+from finfusion.features.vq_config import VQConfig
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from finfusion.features.vq_train import VQStats
 
 app = typer.Typer(help="Learned candle tokens: fit a VQ-VAE on candle patches, then encode bars.", no_args_is_help=True)
 
@@ -30,6 +25,8 @@ DEFAULT = VQConfig()
 
 def _up_to(bars: pl.DataFrame, end: str | None) -> pl.DataFrame:
     """Bars whose UTC close date is on or before `end` (YYYY-MM-DD); all bars when `end` is None."""
+    import polars as pl
+
     if end is None:
         return bars
     try:
@@ -72,6 +69,9 @@ def fit(
     lake: LakeOption = None,
 ) -> None:
     """Train a VQ-VAE tokenizer on normalised candle patches; print reconstruction error and codebook use."""
+    from finfusion.data.lake import Lake
+    from finfusion.features.vq_train import fit_vq_tokenizer
+
     bars = _up_to(Lake(lake).read("bars", dataset, freq=freq), end)
     config = VQConfig(
         patch_len=patch_len, codebook_size=codebook_size, dim=dim, volume=volume, epochs=epochs, lr=lr,
@@ -104,6 +104,12 @@ def encode(
 
     Bars with fewer than patch_len - 1 earlier bars of their symbol (or a missing value in their patch) get no token.
     """
+    import polars as pl
+
+    from finfusion.data.lake import Lake
+    from finfusion.data.schema import TOKENS
+    from finfusion.features.vq_train import TOKEN_PREFIX, VQTokenizer, codebook_usage
+
     store = Lake(lake)
     tokenizer = VQTokenizer.load(model)
     freq = freq or tokenizer.info.get("freq") or "1d"

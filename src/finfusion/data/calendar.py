@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import exchange_calendars as xcals
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from finfusion.errors import FinfusionError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 US_PER_MINUTE = 60_000_000
 #: exchange_calendars only covers about 20 years unless given `start=`; we always ask for this range or wider.
@@ -59,6 +61,8 @@ class SessionCalendar:
     """
 
     def __init__(self, name: str, first_year: int = DEFAULT_FIRST_YEAR, last_year: int = DEFAULT_LAST_YEAR) -> None:
+        import exchange_calendars as xcals  # 0.5 s to import: only code that builds a calendar pays for it
+
         try:
             cal = xcals.get_calendar(name, start=f"{first_year}-01-01", end=f"{last_year}-12-31")
         except (xcals.errors.InvalidCalendarName, KeyError) as exc:
@@ -150,4 +154,6 @@ def from_us(values: np.ndarray, name: str) -> pl.Series:
 
 
 def session_date_series(calendar: SessionCalendar, idx: np.ndarray, name: str = "session") -> pl.Series:
+    import pandas as pd
+
     return pl.Series(name, pd.to_datetime(calendar.session_dates(idx)).date, dtype=pl.Date)

@@ -29,23 +29,16 @@ import polars as pl
 
 from finfusion.data.atomic import temporary_sibling, write_json_atomic
 from finfusion.data.calendar import parse_freq
+from finfusion.data.lake_root import ENV_LAKE as ENV_LAKE  # re-exported: callers import it with Lake
+from finfusion.data.lake_root import resolve_root
 from finfusion.data.ordering import strictly_ordered
 from finfusion.data.schema import SCHEMAS, TableSchema
 from finfusion.errors import LakeError
 
-ENV_LAKE = "FINFUSION_LAKE"
-DEFAULT_LAKE = "finfusion-data"
 DATA_FILE = "data.parquet"
 METADATA_FILE = "_dataset.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,31}$")
-
-
-def resolve_root(root: str | Path | None = None) -> Path:
-    """The lake root: the argument, else $FINFUSION_LAKE, else ./finfusion-data."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get(ENV_LAKE, DEFAULT_LAKE))
 
 
 def check_name(value: str, what: str) -> str:

