@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import polars as pl
 import typer
 from rich.table import Table
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.data.atomic import atomic_path, write_json_atomic
-from finfusion.data.lake import Lake
-from finfusion.data.schema import UTC_TS
-from finfusion.errors import DataValidationError, FinfusionError
-from finfusion.evaluation.backtest import BacktestConfig, BacktestResult, kpis, returns_from_prices, run_backtest
-from finfusion.evaluation.costs import NO_COSTS, CostModel, trailing_adv
-from finfusion.evaluation.run_layout import EQUITY_FILE, check_equity, write_weights
-from finfusion.evaluation.sizing import top_k_weights, vol_target_weights
+from finfusion.errors import FinfusionError
 
 KPI_ROWS = (
     "total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
@@ -32,140 +21,6 @@ KPI_ROWS = (
 class Weighting(StrEnum):
     equal = "equal"
     score = "score"
-
-
-@dataclass
-class Market:
-    """Bars of the signal file's symbols on the bar timestamps: ts [T], symbols [A], adjusted close, close, volume."""
-
-    ts: pl.Series
-    symbols: list[str]
-    adj_close: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-
-
-def _read_signals(path: Path) -> tuple[pl.DataFrame, str]:
-    """The file's rows as (ts, symbol, value) and which column gave the value ('weight' or 'score')."""
-    if not path.is_file():
-        raise FinfusionError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(path, try_parse_dates=True)
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"cannot read the file: {exc}", file=path) from exc
-    value = next((c for c in ("weight", "score") if c in frame.columns), None)
-    missing = [c for c in ("ts", "symbol") if c not in frame.columns]
-    if missing or value is None:
-        need = ", ".join([*missing, *(["weight or score"] if value is None else [])])
-        raise DataValidationError(f"missing column(s): {need} (expected ts, symbol and weight or score)", file=path)
-    dtype = frame.schema["ts"]
-    if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
-        raise DataValidationError(f"ts must be dates or timestamps, got {dtype}", file=path, field="ts")
-    try:
-        frame = frame.select(pl.col("ts"), pl.col("symbol").cast(pl.String), pl.col(value).cast(pl.Float64))
-    except pl.exceptions.PolarsError as exc:
-        raise DataValidationError(f"'{value}' must be numeric", file=path, field=value) from exc
-    if frame["ts"].null_count() or frame["symbol"].null_count():
-        raise DataValidationError("ts and symbol must not be empty", file=path)
-    duplicated = frame.select("ts", "symbol").is_duplicated()
-    if duplicated.any():
-        first = frame.filter(duplicated).row(0)
-        raise DataValidationError(f"(ts, symbol) appears more than once, e.g. {first[0]} {first[1]}", file=path)
-    return frame, value
-
-
-def _align(signals: pl.DataFrame, bars: pl.DataFrame, timezone: str, path: Path) -> pl.DataFrame:
-    """Signals keyed by the bar timestamp they belong to: a date matches the last bar of that session date (in the
-    dataset's time zone), a timestamp matches a bar closing at that instant (naive timestamps are UTC)."""
-    if signals.schema["ts"] == pl.Date:
-        session = pl.col("ts").dt.convert_time_zone(timezone).dt.date().alias("date")
-        keys = bars.group_by(session).agg(pl.col("ts").max().alias("bar_ts")).rename({"date": "ts"})
-    else:
-        ts = pl.col("ts")
-        utc = (
-            ts.dt.replace_time_zone("UTC") if signals.schema["ts"].time_zone is None else ts.dt.convert_time_zone("UTC")
-        )
-        signals = signals.with_columns(utc.cast(UTC_TS))
-        keys = bars.select(pl.col("ts").alias("bar_ts"), pl.col("ts")).unique()
-    keyed = signals.join(keys, on="ts", how="left")
-    unmatched = keyed.filter(pl.col("bar_ts").is_null())
-    if unmatched.height:
-        raise DataValidationError(
-            f"{unmatched.height} row(s) have a ts with no bar in the dataset (first: {unmatched['ts'][0]})",
-            file=path, field="ts",
-        )  # fmt: skip
-    return keyed.drop("ts").rename({"bar_ts": "ts"})
-
-
-def _market(store: Lake, dataset: str, freq: str, symbols: list[str]) -> tuple[Market, pl.DataFrame]:
-    bars = store.read("bars", dataset, freq=freq).filter(pl.col("symbol").is_in(symbols))
-    unknown = sorted(set(symbols) - set(bars["symbol"].unique().to_list()))
-    if unknown:
-        raise FinfusionError(f"symbol(s) not in bars dataset '{dataset}' at {freq}: {', '.join(unknown[:10])}")
-    bars = bars.with_columns(
-        (pl.col("close") * pl.col("adj_factor").fill_null(1.0)).alias("adj_close_"),
-        pl.col("volume").cast(pl.Float64),
-    )
-    ts = bars["ts"].unique().sort()
-
-    def wide(column: str) -> np.ndarray:
-        table = bars.pivot(on="symbol", index="ts", values=column).sort("ts")
-        table = pl.DataFrame({"ts": ts}).join(table, on="ts", how="left")
-        return table.select([pl.col(s) if s in table.columns else pl.lit(None, pl.Float64).alias(s) for s in symbols])\
-            .to_numpy().astype(np.float64)  # fmt: skip
-
-    market = Market(ts, symbols, wide("adj_close_"), wide("close"), wide("volume"))
-    return market, bars.select("ts").unique()
-
-
-def _targets(
-    keyed: pl.DataFrame, value: str, market: Market, *, top_k: int | None, weighting: Weighting, long_only: bool
-) -> np.ndarray:
-    """[T, A] targets: the file's weights, or top-k weights of its scores; NaN rows where the file has no row."""
-    row = {t: i for i, t in enumerate(market.ts.to_list())}
-    col = {s: i for i, s in enumerate(market.symbols)}
-    grid = np.full(market.adj_close.shape, np.nan)
-    rows = np.array([row[t] for t in keyed["ts"].to_list()], dtype=np.int64)
-    cols = np.array([col[s] for s in keyed["symbol"].to_list()], dtype=np.int64)
-    grid[rows, cols] = keyed[value].to_numpy()
-    if value == "score":
-        k = top_k or max(1, len(market.symbols) // 10)
-        grid = top_k_weights(np.where(np.isfinite(market.adj_close), grid, np.nan), k, weighting=weighting.value,
-                             long_only=long_only)  # fmt: skip
-    decided = np.isfinite(grid).any(axis=1)
-    grid = np.where(decided[:, None] & ~np.isfinite(market.adj_close), 0.0, grid)
-    return grid
-
-
-def _write(run: Path, market: Market, result: BacktestResult, metrics: dict[str, float]) -> Path:
-    """RUN/backtest/: equity.parquet (the run-folder contract's ts, strategy, benchmark, as multiples of the initial
-    capital, plus returns, turnover and costs per bar), weights.parquet (held weights, long format), kpis.json/csv."""
-    assert result.benchmark is not None
-    capital = result.config.initial_capital
-    equity = pl.DataFrame({
-        "ts": market.ts, "strategy": result.equity / capital, "benchmark": result.benchmark.equity / capital,
-        "returns": result.returns, "benchmark_returns": result.benchmark.returns, "turnover": result.turnover,
-        "costs": result.costs / capital,
-    })  # fmt: skip
-    equity_path = run / EQUITY_FILE
-    check_equity(equity, equity_path)
-    with atomic_path(equity_path) as tmp:
-        equity.write_parquet(tmp)
-    n_bars, n_assets = result.weights.shape
-    write_weights(run, pl.DataFrame({
-        "ts": market.ts.gather(np.repeat(np.arange(n_bars), n_assets)),
-        "symbol": np.tile(np.array(market.symbols), n_bars), "weight": result.weights.reshape(-1),
-    }))  # fmt: skip
-    folder = equity_path.parent
-    clean = {key: (value if math.isfinite(value) else None) for key, value in metrics.items()}
-    write_json_atomic(folder / "kpis.json", clean)
-    with atomic_path(folder / "kpis.csv") as tmp:
-        pl.DataFrame({"metric": list(clean), "value": list(clean.values())}, schema_overrides={"value": pl.Float64})\
-            .write_csv(tmp)  # fmt: skip
-    return folder
 
 
 def _print(metrics: dict[str, float], folder: Path) -> None:
@@ -221,17 +76,16 @@ def backtest(
 
     Example: finfusion backtest weights.parquet --dataset synthetic --run runs/exp1
     """
+    from finfusion.data.lake import Lake
+    from finfusion.evaluation.backtest import BacktestConfig
+    from finfusion.evaluation.costs import NO_COSTS, CostModel
+    from finfusion.evaluation.signal_backtest import backtest_signals, write_backtest
+    from finfusion.evaluation.signals import ScoreSizing, read_signals
+
     store = Lake(lake)
-    frame, value = _read_signals(signals)
-    symbols = sorted(frame["symbol"].unique().to_list())
-    with busy(f"backtesting {len(symbols)} symbols on {dataset}"):
-        market, bar_ts = _market(store, dataset, freq, symbols)
-        timezone = store.metadata("bars", dataset).get("timezone", "UTC")
-        keyed = _align(frame, bar_ts, timezone, signals)
-        target = _targets(keyed, value, market, top_k=top_k, weighting=weighting, long_only=long_only)
-        returns = returns_from_prices(market.adj_close)
-        if vol_target is not None:
-            target = vol_target_weights(target, returns, vol_target, periods_per_year=periods_per_year)
+    rows = read_signals(signals)
+    sizing = ScoreSizing(top_k=top_k, weighting=weighting.value, long_only=long_only)
+    with busy(f"backtesting {len(rows.symbols)} symbols on {dataset}"):
         try:
             cost_model = CostModel(
                 half_spread_bps=half_spread_bps, commission_bps=commission_bps,
@@ -241,10 +95,8 @@ def backtest(
                 initial_capital=capital, rebalance_every=rebalance_every, max_gross=max_gross, max_net=max_net,
                 cash_rate=cash_rate, periods_per_year=periods_per_year, costs=cost_model,
             )  # fmt: skip
-            adv = trailing_adv(market.close, market.volume)
-            result = run_backtest(target, returns=returns, prices=market.close, config=config, adv=adv)
+            backtest = backtest_signals(store, rows, dataset, freq, config, sizing=sizing, vol_target=vol_target)
         except ValueError as exc:
             raise FinfusionError(f"invalid backtest settings: {exc}") from exc
-        metrics = kpis(result, periods_per_year)
-        folder = _write(run, market, result, metrics)
-    _print(metrics, folder)
+        folder = write_backtest(run, backtest)
+    _print(backtest.metrics, folder)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finfusion.commands.common import LakeOption, busy, out, reports_errors
-from finfusion.data.lake import Lake
-from finfusion.data.schema import FEATURES
 from finfusion.errors import FinfusionError
-from finfusion.features.bars import FeatureConfig, build_features
-from finfusion.features.calendar_features import calendar_feature_names
-from finfusion.features.exogenous import join_asof_exogenous, series_from_bars
-from finfusion.features.normalize import KEY_COLUMNS, FittedNormalizer, features_metadata, normalised_columns
+
+if TYPE_CHECKING:
+    from finfusion.features.pipeline import Normalization
 
 app = typer.Typer(help="Compute point-in-time features from bars in the lake.", no_args_is_help=True)
 
@@ -67,33 +63,19 @@ def build(
 ) -> None:
     """Compute the continuous bar features of DATASET (returns, volatility, volume, RSI, MACD, ATR, Bollinger,
     moving averages, calendar terms), each from bars at or before its own, and write them to the lake."""
+    from finfusion.data.lake import Lake
+    from finfusion.data.schema import FEATURES
+    from finfusion.features.normalize import KEY_COLUMNS
+    from finfusion.features.pipeline import Exogenous, build_feature_set
+
+    normalization = _normalization(normalize, fit_start, fit_end)
+    exo = [Exogenous.parse(spec) for spec in exogenous or []]
     store = Lake(lake)
     name = out_name or dataset
-    if (normalize in (Normalize.zscore, Normalize.robust)) != (fit_start is not None and fit_end is not None):
-        raise FinfusionError("--fit-start and --fit-end go with --normalize zscore or robust, and it needs both")
-    bars = store.read("bars", dataset, freq=freq)
-    config = FeatureConfig(timezone=store.metadata("bars", dataset).get("timezone", FeatureConfig.timezone))
     with busy(f"computing features of {dataset}"):
-        features = build_features(bars, config)
-        for spec in exogenous or []:
-            exo_dataset, symbol = _parse_exogenous(spec)
-            if not (store.dataset_dir("bars", exo_dataset, freq) / f"symbol={symbol}").is_dir():
-                raise FinfusionError(f"--exogenous '{spec}': no {freq} bars of '{symbol}' in dataset '{exo_dataset}'")
-            exo_bars = store.read("bars", exo_dataset, freq=freq, symbols=[symbol])
-            features = join_asof_exogenous(
-                features, series_from_bars(exo_bars), _prefix(symbol), max_staleness=max_staleness
-            )
-        normalizer = None
-        if normalize is Normalize.saved:
-            normalizer = FittedNormalizer.load(store, name, freq)
-        elif normalize is not None:
-            columns = normalised_columns(features, set(calendar_feature_names(config.calendar_harmonics)))
-            normalizer = FittedNormalizer.fit(features, normalize.value, fit_start, fit_end, columns)
-            normalizer.save(store, name, freq)
-        if normalizer is not None:
-            features = normalizer.transform(features)
-        metadata = features_metadata(f"bars/{dataset}", features, normalizer)
-        result = store.write(FEATURES, name, features, freq=freq, metadata=metadata)
+        built = build_feature_set(store, dataset, freq, name, normalization, exogenous=exo, max_staleness=max_staleness)
+        result = store.write(FEATURES, name, built.frame, freq=freq, metadata=built.metadata)
+    features, normalizer = built.frame, built.normalizer
     n_features = features.width - len(KEY_COLUMNS)
     out.print(
         f"[bold]features[/bold] {name} ({freq}) from bars {dataset}: {features.height:,} rows x {n_features} "
@@ -107,13 +89,13 @@ def build(
         )
 
 
-def _parse_exogenous(spec: str) -> tuple[str, str]:
-    dataset, _, symbol = spec.partition(":")
-    if not dataset or not symbol:
-        raise FinfusionError(f"--exogenous '{spec}': write it DATASET:SYMBOL, e.g. indices:SPY")
-    return dataset, symbol
+def _normalization(normalize: Normalize | None, fit_start: str | None, fit_end: str | None) -> Normalization:
+    """The --normalize choice: zscore and robust need --fit-start and --fit-end, saved and none take neither."""
+    from finfusion.features.pipeline import SAVED, NormalizerFit
 
-
-def _prefix(symbol: str) -> str:
-    """exo_<symbol in lower case, runs of other characters as '_'>, e.g. '^VIX' -> 'exo_vix'."""
-    return "exo_" + (re.sub(r"[^0-9a-z]+", "_", symbol.lower()).strip("_") or "series")
+    if normalize is not None and normalize is not Normalize.saved:
+        if fit_start is not None and fit_end is not None:
+            return NormalizerFit(normalize.value, fit_start, fit_end)
+    elif fit_start is None and fit_end is None:
+        return SAVED if normalize is Normalize.saved else None
+    raise FinfusionError("--fit-start and --fit-end go with --normalize zscore or robust, and it needs both")

@@ -29,14 +29,8 @@ from finfusion.data.ingest import (
 from finfusion.data.lake import Lake
 from finfusion.data.schema import FEATURES
 from finfusion.data.sources.csv_parquet import BAR_ALIASES, TEXT_ALIASES, read_raw
-from finfusion.features.bars import FeatureConfig, build_features
-from finfusion.features.calendar_features import calendar_feature_names
-from finfusion.features.normalize import (
-    FittedNormalizer,
-    features_metadata,
-    normalised_columns,
-    normalizer_path,
-)
+from finfusion.features.normalize import normalizer_path
+from finfusion.features.pipeline import SAVED, Normalization, NormalizerFit, build_feature_set
 from finfusion.serving.jobs import (
     JobError,
     JobResult,
@@ -159,15 +153,10 @@ def run_features(
         start = latest_start(end, latest_hours)
         if start is None and all(symbol in done and done[symbol] >= ts for symbol, ts in bars_last.items()):
             return JobResult(job, "up-to-date", f"features '{spec.features}' cover every bar (last {end})")
-        bars = lake.read("bars", spec.bars, freq=spec.freq)
-        config = FeatureConfig(timezone=lake.metadata("bars", spec.bars).get("timezone", FeatureConfig.timezone))
-        features = build_features(bars, config)
-        normalizer, how = _normalizer(lake, spec, options, features, config, has_rows=bool(done))
-        if normalizer is not None:
-            features = normalizer.transform(features)
-        todo = after_per_symbol(features, done, start)
-        metadata = features_metadata(f"bars/{spec.bars}", features, normalizer)
-        result = lake.write(FEATURES, spec.features, todo, freq=spec.freq, metadata=metadata)
+        normalization, how = _normalization(lake, spec, options, has_rows=bool(done))
+        built = build_feature_set(lake, spec.bars, spec.freq, spec.features, normalization)
+        todo = after_per_symbol(built.frame, done, start)
+        result = lake.write(FEATURES, spec.features, todo, freq=spec.freq, metadata=built.metadata)
         span = Span(start if start is not None else _earliest(done), end)
         details = {"rows": todo.height, "files_written": result.files_written, "normalizer": how}
         if not result.files_written:
@@ -182,18 +171,13 @@ def _earliest(done: dict[str, datetime]) -> datetime | None:
     return min(done.values()) if done else None
 
 
-def _normalizer(
-    lake: Lake,
-    spec: PipelineSpec,
-    options: FeatureJobOptions,
-    features: pl.DataFrame,
-    config: FeatureConfig,
-    *,
-    has_rows: bool,
-) -> tuple[FittedNormalizer | None, str]:
-    """(normaliser, how it was obtained: reused / fitted / none)."""
+def _normalization(
+    lake: Lake, spec: PipelineSpec, options: FeatureJobOptions, *, has_rows: bool
+) -> tuple[Normalization, str]:
+    """(how the features are normalised, how the normaliser is obtained: reused / fitted / none): a stored normaliser
+    is always reused; the first run fits one when asked."""
     if normalizer_path(lake, spec.features, spec.freq).exists():
-        return FittedNormalizer.load(lake, spec.features, spec.freq), "reused"
+        return SAVED, "reused"
     if options.normalize is None:
         return None, "none"
     if has_rows:
@@ -202,7 +186,4 @@ def _normalizer(
         )
     if options.fit_start is None or options.fit_end is None:
         raise JobError("normalising needs the training span: give fit_start and fit_end (ISO dates)")
-    columns = normalised_columns(features, set(calendar_feature_names(config.calendar_harmonics)))
-    normalizer = FittedNormalizer.fit(features, options.normalize, options.fit_start, options.fit_end, columns)
-    normalizer.save(lake, spec.features, spec.freq)
-    return normalizer, "fitted"
+    return NormalizerFit(options.normalize, options.fit_start, options.fit_end), "fitted"
