@@ -14,18 +14,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
-from finfusion.acl18_benchmark import BenchmarkRun, check_counts, results_markdown, scores, train_one
 from finfusion.commands.benchmark import app as benchmark_app
 from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
+from finfusion.families.movement import evaluate_seed, family_data, scores
+from finfusion.families.movement_benchmark import BenchmarkRun, check_counts, results_markdown
 from finfusion.models.movement.fusion import MovementFusion
 from finfusion.models.movement.price import MovementPrice
 from finfusion.models.movement.text import MovementText
 from finfusion.samples.acl18 import (
     PRICE_CHANNELS,
     PUBLISHED_COUNTS,
-    TEXT_AGE,
     ACL18Config,
     ACL18Dataset,
     ACL18Samples,
@@ -33,7 +33,7 @@ from finfusion.samples.acl18 import (
     build_acl18,
     stocknet_file_days,
 )
-from finfusion.samples.contract import PAST, PAST_MASK, TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import PAST, PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
 from finfusion.training.losses import build_loss
 from finfusion.training.tasks import MovementTask
 from tests.conftest import STOCKNET, requires
@@ -323,7 +323,7 @@ def test_adversarial_training_adds_the_loss_at_the_worst_nearby_latent(planted: 
         MovementTask(model, adversarial_epsilon=-0.1)
 
 
-def test_train_one_selects_on_dev_and_scores_test(tmp_path: Path, planted: ACL18Samples) -> None:
+def test_evaluate_seed_selects_on_dev_and_scores_test(tmp_path: Path, planted: ACL18Samples) -> None:
     samples = planted
     cfg = OmegaConf.create(
         {
@@ -343,10 +343,11 @@ def test_train_one_selects_on_dev_and_scores_test(tmp_path: Path, planted: ACL18
             },
         }
     )
-    result = train_one(samples, cfg, seed=0, run_dir=tmp_path / "run")
+    data = family_data(samples, cfg)
+    result = evaluate_seed(cfg, seed=0, run_dir=tmp_path / "run", data=data)
     assert 0 <= result.epoch < 4 and result.test is not None
     assert result.dev.mcc > 0.3 and result.test.mcc > 0.3  # the planted signal carries to unseen splits
-    dev_only = train_one(samples, cfg, seed=0, run_dir=tmp_path / "run", evaluate_test=False)
+    dev_only = evaluate_seed(cfg, seed=0, run_dir=tmp_path / "run", data=data, evaluate_test=False)
     assert dev_only.test is None and dev_only.dev == result.dev  # same seed, same selection
     page = results_markdown("finfusion benchmark stocknet --data X", BenchmarkRun([cfg], [result], "tiny"))
     assert "| **tiny fusion model** |" in page and "MAN-SF" in page and "0.608" in page

@@ -20,8 +20,7 @@ from finfusion.models.portfolio.cross_gated_attention import CrossAttention, Cro
 from finfusion.models.portfolio.news_lstm import NewsLSTM
 from finfusion.models.portfolio.timesnet import TimesBlock, TimesNetEncoder, dominant_periods
 from finfusion.portfolio.artifacts import PortfolioModel, build_model, load_run, save_run
-from finfusion.samples.contract import FUTURE, ORIGIN_US, PAST, PAST_MASK
-from finfusion.samples.portfolio import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK
+from finfusion.samples.contract import FUTURE, NEWS_COVERAGE, NEWS_EMB, NEWS_MASK, ORIGIN_US, PAST, PAST_MASK
 from finfusion.training.portfolio_loss import PortfolioLoss
 from tests.portfolio_helpers import single_thread
 

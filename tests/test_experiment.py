@@ -427,7 +427,7 @@ def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path:
     base = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_" not in name}
     lora = {name: p.detach().clone() for name, p in model.text_encoder.named_parameters() if "lora_B" in name}
     trained = build_model(cfg.model, data.model_arguments)
-    fit_model(cfg, trained, data.train, data.val, data.loader, tmp_path / "run", resume="never")
+    fit_model(cfg, trained, data.train, data.val, data.batches, tmp_path / "run", resume="never")
     after = dict(trained.text_encoder.named_parameters())
     assert all(torch.equal(after[name], value) for name, value in base.items())  # stage 1: MiniLM frozen
     assert any(not torch.equal(after[name], value) for name, value in lora.items())  # the adapters learned

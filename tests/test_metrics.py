@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
 
+from finfusion.evaluation.metric_registry import metric_table
 from finfusion.evaluation.metrics import (
     crps_from_quantiles,
     crps_from_samples,
@@ -23,7 +24,6 @@ from finfusion.evaluation.metrics import (
     mape,
     mase,
     mcc,
-    metric_table,
     msis,
     pinball_loss,
     precision_recall_f1,

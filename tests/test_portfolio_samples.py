@@ -17,10 +17,8 @@ from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, g
 from finfusion.errors import FinfusionError
 from finfusion.features.bars import build_features
 from finfusion.samples import contract as c
+from finfusion.samples.contract import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK
 from finfusion.samples.portfolio import (
-    NEWS_COVERAGE,
-    NEWS_EMB,
-    NEWS_MASK,
     ContiguousBatches,
     PortfolioConfig,
     PortfolioData,

@@ -8,11 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from finfusion.errors import FinfusionError
-from finfusion.samples.contract import SYMBOL_INDEX, TOKENS
+from finfusion.samples.contract import LABELS, SYMBOL_INDEX, TOKENS, TOKENS_MASK
 from finfusion.samples.masked_lm import (
     IGNORE_INDEX,
-    LABELS,
-    TOKENS_MASK,
     LengthBucketSampler,
     MaskedTokenDataset,
     pad_collate,

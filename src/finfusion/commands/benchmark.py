@@ -11,7 +11,7 @@ import typer
 from finfusion.commands.common import LakeOption, out, reports_errors
 
 if TYPE_CHECKING:
-    from finfusion.acl18_benchmark import RunResult
+    from finfusion.families.movement import SeedResult
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -29,7 +29,7 @@ EPILOG = (
 )
 
 
-def _print(result: RunResult) -> None:
+def _print(result: SeedResult) -> None:
     test = f", test acc {result.test.accuracy:.4f} MCC {result.test.mcc:.4f}" if result.test else ""
     out.print(
         f"{result.experiment} seed {result.seed}: epoch {result.epoch} chosen on dev (acc {result.dev.accuracy:.4f}"
@@ -63,8 +63,13 @@ def stocknet(
     checked), train each experiment per seed, select on dev, score on test once and write the results table."""
     import torch
 
-    from finfusion.acl18_benchmark import DEFAULT_EXPERIMENTS, results_markdown, run_benchmark, write_markdown
     from finfusion.data.lake import Lake
+    from finfusion.families.movement_benchmark import (
+        DEFAULT_EXPERIMENTS,
+        results_markdown,
+        run_benchmark,
+        write_markdown,
+    )
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -200,6 +200,12 @@ class ExperimentData:
             collate_fn=collate,
         )
 
+    def batches(self, dataset: Windows, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """`loader` with the pipeline's loader signature: windows are shuffled by torch's global RNG, which the
+        pipeline seeds with the trainer's `seed` before fitting, so `seed` needs no generator of its own."""
+        del seed
+        return self.loader(dataset, shuffle)
+
 
 def window_config(options: Mapping[str, Any], train_end_us: int | None, require_future: bool = True) -> WindowConfig:
     train_end = None if train_end_us is None else EPOCH + timedelta(microseconds=train_end_us)

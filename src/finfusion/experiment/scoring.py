@@ -24,15 +24,15 @@ import polars as pl
 from finfusion.data.calendar import from_us
 from finfusion.evaluation.backtest import BacktestConfig, BacktestResult, kpis, run_backtest
 from finfusion.evaluation.costs import CostModel
-from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, directions, metric_table
+from finfusion.evaluation.metric_registry import metric_table
+from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, directions
 from finfusion.evaluation.significance import diebold_mariano
 from finfusion.experiment.forecast import Forecasts, quantile_view
+from finfusion.samples.windows import LOG_RETURN
 
 #: Forecast returns closer to 0 than this are "no view" (flat): the random walk's 0, denormalised through float32
 #: statistics, comes back as a few 1e-19 of either sign.
 FLAT = 1e-10
-#: The metrics kept from `metric_table` (returns make MAPE meaningless).
-POINT_METRICS = ("mase", "mae", "rmse", "directional_accuracy", "mcc", "crps", "coverage")
 TRADING_METRICS = ("sharpe", "annual_return", "max_drawdown", "avg_turnover")
 
 
@@ -44,7 +44,8 @@ def usable_rows(forecasts: Forecasts) -> np.ndarray:
 
 
 def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]:
-    """The point, directional and (when the model has them) probabilistic metrics on windows `rows`."""
+    """Every registered metric the forecasts allow (evaluation/metric_registry.py) on windows `rows`: point,
+    directional, and (when the model has them) probabilistic ones; MAPE of returns near zero is large by nature."""
     truth = forecasts.realised[rows, :, 0]
     levels, quantiles = quantile_view(forecasts)
     table = metric_table(
@@ -58,7 +59,17 @@ def forecast_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]
         threshold=FLAT,
         alpha=0.2,
     )
-    return {name: table[name] for name in POINT_METRICS if name in table}
+    if forecasts.targets[0] == LOG_RETURN and truth.shape[1] > 1:
+        table.update(price_path_metrics(forecasts, rows))
+    return table
+
+
+def price_path_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE of the price paths rebuilt from log-return paths, P_h / P_0 = exp(r_1 + ... + r_h) [n, H], in
+    units of the decision bar's price: `price_rmse`, `price_mae` (the trajectory forecaster's path accuracy)."""
+    truth = np.exp(np.cumsum(forecasts.realised[rows, :, 0], axis=1))
+    path = np.exp(np.cumsum(forecasts.point[rows, :, 0], axis=1))
+    return {f"price_{name}": value for name, value in metric_table(truth, path, names=("rmse", "mae")).items()}
 
 
 #: Diebold-Mariano losses of `window_losses` and their names in the significance table.

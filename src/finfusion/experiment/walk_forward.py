@@ -240,7 +240,7 @@ def fit_fold(cfg: DictConfig, data: ExperimentData, run_dir: Path) -> Capabiliti
     """The experiment's model fitted on one fold's training windows (best validation weights), from scratch."""
     seed_everything(cfg)
     model = build_model(cfg.model, data.model_arguments)
-    fit_model(cfg, model, data.train, data.val, data.loader, run_dir, resume="never")
+    fit_model(cfg, model, data.train, data.val, data.batches, run_dir, resume="never")
     return model
 
 

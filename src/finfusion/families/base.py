@@ -47,10 +47,12 @@ Progress = Callable[[str], None]
 class FamilyData:
     """A family's datasets and what was fitted to make them.
 
-    `train`, `val`, `test`: datasets of sample dicts (samples/contract.py keys); `loader(dataset, shuffle)` batches
-    them; `model_arguments`: constructor arguments the data determines (e.g. n_channels, context_length), filled in
-    when the model part leaves them out; `state`: JSON-able fitted state (normalisers, split instants, universe,
-    vocabularies) written to the run folder and handed back to `Family.data` at prediction time.
+    `train`, `val`, `test`: datasets of sample dicts (samples/contract.py keys);
+    `loader(dataset, shuffle=False, seed=0)` batches them;
+    `model_arguments`: constructor arguments the data determines (e.g. n_channels, context_length), filled in when
+    the model part leaves them out;
+    `state`: JSON-able fitted state (normalisers, split instants, universe, vocabularies) written to the run folder
+    and handed back to `Family.data` at prediction time.
     """
 
     train: Dataset

@@ -80,7 +80,7 @@ def family_data(data: ExperimentData) -> FamilyData:
         train=data.train,
         val=data.val,
         test=data.test,
-        loader=data.loader,
+        loader=data.batches,
         model_arguments=data.model_arguments,
         state=data.state(),
         extra={"experiment": data},

@@ -15,7 +15,7 @@ tweets-only and price-queried fusion, models/movement/).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from finfusion.data.lake import Lake, WriteResult
     from finfusion.families.pipeline import LoadedRun
+    from finfusion.samples.acl18 import ACL18Samples
 
 DATA_KEYS: dict[str, Any] = dict.fromkeys(("lake", "dataset", "encoder", "lag_days", "max_tweets", "batch_size"))
 EVALUATION_KEYS: dict[str, Any] = dict.fromkeys(("seeds",))
@@ -55,15 +56,13 @@ class MovementPredictions:
         return lake.write(MOVEMENTS, check_name(name, "run name"), self.rows, metadata={"run": str(run_dir.resolve())})
 
     def summary(self) -> list[tuple[str, str]]:
-        from finfusion.evaluation.metrics import mcc
-
         labels, predicted = self.rows["label"].to_numpy(), self.rows["predicted"].to_numpy()
-        accuracy = float(np.mean(labels == predicted)) if len(labels) else float("nan")
-        return [
-            ("decisions", f"{self.rows.height:,} over {self.rows['symbol'].n_unique():,} symbols"),
-            ("predicted up", f"{float(np.mean(predicted)) if len(predicted) else float('nan'):.2%}"),
-            ("accuracy / MCC", f"{accuracy:.4f} / {mcc(labels, predicted):.4f}"),
-        ]
+        lines = [("decisions", f"{self.rows.height:,} over {self.rows['symbol'].n_unique():,} symbols")]
+        if len(labels):
+            result = scores(labels, predicted)
+            lines += [("predicted up", f"{float(np.mean(predicted)):.2%}")]
+            lines += [("accuracy / MCC", f"{result.accuracy:.4f} / {result.mcc:.4f}")]
+        return lines
 
     def export(self, path: Path) -> Path:
         from finfusion.data.atomic import atomic_path
@@ -77,17 +76,20 @@ class MovementPredictions:
 
 
 def movement_rows(model: Any, dataset: Any, symbols: tuple[str, ...], batch_size: int) -> pl.DataFrame:
-    """MOVEMENTS rows of `model` over an ACL18 dataset: P(up) = softmax(logits)[:, 1], the argmax class, the label."""
+    """MOVEMENTS rows of `model` over an ACL18 dataset: P(up) = softmax(logits)[:, 1], the argmax class of the logits
+    and the label."""
     import polars as pl
     import torch
 
     from finfusion.data.calendar import from_us
 
     model.eval()
-    probs, origins, symbol_index = [], [], []
+    probs, classes, origins, symbol_index = [], [], [], []
     with torch.inference_mode():
         for batch in dataset.loader(batch_size, shuffle=False):
-            probs.append(torch.softmax(model(batch)["logits"], dim=-1)[:, 1].numpy())
+            logits = model(batch)["logits"]
+            probs.append(torch.softmax(logits, dim=-1)[:, 1].numpy())
+            classes.append(logits.argmax(dim=-1).numpy())
             origins.append(batch["origin_us"].numpy())
             symbol_index.append(batch["symbol_index"].numpy())
     prob_up = np.concatenate(probs) if probs else np.zeros(0)
@@ -97,9 +99,105 @@ def movement_rows(model: Any, dataset: Any, symbols: tuple[str, ...], batch_size
             "symbol": [symbols[i] for i in index],
             "origin_ts": from_us(np.concatenate(origins) if origins else np.zeros(0, dtype=np.int64), "origin_ts"),
             "prob_up": prob_up.astype(np.float64),
-            "predicted": (prob_up > 0.5).astype(np.int64),
+            "predicted": np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, dtype=np.int64),
             "label": dataset.labels.astype(np.int64),
         }
+    )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy, MCC and F1 of the up class of predicted labels."""
+
+    accuracy: float
+    mcc: float
+    f1: float
+
+
+SCORE_NAMES = ("accuracy", "mcc", "f1")
+
+
+def scores(labels: np.ndarray, predicted: np.ndarray) -> Scores:
+    """Scores of `predicted` [M] against `labels` [M] (0 down, 1 up)."""
+    from finfusion.errors import FinfusionError
+    from finfusion.evaluation.metric_registry import metric_table
+
+    if labels.shape != predicted.shape or labels.size == 0:
+        raise FinfusionError(f"cannot score {predicted.size} predictions against {labels.size} labels")
+    table = metric_table(labels=labels, predicted=predicted, names=("accuracy", "mcc", "f1_up"))
+    return Scores(accuracy=table["accuracy"], mcc=table["mcc"], f1=table["f1_up"])
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One experiment and seed: the epoch chosen on dev, its dev scores, its test scores (None when dev only)."""
+
+    experiment: str
+    seed: int
+    epoch: int
+    dev: Scores
+    test: Scores | None
+    seconds: float
+
+
+def family_data(samples: ACL18Samples, cfg: DictConfig) -> FamilyData:
+    """The family's view of built ACL18 samples: train / dev / test, batches of `data.batch_size`."""
+    from finfusion.samples.acl18 import PRICE_CHANNELS
+
+    batch_size = int(cfg.data.batch_size)
+
+    def batches(dataset: Any, shuffle: bool = False, seed: int = 0) -> Any:
+        return dataset.loader(batch_size, shuffle=shuffle, seed=seed)
+
+    arguments = {
+        "n_channels": len(PRICE_CHANNELS),
+        "text_dim": int(samples.vectors.shape[1]),
+        "lag_days": samples.config.lag_days,
+    }
+    return FamilyData(
+        train=samples.dataset("train"),
+        val=samples.dataset("dev"),
+        test=samples.dataset("test"),
+        loader=batches,
+        model_arguments=arguments,
+        state={"normalizer": samples.normalizer.to_dict()},
+        extra={"samples": samples},
+    )
+
+
+def evaluate_seed(
+    cfg: DictConfig, seed: int, run_dir: Path, data: FamilyData, evaluate_test: bool = True
+) -> SeedResult:
+    """Train `cfg` with `seed` into a fresh `run_dir`, keep the checkpoint with the best dev score (the trainer's
+    monitor), score it on dev and, unless `evaluate_test` is False, once on test."""
+    import shutil
+    import time
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from finfusion.errors import FinfusionError
+    from finfusion.families.pipeline import train_run
+
+    started = time.perf_counter()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    seeded = OmegaConf.merge(cfg, {"trainer": {"seed": seed}})
+    run = train_run(seeded, run_dir, resume="never", data=data)
+    if run.best_checkpoint is None:
+        raise FinfusionError(f"{run_dir}: training saved no checkpoint to select on dev")
+    epoch = int(torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    samples = data.extra["samples"]
+    batch_size = int(cfg.data.batch_size)
+    dev = movement_rows(run.model, samples.dataset("dev"), samples.symbols, batch_size)
+    test = movement_rows(run.model, samples.dataset("test"), samples.symbols, batch_size) if evaluate_test else None
+    return SeedResult(
+        experiment=str(cfg.get("name", cfg.model.name)),
+        seed=seed,
+        epoch=epoch,
+        dev=scores(dev["label"].to_numpy(), dev["predicted"].to_numpy()),
+        test=None if test is None else scores(test["label"].to_numpy(), test["predicted"].to_numpy()),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -112,34 +210,14 @@ class MovementFamily(Family):
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
         from finfusion.data.lake import Lake
         from finfusion.features.normalize import FittedNormalizer
-        from finfusion.samples.acl18 import PRICE_CHANNELS, ACL18Config
+        from finfusion.samples.acl18 import ACL18Config
         from finfusion.samples.acl18_lake import load_acl18
 
         options = cfg.data
         config = ACL18Config(lag_days=int(options.lag_days), max_tweets=int(options.max_tweets))
         normalizer = None if state is None else FittedNormalizer.from_dict(state["normalizer"])
         lake = Lake(options.get("lake"))
-        samples = load_acl18(lake, str(options.dataset), str(options.encoder), config, normalizer)
-        batch_size = int(options.batch_size)
-        seed = int(cfg.get("trainer", {}).get("seed", 0))
-
-        def batches(dataset: Any, shuffle: bool = False) -> Any:
-            return dataset.loader(batch_size, shuffle=shuffle, seed=seed)
-
-        arguments = {
-            "n_channels": len(PRICE_CHANNELS),
-            "text_dim": int(samples.vectors.shape[1]),
-            "lag_days": config.lag_days,
-        }
-        return FamilyData(
-            train=samples.dataset("train"),
-            val=samples.dataset("dev"),
-            test=samples.dataset("test"),
-            loader=batches,
-            model_arguments=arguments,
-            state={"normalizer": samples.normalizer.to_dict()},
-            extra={"samples": samples},
-        )
+        return family_data(load_acl18(lake, str(options.dataset), str(options.encoder), config, normalizer), cfg)
 
     def predict(self, run: LoadedRun, span: str) -> MovementPredictions:
         samples = run.data.extra["samples"]
@@ -147,31 +225,21 @@ class MovementFamily(Family):
         return MovementPredictions(movement_rows(run.model, dataset, samples.symbols, int(run.cfg.data.batch_size)))
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
-        from omegaconf import OmegaConf
-
-        from finfusion.acl18_benchmark import scores
-        from finfusion.families.pipeline import train_run
-
         seeds = [int(seed) for seed in cfg.get("evaluation", {}).get("seeds", [0])]
         data = self.data(cfg)
-        per_seed: list[dict[str, float]] = []
+        results = []
         for seed in seeds:
-            seeded = OmegaConf.merge(cfg, {"trainer": {"seed": seed}})
-            run = train_run(seeded, run_dir / f"seed{seed}", resume="never", data=data)
-            test = self.predict(run, "test").rows
-            dev = self.predict(run, "val").rows
-            dev_scores = scores(dev["label"].to_numpy(), dev["predicted"].to_numpy())
-            test_scores = scores(test["label"].to_numpy(), test["predicted"].to_numpy())
-            progress(f"seed {seed}: dev accuracy {dev_scores.accuracy:.4f} MCC {dev_scores.mcc:.4f}")
-            per_seed.append({"accuracy": test_scores.accuracy, "mcc": test_scores.mcc, "f1_up": test_scores.f1})
+            result = evaluate_seed(cfg, seed, run_dir / f"seed{seed}", data)
+            progress(f"seed {seed}: epoch {result.epoch} chosen on dev (MCC {result.dev.mcc:.4f})")
+            results.append(result)
         labels = data.test.labels
         majority = int(np.mean(data.train.labels) >= 0.5)
-        baseline = scores(labels, np.full_like(labels, majority))
-        mean = {name: float(np.mean([row[name] for row in per_seed])) for name in per_seed[0]}
+        tests = [result.test for result in results if result.test is not None]
+        mean = {name: float(np.mean([getattr(test, name) for test in tests])) for name in SCORE_NAMES}
         return EvaluationResult(
             models={
                 str(cfg.get("name", cfg.model.name)): mean,
-                "majority_class": {"accuracy": baseline.accuracy, "mcc": baseline.mcc, "f1_up": baseline.f1},
+                "majority_class": asdict(scores(labels, np.full_like(labels, majority))),
             },
             baselines=("majority_class",),
             notes=(f"test split scored once per seed ({', '.join(map(str, seeds))}); selection on dev",),

@@ -105,9 +105,8 @@ class PortfolioFamily(Family):
         splits = split_windows(PortfolioDataset(data, config), cfg.data)
         text_dim = None if data.news is None else int(data.news.dim)
         batch_size = int(cfg.data.batch_size)
-        seed = int(cfg.get("trainer", {}).get("seed", 0))
 
-        def batches(dataset: PortfolioDataset, shuffle: bool = False) -> Any:
+        def batches(dataset: PortfolioDataset, shuffle: bool = False, seed: int = 0) -> Any:
             return loader(dataset, batch_size, shuffle=shuffle, seed=seed)
 
         arguments: dict[str, Any] = {"n_features": len(config.inputs), "n_assets": len(data.symbols)}

@@ -41,10 +41,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from finfusion.errors import FinfusionError
 from finfusion.features.normalize import FittedNormalizer
-from finfusion.samples.contract import LABEL, ORIGIN_US, PAST, PAST_MASK, SYMBOL_INDEX, TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import LABEL, ORIGIN_US, PAST, PAST_MASK, SYMBOL_INDEX, TEXT_AGE, TEXT_EMB, TEXT_MASK
 
-#: Days from a tweet's publication to the decision instant [L, N] (the ACL18 samples add it to the contract).
-TEXT_AGE = "text_age"
 #: Split name -> [start, end) of target days.
 SPLITS: dict[str, tuple[date, date]] = {
     "train": (date(2014, 1, 1), date(2015, 8, 1)),

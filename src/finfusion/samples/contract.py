@@ -1,23 +1,43 @@
-"""The one sample contract: every dataset yields, and every model takes, a dict of named tensors.
+"""The one sample contract: every dataset yields, and every model takes, a dict of named tensors. Every key is named
+here; its shape depends on the family whose samples carry it (shapes below without the batch axis B).
 
-Keys (B batch, L lookback, H horizon, C input channels, T target channels, N texts, D text dim, Q quantiles):
+Forecast windows (samples/windows.py, samples/text_windows.py; L lookback, H horizon, C input channels, T target
+channels, N texts, D text dim, S tokens per text):
 
-- `past`         [B, L, C] float32  input channels up to and including the decision bar (normalised)
-- `past_mask`    [B, L]    bool     True where the bar exists (False for padding / missing history)
-- `future`       [B, H, T] float32  targets after the decision bar (training and evaluation only)
-- `future_mask`  [B, H]    bool
-- `label`        [B]       int64    movement class (0 down, 1 up; -1 = inside the dead band, ignored)
-- `text_emb`     [B, N, D] float32  embeddings of texts known at the decision bar (most recent last)
-- `text_mask`    [B, N]    bool
-- `tokens`       [B, L]    int64    price-action token ids (masked-LM samples)
-- `symbol_index` [B]       int64    index into the dataset's symbol list
-- `origin_us`    [B]       int64    decision instant (the last past bar's close), UTC microseconds
-- `scale_loc`, `scale_scale` [B, 1, T] float32  the normaliser's statistics of the target, to denormalise
-- `text_ids`     [B, N, S] int64    token ids of the texts of `text_emb` (S tokens each), for models that encode text
-- `text_ids_mask` [B, N, S] bool    True on real tokens; a text slot with no True token is empty
+- `past`          [L, C] float32  input channels up to and including the decision bar (normalised)
+- `past_mask`     [L]    bool     True where the bar exists (False for padding / missing history)
+- `future`        [H, T] float32  targets after the decision bar (training and evaluation only)
+- `future_mask`   [H]    bool
+- `scale_loc`, `scale_scale` [1, T] float32  the normaliser's statistics of the targets, to denormalise
+- `text_emb`      [N, D] float32  embeddings of the texts known at the decision bar (most recent last)
+- `text_mask`     [N]    bool
+- `text_ids`      [N, S] int64    token ids of the texts of `text_emb`, for models that encode text themselves
+- `text_ids_mask` [N, S] bool     True on real tokens; a text slot with no True token is empty
 
-The decision bar is the last bar of `past`; `future[:, 0]` is the next bar. Nothing in a sample depends on data
-after `origin_us` except `future`, `future_mask` and `label`.
+Movement samples (samples/acl18.py; L lag days, N tweets per day, C price channels):
+
+- `past` [L, C], `past_mask` [L] (steps left-padded, the target step last)
+- `text_emb`      [L, N, D] float32  each lag day's tweets (oldest first); `text_mask` [L, N] bool
+- `text_age`      [L, N] float32     days from a tweet's publication to the decision instant (0 on padding)
+- `label`         []     int64       movement class (0 down, 1 up; -1 = inside the dead band, ignored)
+
+Portfolio windows (samples/portfolio.py; A assets, L lookback, F features, H horizon):
+
+- `past` [A, L, F], `past_mask` [A, L]; `future` [A, H] simple returns, `future_mask` [A, H]
+- `news_emb`      [A, L, D] float32  mean text embedding of each (asset, bar) bin, 0 where it has no text
+- `news_mask`     [A, L]    bool     the bin has a text
+- `news_coverage` [A, L, A] float32  one-hot of the universe symbols the bin's texts mention
+
+Token sequences (samples/masked_lm.py; L tokens):
+
+- `tokens` [L] int64 price-action token ids; `tokens_mask` [L] bool real tokens; `labels` [L] int64 masked-LM
+  targets (-100 where not predicted)
+
+Every family: `symbol_index` [] int64 (index into the dataset's symbol list; portfolio samples have none),
+`origin_us` [] int64 (the decision instant: the last past bar's close, UTC microseconds).
+
+The decision bar is the last bar of `past`; `future[0]` is the next bar. Nothing in a sample depends on data after
+`origin_us` except `future`, `future_mask`, `label` and `labels`.
 """
 
 from __future__ import annotations
@@ -40,3 +60,9 @@ IGNORE_LABEL = -1
 
 TEXT_IDS = "text_ids"
 TEXT_IDS_MASK = "text_ids_mask"
+TEXT_AGE = "text_age"
+NEWS_EMB = "news_emb"
+NEWS_MASK = "news_mask"
+NEWS_COVERAGE = "news_coverage"
+TOKENS_MASK = "tokens_mask"
+LABELS = "labels"

@@ -21,10 +21,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from finfusion.errors import FinfusionError
-from finfusion.samples.contract import SYMBOL_INDEX, TOKENS
+from finfusion.samples.contract import LABELS, SYMBOL_INDEX, TOKENS, TOKENS_MASK
 
-TOKENS_MASK = "tokens_mask"
-LABELS = "labels"
 IGNORE_INDEX = -100
 
 

@@ -44,12 +44,17 @@ from finfusion.data.calendar import to_us
 from finfusion.errors import FinfusionError
 from finfusion.features.align import text_table
 from finfusion.features.normalize import FittedNormalizer, utc_instant
-from finfusion.samples.contract import FUTURE, FUTURE_MASK, ORIGIN_US, PAST, PAST_MASK
+from finfusion.samples.contract import (
+    FUTURE,
+    FUTURE_MASK,
+    NEWS_COVERAGE,
+    NEWS_EMB,
+    NEWS_MASK,
+    ORIGIN_US,
+    PAST,
+    PAST_MASK,
+)
 from finfusion.samples.windows import LOG_RETURN, Instant, Panel, build_panel, fit_normalizer
-
-NEWS_EMB = "news_emb"
-NEWS_MASK = "news_mask"
-NEWS_COVERAGE = "news_coverage"
 
 
 @dataclass(frozen=True)

@@ -61,13 +61,15 @@ def fit_model(
     resume: str | Path | None = "auto",
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Fit `model` on `train` (validating on `val`); `loader(dataset, shuffle=...)` batches a dataset. Closed-form
-    models are fitted in one pass over the training batches and have no checkpoint."""
+    """Fit `model` on `train` (validating on `val`); `loader(dataset, shuffle=..., seed=...)` batches a dataset (the
+    training batches are shuffled with the trainer's seed). Closed-form models are fitted in one pass over the
+    training batches and have no checkpoint."""
     if not model.trainable:
         model.fit(loader(train))
         return FitResult(None, None)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{type(model).__name__} is trainable but not an nn.Module")
     task = make_task(cfg, model)
-    loaders = (loader(train, shuffle=True), loader(val) if len(val) else None)
+    seed = int(trainer_options(cfg.get("trainer", {}))["seed"])
+    loaders = (loader(train, shuffle=True, seed=seed), loader(val) if len(val) else None)
     return fit_task(task, loaders, run_dir, cfg, resume=resume, callbacks=callbacks)

@@ -1,7 +1,8 @@
 """Lightning tasks: each wraps any `nn.Module` that follows the sample contract and returns the outputs the task needs.
 
 - `ForecastTask`: `point` [B, H, T] and/or `quantiles` [B, H, T, Q] against `future` [B, H, T]; validation logs
-  `val_loss`, `val_mae`, `val_directional_accuracy` and `val_sharpe`.
+  `val_loss`, the registry's `VAL_METRICS` (val_mae, val_rmse, val_directional_accuracy, val_mcc) of the next-bar
+  return forecast and `val_sharpe`.
 - `MovementTask`: `logits` [B, K] against `label` [B] (-1 ignored); validation logs `val_loss`, `val_accuracy`,
   `val_mcc`. Optional adversarial training (Adv-ALSTM, Feng et al. IJCAI 2019) for models that return `latent` and
   implement `classify(latent)`.
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from finfusion.evaluation.metric_registry import metric_table
 from finfusion.evaluation.metrics import mcc
 from finfusion.samples.contract import (
     FUTURE,
@@ -37,6 +39,8 @@ from finfusion.training.losses import build_loss
 from finfusion.training.schedule import configure_optimizer
 
 Batch = Mapping[str, Tensor]
+#: Registered metrics (evaluation/metric_registry.py) the forecast task logs on validation.
+VAL_METRICS = ("mae", "rmse", "directional_accuracy", "mcc")
 
 
 class _Task(L.LightningModule):
@@ -162,7 +166,7 @@ class ForecastTask(_Task):
         return kwargs
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {"abs_error": [], "count": [], "pnl": [], "hit": []}
+        self._val = {"forecast": [], "realised": []}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, outputs = self._step(batch)
@@ -171,25 +175,27 @@ class ForecastTask(_Task):
         future = batch[FUTURE].float()
         mask = batch.get(FUTURE_MASK)
         step_mask = torch.ones_like(future[..., 0], dtype=torch.bool) if mask is None else mask.bool()
-        self._val["abs_error"].append(((point - future).abs() * step_mask.unsqueeze(-1)).sum())
-        self._val["count"].append(step_mask.sum() * future.shape[-1])
         channel = self.hparams.return_channel
         forecast, realised = point[:, 0, channel], future[:, 0, channel]
         if SCALE_LOC in batch and SCALE_SCALE in batch:
             loc, scale = batch[SCALE_LOC][:, 0, channel].float(), batch[SCALE_SCALE][:, 0, channel].float()
             forecast, realised = forecast * scale + loc, realised * scale + loc
         keep = step_mask[:, 0]
-        self._val["pnl"].append((torch.sign(forecast) * realised)[keep])
-        self._val["hit"].append((torch.sign(forecast) == torch.sign(realised))[keep].float())
+        self._val["forecast"].append(forecast[keep].cpu())
+        self._val["realised"].append(realised[keep].cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val.get("count"):
+        """The registry's validation metrics (`VAL_METRICS`) of the next-bar forecast of the return channel, in its
+        own units, and the sign strategy's Sharpe ratio, logged as val_<name>."""
+        if not self._val.get("forecast"):
             return
-        count = torch.stack(self._val["count"]).sum().clamp_min(1)
-        self.log("val_mae", torch.stack(self._val["abs_error"]).sum() / count)
-        hits = torch.cat(self._val["hit"])
-        self.log("val_directional_accuracy", hits.mean() if hits.numel() else torch.tensor(0.0))
-        pnl = torch.cat(self._val["pnl"])
+        forecast, realised = torch.cat(self._val["forecast"]), torch.cat(self._val["realised"])
+        if forecast.numel() == 0:
+            return
+        table = metric_table(realised.double().numpy(), forecast.double().numpy(), reference=0.0, names=VAL_METRICS)
+        for name, value in table.items():
+            self.log(f"val_{name}", torch.tensor(value))
+        pnl = torch.sign(forecast) * realised
         self.log("val_sharpe", torch.tensor(sharpe_ratio(pnl, self.hparams.periods_per_year)), prog_bar=True)
 
 

@@ -26,8 +26,7 @@ from finfusion.models.movement.parts import (
     masked_softmax,
 )
 from finfusion.models.movement.price import StepPriceEncoder
-from finfusion.samples.acl18 import TEXT_AGE
-from finfusion.samples.contract import PAST, PAST_MASK, TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import PAST, PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
 
 
 class StepCrossAttention(nn.Module):

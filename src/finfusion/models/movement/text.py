@@ -15,8 +15,7 @@ from torch import Tensor, nn
 
 from finfusion.models.base import Capabilities
 from finfusion.models.movement.parts import LatentClassifier, StepPooling, TemporalHead, TweetEncoder
-from finfusion.samples.acl18 import TEXT_AGE
-from finfusion.samples.contract import PAST_MASK, TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
 
 
 class MovementText(LatentClassifier, nn.Module, Capabilities):

@@ -29,8 +29,7 @@ from finfusion.models.base import Capabilities
 from finfusion.models.portfolio.cross_gated_attention import CrossGatedAttention
 from finfusion.models.portfolio.news_lstm import NewsLSTM
 from finfusion.models.portfolio.timesnet import TimesNetEncoder
-from finfusion.samples.contract import PAST, PAST_MASK
-from finfusion.samples.portfolio import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK
+from finfusion.samples.contract import NEWS_COVERAGE, NEWS_EMB, NEWS_MASK, PAST, PAST_MASK
 
 
 class CGAPortfolio(nn.Module, Capabilities):

@@ -1,9 +1,10 @@
-"""The StockNet (ACL18) benchmark: build it as published, train each experiment per seed, select on dev, test once.
+"""The StockNet (ACL18) benchmark, a movement-family evaluation: build it as published, train each experiment per
+seed, select on dev, test once.
 
 Flow (`run_benchmark`): ingest the StockNet copy into the lake when it is not there yet and embed its tweets (texts
 already embedded are skipped), build the samples (`samples/acl18.py`) and check the published sample counts, then
-for every experiment config and seed: train with Lightning (`training/trainer.py` `fit`, `MovementTask`), keep the
-checkpoint with the best dev MCC (selection on dev only, no early stopping or picking on test), score it on dev and,
+for every experiment config and seed: `families.movement.evaluate_seed` (the one pipeline's `train_run`, keeping the
+checkpoint with the best dev MCC: selection on dev only, no early stopping or picking on test), scored on dev and,
 unless `dev_only`, once on test. The results table (accuracy, MCC, F1 of the up class: mean ± sample standard
 deviation over seeds) is written beside the published numbers to a markdown file with the command line, the
 configs, the seeds and the machine.
@@ -11,11 +12,8 @@ configs, the seeds and the machine.
 
 from __future__ import annotations
 
-import inspect
 import os
 import platform
-import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,22 +29,18 @@ from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
-from finfusion.evaluation.metrics import mcc, precision_recall_f1
+from finfusion.families.movement import SeedResult, evaluate_seed, family_data
 from finfusion.features.text import embed_texts, load_encoder
 from finfusion.machine import cpu_name
-from finfusion.models.registry import model_class
 from finfusion.samples.acl18 import (
     PRICE_CHANNELS,
     PUBLISHED_COUNTS,
     PUBLISHED_UP_RATE,
     SPLITS,
     ACL18Config,
-    ACL18Dataset,
     ACL18Samples,
 )
 from finfusion.samples.acl18_lake import load_acl18
-from finfusion.training.tasks import build_task
-from finfusion.training.trainer import fit
 
 DEFAULT_EXPERIMENTS = ("stocknet_price", "stocknet_text", "stocknet_fusion")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -93,38 +87,6 @@ METHOD_NOTES = (
 )
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Accuracy, MCC and F1 of the up class of predicted labels."""
-
-    accuracy: float
-    mcc: float
-    f1: float
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One experiment and seed: the epoch chosen on dev, its dev scores, its test scores (None when dev only)."""
-
-    experiment: str
-    seed: int
-    epoch: int
-    dev: Scores
-    test: Scores | None
-    seconds: float
-
-
-def scores(labels: np.ndarray, predicted: np.ndarray) -> Scores:
-    """Scores of `predicted` [M] against `labels` [M] (0 down, 1 up)."""
-    if labels.shape != predicted.shape or labels.size == 0:
-        raise FinfusionError(f"cannot score {predicted.size} predictions against {labels.size} labels")
-    return Scores(
-        accuracy=float(np.mean(labels == predicted)),
-        mcc=mcc(labels, predicted),
-        f1=precision_recall_f1(labels, predicted, 1).f1,
-    )
-
-
 def prepare_lake(lake: Lake, data: Path, dataset: str, encoder: str) -> None:
     """Ingest the StockNet copy at `data` unless the lake has it, and embed its texts not yet embedded."""
     if not data.is_dir():
@@ -145,69 +107,12 @@ def check_counts(samples: ACL18Samples) -> None:
         )
 
 
-def build_model(model_cfg: DictConfig, samples: ACL18Samples) -> torch.nn.Module:
-    """The model named in `model_cfg` with its other keys; n_channels, text_dim and lag_days come from the samples."""
-    options = dict(OmegaConf.to_container(model_cfg, resolve=True))
-    cls = model_class(str(options.pop("name")))
-    derived = {
-        "n_channels": len(PRICE_CHANNELS),
-        "text_dim": samples.vectors.shape[1],
-        "lag_days": samples.config.lag_days,
-    }
-    accepted = inspect.signature(cls.__init__).parameters
-    options.update({key: value for key, value in derived.items() if key in accepted and key not in options})
-    return cls(**options)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, dataset: ACL18Dataset, batch_size: int) -> np.ndarray:
-    """Predicted labels [M] (argmax of `logits`) of every sample of `dataset`, in order."""
-    model.eval()
-    out = [model(batch)["logits"].argmax(dim=-1) for batch in dataset.loader(batch_size, shuffle=False)]
-    return torch.cat(out).numpy()
-
-
-def train_one(
-    samples: ACL18Samples, cfg: DictConfig, seed: int, run_dir: Path, evaluate_test: bool = True
-) -> RunResult:
-    """Train `cfg` with `seed`, keep the checkpoint with the best dev MCC, score it on dev (and on test once)."""
-    started = time.perf_counter()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    cfg = OmegaConf.merge(cfg, {"trainer": {"seed": seed}})
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = build_model(cfg.model, samples)
-    task = build_task(cfg.task, cfg.optim, model)
-    batch_size = int(cfg.data.batch_size)
-    train, dev = samples.dataset("train"), samples.dataset("dev")
-    loaders = (train.loader(batch_size, shuffle=True, seed=seed), dev.loader(batch_size, shuffle=False))
-    trainer = fit(task, loaders, run_dir, cfg, resume="never")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if not best:
-        raise FinfusionError(f"{run_dir}: training saved no checkpoint to select on dev")
-    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-    task.load_state_dict(checkpoint["state_dict"])
-    dev_scores = scores(dev.labels, predict(model, dev, batch_size))
-    test_scores = None
-    if evaluate_test:
-        test = samples.dataset("test")
-        test_scores = scores(test.labels, predict(model, test, batch_size))
-    return RunResult(
-        experiment=str(cfg.name),
-        seed=seed,
-        epoch=int(checkpoint["epoch"]),
-        dev=dev_scores,
-        test=test_scores,
-        seconds=time.perf_counter() - started,
-    )
-
-
 @dataclass(frozen=True)
 class BenchmarkRun:
     """What `run_benchmark` did: the resolved configs, one result per (experiment, seed), the data summary."""
 
     configs: list[DictConfig]
-    results: list[RunResult]
+    results: list[SeedResult]
     data_note: str
 
 
@@ -219,7 +124,7 @@ def run_benchmark(
     runs: Path = Path("runs/stocknet"),
     overrides: Sequence[str] = (),
     dev_only: bool = False,
-    on_result: Callable[[RunResult], None] | None = None,
+    on_result: Callable[[SeedResult], None] | None = None,
 ) -> BenchmarkRun:
     """Every experiment (a config name or YAML path) with every seed on the StockNet copy at `data`."""
     try:
@@ -237,8 +142,10 @@ def run_benchmark(
     check_counts(samples)
     results = []
     for cfg in configs:
+        data = family_data(samples, cfg)
         for seed in seeds:
-            result = train_one(samples, cfg, seed, runs / str(cfg.name) / f"seed{seed}", evaluate_test=not dev_only)
+            run_dir = runs / str(cfg.name) / f"seed{seed}"
+            result = evaluate_seed(cfg, seed, run_dir, data, evaluate_test=not dev_only)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -282,7 +189,7 @@ def results_markdown(command: str, run: BenchmarkRun) -> str:
         "| model | accuracy | MCC | F1 (up) | source |",
         "|---|---|---|---|---|",
     ]
-    by_experiment: dict[str, list[RunResult]] = {}
+    by_experiment: dict[str, list[SeedResult]] = {}
     for r in results:
         by_experiment.setdefault(r.experiment, []).append(r)
     for cfg in configs:
