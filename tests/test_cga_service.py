@@ -1,7 +1,7 @@
 """The CGA portfolio model in the serving jobs, end to end on a 3-symbol synthetic market with fake text embeddings.
 
-`serve job train` and `serve job predict` run through the command line with the default steps (`CGA_STEPS`, patched
-to a tiny config), the weights come back over real HTTP, a finetune that validates worse leaves the served version
+`serve job train` and `serve job predict` run through the command line with the default config (`cga_daily`, made
+tiny with `--set`), the weights come back over real HTTP, a finetune that validates worse leaves the served version
 unchanged, and the weights of past decisions do not move when later bars and texts arrive.
 """
 
@@ -20,22 +20,25 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from finfusion.commands.serve import ENV_STEPS
+from finfusion.commands.serve import ENV_CONFIG
 from finfusion.commands.serve import app as serve_app
+from finfusion.config import load_config
 from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, generate_market
 from finfusion.data.sources.synthetic_ingest import ingest_market
 from finfusion.errors import FinfusionError
-from finfusion.serving import cga_steps as cga_module
+from finfusion.families.base import Sources
+from finfusion.families.portfolio import FAMILY as PORTFOLIO
 from finfusion.serving.api import create_app
-from finfusion.serving.cga_steps import CGASteps, cga_steps, data_sources, validation_cut
-from finfusion.serving.jobs import PipelineSpec, Span
+from finfusion.serving.family_steps import FamilySteps, validation_cut
+from finfusion.serving.jobs import JobRunner, PipelineSpec, Span
+from finfusion.serving.model_jobs import run_finetune
 from finfusion.serving.model_store import ModelStore
-from finfusion.serving.steps import ModelArtifact, ModelSteps
+from finfusion.serving.steps import ModelArtifact
 from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
 from tests.serving_helpers import serving
 
-STEPS = cga_steps(overrides=OVERRIDES)
+STEPS = FamilySteps("cga_daily", tuple(OVERRIDES)).steps()
 DATASET = "synthetic"
 SPEC = PipelineSpec(bars=DATASET)
 MODEL = SPEC.model
@@ -81,10 +84,11 @@ def add_data(root: Path, market: SyntheticMarket) -> None:
 
 
 def serve_job(root: Path, command: str, *args: str) -> str:
-    """Output of `finfusion serve job COMMAND DATASET ...` on the lake and store under `root` (no --steps)."""
+    """Output of `finfusion serve job COMMAND DATASET ...` on the lake and store under `root` (the default config,
+    made tiny with --set)."""
     options = ["--lake", str(root / "lake")]
     if command != "features":
-        options += ["--store", str(root / "store")]
+        options += ["--store", str(root / "store"), *(word for o in OVERRIDES for word in ("--set", o))]
     result = CliRunner().invoke(serve_app, ["job", command, *args, *options], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
@@ -97,10 +101,9 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _default_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command line's default steps, with the tiny config."""
-    monkeypatch.delenv(ENV_STEPS, raising=False)
-    monkeypatch.setattr(cga_module, "CGA_STEPS", STEPS)
+def _default_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's default config (no $FINFUSION_SERVE_CONFIG)."""
+    monkeypatch.delenv(ENV_CONFIG, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("cga_service")
     market = generate_market(SyntheticConfig(n_symbols=3, start="2019-01-01", end="2019-12-31", seed=2))
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(ENV_STEPS, raising=False)
-        patch.setattr(cga_module, "CGA_STEPS", STEPS)
+        patch.delenv(ENV_CONFIG, raising=False)
         add_data(root, before(market, CUT))
         outputs = [serve_job(root, command, DATASET) for command in ("train", "predict", "predict", "finetune")]
     version = ModelStore(root / "store", MODEL).current_version()
@@ -132,8 +134,9 @@ def test_train_and_predict_through_the_cli_write_the_served_versions_weights(ser
     assert info.current and math.isfinite(info.metrics["val_loss"] or math.nan)
     assert info.info["data"]["end"] == sessions[-1].isoformat()
     config = served.store.load_config(served.version)
-    assert config["data"]["bars"] == DATASET and config["data"]["texts"] == DATASET and "normalizer" in config
-    assert config["model"]["use_news"] and config["model"]["text_dim"] == TEXT_DIM
+    experiment, state = config["experiment"], config["state"]
+    assert experiment["data"]["bars"] == DATASET and experiment["data"]["texts"] == DATASET and "normalizer" in state
+    assert experiment["model"]["use_news"] and state["text_dim"] == TEXT_DIM and len(state["symbols"]) == 3
 
     weights = served.lake.read("weights", MODEL)
     assert weights["model_version"].unique().to_list() == [served.version]
@@ -156,9 +159,7 @@ def test_the_api_serves_the_latest_weights(served: Served) -> None:
     assert [w["weight"] for w in body["weights"]] == pytest.approx(last["weight"].to_list())
 
 
-def test_a_finetune_that_validates_worse_leaves_the_served_version(
-    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_finetune_that_validates_worse_leaves_the_served_version(served: Served, tmp_path: Path) -> None:
     root = copy_of(served, tmp_path)
     add_data(root, served.market)
     candidates: list[ModelArtifact] = []
@@ -171,10 +172,9 @@ def test_a_finetune_that_validates_worse_leaves_the_served_version(
         """The real validation loss, plus 1 for a finetuned candidate: every finetune validates worse."""
         return STEPS.validate(lake, spec, span, model) + (1.0 if any(model is c for c in candidates) else 0.0)
 
-    monkeypatch.setattr(cga_module, "CGA_STEPS", ModelSteps(STEPS.train, finetune, validate, STEPS.predict))
-    output = serve_job(root, "finetune", DATASET)
-    store = ModelStore(root / "store", MODEL)
-    assert f"finetune.{MODEL} rejected" in output and len(candidates) == 1
+    lake, store = Lake(root / "lake"), ModelStore(root / "store", MODEL)
+    result = run_finetune(JobRunner.for_lake(lake), lake, store, SPEC, finetune, validate)
+    assert result.status == "rejected" and len(candidates) == 1
     assert store.current_version() == served.version
     (candidate,) = [v for v in store.list_versions() if v.version != served.version]
     assert candidate.info["status"] == "rejected" and candidate.info["parent"] == served.version
@@ -185,7 +185,6 @@ def test_a_finetune_that_validates_worse_leaves_the_served_version(
     assert candidates[0].state_dict.keys() == base.keys()
     assert any(not torch.equal(candidates[0].state_dict[k], base[k]) for k in base)  # it did train further
 
-    monkeypatch.setattr(cga_module, "CGA_STEPS", STEPS)
     assert f"predict.{MODEL} done" in serve_job(root, "predict", DATASET)
     weights = Lake(root / "lake").read("weights", MODEL)
     assert weights["model_version"].unique().to_list() == [served.version]
@@ -215,12 +214,17 @@ def test_weights_of_past_decisions_do_not_move_when_later_data_arrives(served: S
 
 
 def test_missing_texts_short_spans_and_bad_shares_are_named(served: Served) -> None:
+    cfg = load_config("cga_daily", OVERRIDES)
+    bounds = (CUT, CUT)
     with pytest.raises(FinfusionError, match="no text dataset 'absent'"):
-        data_sources(served.lake, PipelineSpec(bars=DATASET, texts="absent"), news=True)
-    assert data_sources(served.lake, PipelineSpec(bars="absent"), news=False)["texts"] is None
+        PORTFOLIO.serving_config(cfg, served.lake, Sources(DATASET, "1d", DATASET, "absent"), *bounds)
+    twin = load_config("cga_daily", [*OVERRIDES, "model.use_news=false"])
+    assert (
+        PORTFOLIO.serving_config(twin, served.lake, Sources("absent", "1d", "absent", None), *bounds).data.texts is None
+    )
     sessions = served.lake.read("features", DATASET, freq="1d")["ts"].unique().sort()
     with pytest.raises(FinfusionError, match="holds 3 session"):
         validation_cut(served.lake, SPEC, Span(sessions[-4], sessions[-1]), 0.3, horizon=5)
     assert validation_cut(served.lake, SPEC, Span(sessions[-7], sessions[-1]), 0.3, horizon=5) == sessions[-6]
     with pytest.raises(FinfusionError, match="validation_share"):
-        CGASteps(validation_share=1.0)
+        FamilySteps("cga_daily", validation_share=1.0)

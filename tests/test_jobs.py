@@ -1,7 +1,7 @@
 """Batch jobs: idempotent reruns, crash safety, --latest windows, point-in-time features, the finetune gate.
 
 The model is a tiny linear scorer over four bar features (fitted by least squares to the next bar's return);
-its steps below are also what the command-line test passes as `--steps tests.test_jobs:STEPS`.
+The command-line test serves a forecast-family experiment (DLinear) through the same jobs, from its config.
 """
 
 from __future__ import annotations
@@ -423,12 +423,14 @@ def test_latest_must_be_positive() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_runs_the_pipeline(tmp_path: Path, market_bars: pl.DataFrame) -> None:
+def test_cli_runs_the_pipeline_for_a_forecast_family_config(tmp_path: Path, market_bars: pl.DataFrame) -> None:
     folder = drop_folder(tmp_path / "drop", early(market_bars))
     lake_root, store_root = str(tmp_path / "lake"), str(tmp_path / "store")
     invoke: Callable[..., object] = CliRunner().invoke
     common = ["--lake", lake_root]
-    model = ["--steps", "tests.test_jobs:STEPS", "--model", "toy", "--store", store_root, *common]
+    tiny = ["data.texts.enabled=false", "data.lookback=16", "data.horizon=2", "trainer.max_epochs=1"]
+    settings = [word for setting in tiny for word in ("--set", setting)]
+    model = ["--config", "dlinear_synthetic", *settings, "--model", "toy", "--store", store_root, *common]
     commands = [
         ["job", "ingest", str(folder), "--dataset", "live", *common],
         ["job", "features", "live", *common],
@@ -442,7 +444,9 @@ def test_cli_runs_the_pipeline(tmp_path: Path, market_bars: pl.DataFrame) -> Non
         result = invoke(serve_app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
-    assert "ingest.live done" in outputs[0] and "train.toy done" in outputs[2]
+    assert "ingest.live done" in outputs[0] and "train.toy done" in outputs[2] and "predict.toy done" in outputs[3]
     assert "predict.toy up-to-date" in outputs[4] and "finetune.toy up-to-date" in outputs[5]
-    bad = invoke(serve_app, ["job", "train", "live", "--steps", "nowhere:STEPS", "--store", store_root, *common])
-    assert bad.exit_code != 0 and "cannot import nowhere" in bad.output
+    forecasts = Lake(tmp_path / "lake").read("forecasts", "toy")
+    assert forecasts["step"].max() == 2 and forecasts["origin_ts"].n_unique() > 10
+    bad = invoke(serve_app, ["job", "train", "live", "--config", "nowhere", "--store", store_root, *common])
+    assert bad.exit_code != 0 and "no config file nowhere" in bad.output

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from finfusion.serving.model_store import ModelStore
     from finfusion.serving.steps import ModelSteps
 
-ENV_STEPS = "FINFUSION_STEPS"
-DEFAULT_STEPS = "finfusion.serving.cga_steps:CGA_STEPS"
+ENV_CONFIG = "FINFUSION_SERVE_CONFIG"
+DEFAULT_CONFIG = "cga_daily"
 
 app = typer.Typer(help="Serve models: the HTTP API and the batch jobs that feed it.", no_args_is_help=True)
 job_app = typer.Typer(
@@ -45,13 +45,18 @@ LatestOption = Annotated[
     float | None,
     typer.Option(help="Only the last HOURS of the input data (recomputed; unchanged rows are not rewritten)."),
 ]
-StepsOption = Annotated[
+ConfigOption = Annotated[
     str,
     typer.Option(
-        "--steps",
-        envvar=ENV_STEPS,
-        help="The model's steps: package.module:NAME of a finfusion ModelSteps (default: the CGA portfolio model).",
+        "--config",
+        "-c",
+        envvar=ENV_CONFIG,
+        help="Experiment config of the served model, any family (a name in configs/experiment/ or a YAML path).",
     ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="A config override key=value (repeatable), e.g. --set model.use_news=false."),
 ]
 
 
@@ -162,11 +167,14 @@ def features(
     _print(result)
 
 
-@job_app.command("train", epilog="Example:\n\n  finfusion serve job train live --steps mypkg.steps:STEPS")
+@job_app.command(
+    "train", epilog="Example:\n\n  finfusion serve job train live --config cga_daily --set trainer.max_epochs=5"
+)
 @reports_errors
 def train(
     dataset: DatasetArgument,
-    steps: StepsOption = DEFAULT_STEPS,
+    config: ConfigOption = DEFAULT_CONFIG,
+    settings: SetOption = None,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -177,19 +185,18 @@ def train(
     """Train a new version from scratch and serve it."""
     from finfusion.serving.model_jobs import run_train
 
-    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
+    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
     with busy(f"training {model}"):
         result = run_train(c.runner, c.lake, c.store, c.spec, c.steps.train, latest_hours=latest)
     _print(result)
 
 
-@job_app.command(
-    "finetune", epilog="Example:\n\n  finfusion serve job finetune live --steps mypkg.steps:STEPS --latest 24"
-)
+@job_app.command("finetune", epilog="Example:\n\n  finfusion serve job finetune live --config cga_daily --latest 24")
 @reports_errors
 def finetune(
     dataset: DatasetArgument,
-    steps: StepsOption = DEFAULT_STEPS,
+    config: ConfigOption = DEFAULT_CONFIG,
+    settings: SetOption = None,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -200,7 +207,7 @@ def finetune(
     """Finetune the served version on new data; serve the result only if its validation loss is lower."""
     from finfusion.serving.model_jobs import run_finetune
 
-    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
+    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
     with busy(f"finetuning {model}"):
         result = run_finetune(
             c.runner, c.lake, c.store, c.spec, c.steps.finetune, c.steps.validate, latest_hours=latest
@@ -209,12 +216,13 @@ def finetune(
 
 
 @job_app.command(
-    "predict", epilog="Example:\n\n  finfusion serve job predict live --steps mypkg.steps:STEPS --latest 4"
+    "predict", epilog="Example:\n\n  finfusion serve job predict live --config patchtst_synthetic --model patchtst"
 )
 @reports_errors
 def predict(
     dataset: DatasetArgument,
-    steps: StepsOption = DEFAULT_STEPS,
+    config: ConfigOption = DEFAULT_CONFIG,
+    settings: SetOption = None,
     freq: FreqOption = "1d",
     features_name: FeaturesOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -222,12 +230,15 @@ def predict(
     latest: LatestOption = None,
     lake: LakeOption = None,
 ) -> None:
-    """Write the served version's portfolio weights for the decision instants that have none."""
+    """Write the served version's predictions (the family's table: weights, forecasts) for the decisions that have
+    none."""
     from finfusion.serving.model_jobs import run_predict
 
-    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, steps)
+    c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
     with busy(f"predicting with {model}"):
-        result = run_predict(c.runner, c.lake, c.store, c.spec, c.steps.predict, latest_hours=latest)
+        result = run_predict(
+            c.runner, c.lake, c.store, c.spec, c.steps.predict, table=c.steps.table, latest_hours=latest
+        )
     _print(result)
 
 
@@ -243,16 +254,25 @@ class _ModelContext:
 
     @classmethod
     def build(
-        cls, lake: Path | None, store: Path, dataset: str, freq: str, features_name: str | None, model: str, steps: str
+        cls,
+        lake: Path | None,
+        store: Path,
+        dataset: str,
+        freq: str,
+        features_name: str | None,
+        model: str,
+        config: str,
+        settings: list[str] | None,
     ) -> _ModelContext:
         from finfusion.data.lake import Lake
+        from finfusion.serving.family_steps import family_steps
         from finfusion.serving.jobs import JobRunner, PipelineSpec
         from finfusion.serving.model_store import ModelStore
-        from finfusion.serving.steps import load_steps
 
         data = Lake(lake)
         spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name, model=model)
-        return cls(JobRunner.for_lake(data), data, ModelStore(store, model), spec, load_steps(steps))
+        steps = family_steps(config, settings or [])
+        return cls(JobRunner.for_lake(data), data, ModelStore(store, model), spec, steps)
 
 
 def _print(result: JobResult) -> None:

@@ -44,6 +44,18 @@ def latest_windows(data: ExperimentData) -> Windows:
     return with_texts(WindowDataset(data.panel, config, data.train.normalizer, index.astype(np.int64)), data.aligned)
 
 
+def windows_between(data: ExperimentData, start_us: int | None, end_us: int) -> Windows:
+    """One window per (symbol, bar) with start_us < bar instant <= end_us and a full lookback, its future known or
+    not (the serve jobs' decisions), with the stored normaliser; may be empty."""
+    config = dataclasses.replace(data.config, require_future=False)
+    rows = []
+    for s, ts in enumerate(data.panel.ts):
+        keep = np.flatnonzero((ts <= end_us) & (ts > (start_us if start_us is not None else np.iinfo(np.int64).min)))
+        rows += [[s, int(i)] for i in keep if i >= config.lookback - 1]
+    index = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    return with_texts(WindowDataset(data.panel, config, data.train.normalizer, index), data.aligned)
+
+
 def span_windows(data: ExperimentData, span: str) -> Windows:
     if span == "latest":
         return latest_windows(data)

@@ -9,7 +9,8 @@ A family (forecast, movement, portfolio, ...) is one module with one `Family` su
 - `data(cfg, state)`: its datasets from the lake (`FamilyData`): fitting what it fits (normalisers, split instants,
   the universe) only when `state` is None (training) and reusing the stored `state` otherwise (predict, validate);
 - `predict(run, span)`: a trained run's predictions (`Predictions`), which know how they become a lake table;
-- `evaluate(cfg, run_dir, progress)`: the family's honest evaluation (selection on validation, test scored once).
+- `evaluate(cfg, run_dir, progress)`: the family's honest evaluation (selection on validation, test scored once);
+- `serving_config(...)` and `predict_between(run, start, end)`: what the serve jobs need (serving/family_steps.py).
 
 The pipeline (`families/pipeline.py`) does the rest the same way for every family: build and check the model, train
 through the one Trainer path, write and read the run folder.
@@ -21,6 +22,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -29,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from finfusion.errors import FinfusionError
 
 if TYPE_CHECKING:
+    import polars as pl
     from torch.utils.data import DataLoader, Dataset
 
     from finfusion.data.lake import Lake, WriteResult
@@ -101,10 +104,22 @@ class EvaluationResult:
     write_page: Callable[[Path, str, str], Path] | None = None
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The lake datasets a serving pipeline names: bars at `freq`, their features, and texts (None: none)."""
+
+    bars: str
+    freq: str
+    features: str
+    texts: str | None
+
+
 class Family(ABC):
     """One model family (see the module docstring)."""
 
     name: ClassVar[str]
+    #: The lake table (data/schema.py kind) its predictions are written to.
+    table: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
     #: Prediction spans `predict` accepts.
     spans: ClassVar[tuple[str, ...]]
@@ -133,11 +148,17 @@ class Family(ABC):
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         """The family's evaluation of the experiment `cfg` into `run_dir`."""
 
-    def lake_of(self, cfg: DictConfig) -> Lake:
-        """The lake the config's data part reads."""
-        from finfusion.data.lake import Lake
+    @abstractmethod
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        """`cfg` pointed at the serving pipeline's lake and datasets, split at `train_end` (training samples end
+        before it, future included) and `val_end` (validation samples start at `train_end` and end before it)."""
 
-        return Lake(cfg.data.get("lake"))
+    @abstractmethod
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        """Rows of the family's lake table (`table`) for every decision start < t <= end that has a full lookback,
+        its future known or not (none: an empty frame)."""
 
 
 class LazySections(Mapping[str, Any]):

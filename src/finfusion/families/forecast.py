@@ -15,14 +15,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from finfusion.families.base import FREE, EvaluationResult, Family, FamilyData, LazySections, Progress, trainer_keys
+from finfusion.families.base import (
+    FREE,
+    EvaluationResult,
+    Family,
+    FamilyData,
+    LazySections,
+    Progress,
+    Sources,
+    trainer_keys,
+)
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from finfusion.data.lake import Lake, WriteResult
     from finfusion.experiment.data import ExperimentData
     from finfusion.experiment.forecast import Forecasts
@@ -89,6 +101,7 @@ def family_data(data: ExperimentData) -> FamilyData:
 
 class ForecastFamily(Family):
     name = "forecast"
+    table = "forecasts"
     tasks = ("forecast", "generative")
     spans = ("test", "val", "train", "all", "latest")
     sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
@@ -108,6 +121,42 @@ class ForecastFamily(Family):
         options = data_options(run.cfg.data)
         texts = window_texts(windows, Lake(options["lake"]), options)
         return ForecastPredictions(run_forecasts(run.model, windows), texts)
+
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        from omegaconf import OmegaConf, open_dict
+
+        served = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        with open_dict(served):
+            served.data.update(
+                {
+                    "lake": str(lake.root),
+                    "source": "lake",
+                    "dataset": sources.bars,
+                    "freq": sources.freq,
+                    "split": {"train_end": train_end.isoformat(), "val_end": val_end.isoformat()},
+                }
+            )
+            if served.data.get("texts", {}).get("enabled"):
+                served.data.texts.dataset = sources.texts or sources.bars
+        return served
+
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        import polars as pl
+
+        from finfusion.data.calendar import to_us
+        from finfusion.data.schema import FORECASTS
+        from finfusion.experiment.forecast import lake_frame, run_forecasts
+        from finfusion.experiment.predict import windows_between
+
+        def instant(value: datetime) -> int:
+            return int(to_us(pl.Series([value]))[0])
+
+        windows = windows_between(run.data.extra["experiment"], None if start is None else instant(start), instant(end))
+        if len(windows) == 0:
+            return pl.DataFrame(schema={column.name: column.dtype for column in FORECASTS.columns})
+        return lake_frame(run_forecasts(run.model, windows))
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.evaluation.run_layout import missing_parts

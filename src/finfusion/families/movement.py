@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from finfusion.families.base import EvaluationResult, Family, FamilyData, LazySections, Progress, trainer_keys
+from finfusion.errors import FinfusionError
+from finfusion.families.base import EvaluationResult, Family, FamilyData, LazySections, Progress, Sources, trainer_keys
 
 if TYPE_CHECKING:
     import polars as pl
@@ -203,6 +205,7 @@ def evaluate_seed(
 
 class MovementFamily(Family):
     name = "movement"
+    table = "movements"
     tasks = ("movement",)
     spans = tuple(SPLIT_OF_SPAN)
     sections = LazySections(data=lambda: DATA_KEYS, evaluation=lambda: EVALUATION_KEYS, trainer=trainer_keys)
@@ -223,6 +226,17 @@ class MovementFamily(Family):
         samples = run.data.extra["samples"]
         dataset = samples.dataset(SPLIT_OF_SPAN[span])
         return MovementPredictions(movement_rows(run.model, dataset, samples.symbols, int(run.cfg.data.batch_size)))
+
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        raise FinfusionError(
+            "the movement family's samples use the published StockNet splits and day files; the serve jobs cannot "
+            "move its split yet (movement on any dataset is issue 20)"
+        )
+
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        raise FinfusionError("the movement family is not served by the jobs yet (issue 20)")
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         seeds = [int(seed) for seed in cfg.get("evaluation", {}).get("seeds", [0])]

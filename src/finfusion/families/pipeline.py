@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -25,6 +25,9 @@ from finfusion.families.base import EvaluationResult, Family, FamilyData, Predic
 from finfusion.families.run_folder import METRICS_FILE, STATE_FILE, read_config, read_json, write_run
 from finfusion.models.base import Capabilities
 from finfusion.models.build import build_model, load_model_state, save_model_state
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -64,8 +67,11 @@ def train_run(
     resume: str | Path | None = "auto",
     callbacks: Sequence[Any] = (),
     data: FamilyData | None = None,
+    initial_weights: Mapping[str, Tensor] | None = None,
 ) -> TrainedRun:
-    """Train the experiment `cfg` into `run_dir` (see the module docstring); resumes from last.ckpt by default."""
+    """Train the experiment `cfg` into `run_dir` (see the module docstring); resumes from last.ckpt by default.
+    `data` replaces the family's data (e.g. built with a stored state); `initial_weights` start the model from a
+    trained state dict (fine-tuning) instead of its seeded initialisation."""
     from finfusion.training.fitting import fit_model, seed_everything
 
     run = Path(run_dir)
@@ -73,6 +79,8 @@ def train_run(
     data = data or family.data(cfg)
     seed_everything(cfg)
     model = model_for(cfg, data)
+    if initial_weights is not None:
+        model.load_state_dict(dict(initial_weights), strict=True)
     fitted = fit_model(cfg, model, data.train, data.val, data.loader, run, resume, callbacks)
     run.mkdir(parents=True, exist_ok=True)
     save_model_state(model, run)
@@ -99,26 +107,45 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     return LoadedRun(run, cfg, family, data, model)
 
 
+def run_from_parts(
+    cfg: DictConfig, state: Mapping[str, Any], weights: Mapping[str, Tensor], run_dir: Path = Path("served")
+) -> LoadedRun:
+    """A trained model from its parts (a model store's version): the config, the family's stored state and the
+    weights; the data is rebuilt from the config's lake with that state (nothing refitted)."""
+    family = family_of(cfg)
+    data = family.data(cfg, state)
+    model = build_model(cfg.model, data.model_arguments, data.sample_keys)
+    model.load_state_dict(dict(weights), strict=True)
+    model.eval()
+    return LoadedRun(run_dir, cfg, family, data, model)
+
+
+def validation_metrics(loaded: LoadedRun) -> dict[str, float]:
+    """The task's validation metrics of a loaded run's model on its validation samples (no training)."""
+    from torch import nn
+
+    from finfusion.training.fitting import make_task
+    from finfusion.training.trainer import validate_task
+
+    if not isinstance(loaded.model, nn.Module):
+        raise FinfusionError(f"{loaded.cfg.model.name} is not trained by gradient descent: it has no validation loop")
+    if len(loaded.data.val) == 0:
+        raise FinfusionError("the split leaves no validation samples")
+    task = make_task(loaded.cfg, loaded.model)
+    return validate_task(task, loaded.data.loader(loaded.data.val), loaded.cfg.get("trainer", {}))
+
+
 def validate_run(
     run_dir: str | Path, checkpoint: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> dict[str, float]:
     """The task's validation metrics of the run's best weights (or those of `checkpoint`, read weights-only) on its
     validation samples, without training."""
-    from torch import nn
-
-    from finfusion.training.fitting import make_task
-    from finfusion.training.trainer import best_state_dict, validate_task
+    from finfusion.training.trainer import best_state_dict
 
     loaded = load_run(run_dir, overrides)
-    model = loaded.model
-    if not isinstance(model, nn.Module):
-        raise FinfusionError(f"{loaded.cfg.model.name} is not trained by gradient descent: it has no validation loop")
     if checkpoint is not None:
-        model.load_state_dict(best_state_dict(Path(checkpoint)))
-    if len(loaded.data.val) == 0:
-        raise FinfusionError("the run's split leaves no validation samples")
-    task = make_task(loaded.cfg, model)
-    return validate_task(task, loaded.data.loader(loaded.data.val), loaded.cfg.get("trainer", {}))
+        loaded.model.load_state_dict(best_state_dict(Path(checkpoint)))
+    return validation_metrics(loaded)
 
 
 def predict_run(run_dir: str | Path, span: str = "test", overrides: Sequence[str] = ()) -> Predictions:

@@ -15,13 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from finfusion.errors import FinfusionError
-from finfusion.families.base import FREE, EvaluationResult, Family, FamilyData, LazySections, Progress, trainer_keys
+from finfusion.families.base import (
+    FREE,
+    EvaluationResult,
+    Family,
+    FamilyData,
+    LazySections,
+    Progress,
+    Sources,
+    trainer_keys,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -82,8 +92,13 @@ class WeightPredictions:
         return path
 
 
+#: One microsecond: turns a closed span end into the half-open bounds of `PortfolioDataset.split`.
+TICK = timedelta(microseconds=1)
+
+
 class PortfolioFamily(Family):
     name = "portfolio"
+    table = "weights"
     tasks = ("portfolio",)
     spans = ("test", "val", "all")
     sections = LazySections(data=lambda: DATA_KEYS, evaluation=lambda: EVALUATION_KEYS, trainer=trainer_keys)
@@ -140,6 +155,48 @@ class PortfolioFamily(Family):
         weights = model_weights_of(run.model, decisions, k, int(cfg.data.batch_size))
         symbols = list(run.data.state["symbols"])
         return WeightPredictions(weights_frame(decisions.origins_us, symbols, weights, run.run_dir.name), k)
+
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        from omegaconf import OmegaConf, open_dict
+
+        served = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        texts = None
+        if _uses_news(cfg):
+            texts = sources.texts or sources.bars
+            if not lake.files("text", texts):
+                raise FinfusionError(
+                    f"the model reads news but {lake.root} has no text dataset '{texts}': ingest texts (serve job "
+                    "ingest --texts) or serve the price-only twin (model.use_news=false)"
+                )
+        with open_dict(served):
+            served.data.update(
+                {
+                    "lake": str(lake.root),
+                    "bars": sources.bars,
+                    "freq": sources.freq,
+                    "features": sources.features,
+                    "texts": texts,
+                    "train_end": train_end.isoformat(),
+                    "val_end": val_end.isoformat(),
+                }
+            )
+        return served
+
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        from dataclasses import replace
+
+        from finfusion.portfolio.inputs import window_config
+        from finfusion.portfolio.predict import model_weights_of, weights_frame
+        from finfusion.samples.portfolio import PortfolioDataset
+
+        config = replace(window_config(run.cfg.data, require_future=False), stride=1)
+        first = None if start is None else start + TICK
+        decisions = PortfolioDataset(run.data.extra["portfolio"], config).split(first, end + TICK, purge=False)
+        weights = model_weights_of(run.model, decisions, int(run.cfg.task.k), int(run.cfg.data.batch_size))
+        symbols = list(run.data.state["symbols"])
+        return weights_frame(decisions.origins_us, symbols, weights, "").drop("model_version")
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.evaluation.weights_backtest import equal_weights, evaluate_weights

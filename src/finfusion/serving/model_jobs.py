@@ -1,4 +1,4 @@
-"""The model jobs: train, finetune (promoted only when validation improves) and predict portfolio weights.
+"""The model jobs: train, finetune (promoted only when validation improves) and predict, for any family.
 
 Each takes the model steps it needs (see steps.py) and the features dataset's last instant as the end of its input.
 
@@ -8,8 +8,9 @@ finetune  trains the served version further on the data it has not seen, (its da
           HOURS on (end - HOURS, end]. Both the served version and the candidate are validated on that span by the
           same `validate` step; the candidate is promoted only when its loss is strictly lower (and finite).
           Otherwise the served model is unchanged and the candidate is kept as a version with status "rejected".
-predict   writes the served version's weights for the decision instants after the last stored weights (or in the
-          last HOURS) to the WEIGHTS dataset named after the model, each row tagged with the version that made it.
+predict   writes the served version's predictions (the family's table: weights, forecasts, ...) for the decision
+          instants after the last stored ones (or in the last HOURS) to the dataset named after the model; weights
+          rows are tagged with the version that made them, every write's metadata names it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime
 import polars as pl
 
 from finfusion.data.lake import SYMBOL_RE, Lake
-from finfusion.data.schema import WEIGHTS
+from finfusion.data.schema import SCHEMAS, WEIGHTS, TableSchema
 from finfusion.errors import FinfusionError
 from finfusion.serving.jobs import (
     JobError,
@@ -124,27 +125,34 @@ def run_predict(
     spec: PipelineSpec,
     predict: PredictFn,
     *,
+    table: str = WEIGHTS.kind,
     latest_hours: float | None = None,
 ) -> JobResult:
-    """Write the served version's weights for the decision instants that have none (or the last `latest_hours`)."""
+    """Write the served version's predictions (rows of lake table `table`, dataset = the model's name) for the
+    decision instants that have none (or the last `latest_hours`)."""
     job = f"predict.{spec.model}"
+    schema = SCHEMAS[table]
 
     def work(_: JobState) -> JobResult:
         end = features_end(lake, spec)
         start = latest_start(end, latest_hours)
         if start is None:
-            start = last_instant(lake, "weights", spec.model, "ts")
+            start = last_instant(lake, table, spec.model, schema.time_column)
             if start is not None and start >= end:
-                return JobResult(job, "up-to-date", f"weights exist up to {end}, the last features")
+                return JobResult(job, "up-to-date", f"{table} exist up to {end}, the last features")
         model = store.load()
         span = Span(start, end)
-        rows = checked_weights(predict(lake, spec, span, _artifact(model)), span, model.version)
+        frame = predict(lake, spec, span, _artifact(model))
+        rows = (
+            checked_weights(frame, span, model.version) if table == WEIGHTS.kind else checked_rows(frame, schema, span)
+        )
         if rows.height == 0:
             return JobResult(job, "up-to-date", f"the model made no decision in ({start}, {end}]", span)
-        result = lake.write(WEIGHTS, spec.model, rows, metadata={"model": spec.model, "features": spec.features})
-        details = {"rows": rows.height, "decisions": rows["ts"].n_unique(), "version": model.version}
+        metadata = {"model": spec.model, "features": spec.features, "version": model.version}
+        result = lake.write(schema, spec.model, rows, metadata=metadata)
+        details = {"rows": rows.height, "decisions": rows[schema.time_column].n_unique(), "version": model.version}
         if not result.files_written:
-            return JobResult(job, "up-to-date", "recomputed weights equal the stored ones", span, details=details)
+            return JobResult(job, "up-to-date", f"recomputed {table} equal the stored ones", span, details=details)
         message = f"{details['decisions']:,} decisions of version {model.version}"
         return JobResult(job, "done", message, span, end, details)
 
@@ -173,6 +181,31 @@ def checked_weights(frame: pl.DataFrame, span: Span, version: str) -> pl.DataFra
         raise FinfusionError(f"predict step returned invalid symbol(s) {bad[:5]}")
     if not rows["weight"].is_finite().all():
         raise FinfusionError("predict step returned a non-finite weight")
+    return rows
+
+
+def checked_rows(frame: pl.DataFrame, schema: TableSchema, span: Span) -> pl.DataFrame:
+    """Rows of `schema`'s table from a predict step. Raises FinfusionError on a missing key column or value, a
+    decision outside `span`, a repeated key, or a non-finite number."""
+    missing = [c for c in schema.key if c not in frame.columns]
+    if missing:
+        raise FinfusionError(f"predict step returned no column(s) {', '.join(missing)} ({schema.kind} needs them)")
+    rows = schema.conform(frame)
+    if rows.select(schema.key).null_count().sum_horizontal().item():
+        raise FinfusionError(f"predict step returned missing values in the key ({', '.join(schema.key)})")
+    outside = rows.filter(~span.mask(schema.time_column))
+    if outside.height:
+        raise FinfusionError(
+            f"predict step returned a decision at {outside[schema.time_column][0]}, outside the span {span}"
+        )
+    if rows.select(pl.struct(*schema.key).is_duplicated().any()).item():
+        raise FinfusionError(f"predict step returned two rows for one ({', '.join(schema.key)})")
+    floats = [name for name, dtype in rows.schema.items() if dtype == pl.Float64]
+    if (
+        floats
+        and not rows.select(pl.all_horizontal(pl.col(floats).is_finite() | pl.col(floats).is_null())).to_series().all()
+    ):
+        raise FinfusionError("predict step returned a non-finite number")
     return rows
 
 

@@ -7,14 +7,14 @@ the step's promise: what it computes for an instant t uses lake rows at or befor
     train(lake, spec, span) -> ModelArtifact                  a model trained from scratch on the span
     finetune(lake, spec, span, base) -> ModelArtifact         `base` (the served version) trained further
     validate(lake, spec, span, model) -> float                 validation loss of `model` on the span (lower: better)
-    predict(lake, spec, span, model) -> frame [ts, symbol, weight]   portfolio weights at each decision ts in span
+    predict(lake, spec, span, model) -> frame             rows of `table` for each decision in span
 
-`load_steps("package.module:NAME")` imports a `ModelSteps` object, which is how the command line finds them.
+Every family's steps come from its experiment config (`serving/family_steps.py`); `table` names the lake table the
+predict step's rows belong to (weights, forecasts, ...).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,6 @@ import polars as pl
 import torch
 
 from finfusion.data.lake import Lake
-from finfusion.errors import FinfusionError
 from finfusion.serving.jobs import PipelineSpec, Span
 
 
@@ -53,26 +52,10 @@ class PredictFn(Protocol):
 
 @dataclass(frozen=True)
 class ModelSteps:
-    """The four steps of one model family."""
+    """The four steps of one model family and the lake table its predictions go to."""
 
     train: TrainFn
     finetune: FinetuneFn
     validate: ValidateFn
     predict: PredictFn
-
-
-def load_steps(reference: str) -> ModelSteps:
-    """The `ModelSteps` at 'package.module:NAME' (NAME may also be a function returning one)."""
-    module_name, sep, attribute = reference.partition(":")
-    if not sep or not module_name or not attribute:
-        raise FinfusionError(f"model steps '{reference}': write them as package.module:NAME")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise FinfusionError(f"model steps '{reference}': cannot import {module_name} ({exc})") from exc
-    found = getattr(module, attribute, None)
-    if callable(found) and not isinstance(found, ModelSteps):
-        found = found()
-    if not isinstance(found, ModelSteps):
-        raise FinfusionError(f"model steps '{reference}' is not a finfusion.serving.steps.ModelSteps")
-    return found
+    table: str = "weights"

@@ -1,0 +1,175 @@
+"""The model steps of the serving jobs for any family, from an experiment config: `family_steps("cga_daily")`,
+`family_steps("patchtst_synthetic", ["model.d_model=32"])`.
+
+Datasets. The config's data part is pointed at the `PipelineSpec` by its family (`Family.serving_config`): bars
+`spec.bars` at `spec.freq`, features `spec.features`, texts `spec.texts` (default: named like the bars).
+
+Spans. A span (start, end] is cut at its validation start: the first of its last `validation_share` sessions (at least
+horizon + 1 of them, so that one window fits). Training (train and finetune) fits every sample whose future ends
+before the cut, from the start of the data: `start` picks the validation sessions, not the first training sample. The
+best epoch is chosen on the validation samples (decision at or after the cut, future ending by `end`). `validate`
+scores the same samples, so the served version and a finetuned candidate are compared on sessions that neither was
+fitted on (the candidate's epoch was chosen on them).
+
+Artifacts. The store keeps a version's state dict and, as its config, the experiment config the version was trained
+with (`experiment`) and the family's fitted state (`state`: normalisers, universe, ...). Finetune starts from the
+served version's weights, config and state (nothing is refitted); predict rebuilds the samples with that state and
+writes the family's lake table for every decision in the span. Lightning runs write into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+
+from finfusion.config import ConfigError, load_config
+from finfusion.data.lake import Lake
+from finfusion.errors import FinfusionError
+from finfusion.families import family_of
+from finfusion.families.base import Family, Sources
+from finfusion.serving.jobs import PipelineSpec, Span
+from finfusion.serving.steps import ModelArtifact, ModelSteps
+
+VALIDATION_SHARE = 0.3
+#: One microsecond: turns the span's closed end into the half-open end of a validation split.
+TICK = timedelta(microseconds=1)
+EXPERIMENT_KEY = "experiment"
+STATE_KEY = "state"
+
+
+@dataclass(frozen=True)
+class FamilySteps:
+    """The four steps of the experiment `experiment` (a name in configs/experiment or a YAML path) with
+    `overrides` (see the module docstring). The config is read, and checked, when a step runs."""
+
+    experiment: str
+    overrides: tuple[str, ...] = ()
+    validation_share: float = VALIDATION_SHARE
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.validation_share < 1.0:
+            raise FinfusionError(f"validation_share must lie strictly between 0 and 1, got {self.validation_share}")
+
+    def config(self) -> tuple[DictConfig, Family]:
+        """The experiment config and its family, the config checked."""
+        from finfusion.families.pipeline import checked_family
+
+        try:
+            cfg = load_config(self.experiment, self.overrides)
+        except ConfigError as exc:
+            raise FinfusionError(str(exc)) from exc
+        return cfg, checked_family(cfg)
+
+    def train(self, lake: Lake, spec: PipelineSpec, span: Span) -> ModelArtifact:
+        """A model trained from scratch on the samples before the span's validation cut."""
+        from finfusion.families.pipeline import train_run
+
+        cfg, family = self.config()
+        served = self.for_span(family, cfg, lake, spec, span)
+        with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
+            run = train_run(served, run_dir, resume="never")
+        return artifact(run.cfg, run.data.state, run.model, self.validate_loaded(run))
+
+    def finetune(self, lake: Lake, spec: PipelineSpec, span: Span, base: ModelArtifact) -> ModelArtifact:
+        """`base` trained further (its config's task, optimiser and trainer) up to the span's validation cut, with
+        its stored state."""
+        from finfusion.families.pipeline import train_run
+
+        cfg, state = parts(base)
+        family = family_of(cfg)
+        served = self.for_span(family, cfg, lake, spec, span)
+        data = family.data(served, state)
+        with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
+            run = train_run(served, run_dir, resume="never", data=data, initial_weights=base.state_dict)
+        return artifact(run.cfg, run.data.state, run.model, self.validate_loaded(run))
+
+    def validate(self, lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> float:
+        """`val_loss` of `model` on the span's validation samples."""
+        from finfusion.families.pipeline import run_from_parts
+
+        cfg, state = parts(model)
+        served = self.for_span(family_of(cfg), cfg, lake, spec, span)
+        return self.validate_loaded(run_from_parts(served, state, model.state_dict))["val_loss"]
+
+    def predict(self, lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> pl.DataFrame:
+        """Rows of the family's table for every decision start < t <= end with a full lookback (none: empty)."""
+        from finfusion.families.pipeline import run_from_parts
+
+        cfg, state = parts(model)
+        family = family_of(cfg)
+        served = family.serving_config(cfg, lake, sources(spec), *stored_bounds(cfg))
+        return family.predict_between(run_from_parts(served, state, model.state_dict), span.start, span.end)
+
+    def for_span(self, family: Family, cfg: DictConfig, lake: Lake, spec: PipelineSpec, span: Span) -> DictConfig:
+        """`cfg` on the spec's datasets, split at the span's validation cut and just after its end."""
+        horizon = int(cfg.data.get("horizon", 1))
+        cut = validation_cut(lake, spec, span, self.validation_share, horizon)
+        return family.serving_config(cfg, lake, sources(spec), cut, span.end + TICK)
+
+    @staticmethod
+    def validate_loaded(run: Any) -> dict[str, float]:
+        from finfusion.families.pipeline import validation_metrics
+
+        return validation_metrics(run)
+
+    def table(self) -> str:
+        """The lake table the predict step's rows belong to."""
+        return self.config()[1].table
+
+    def steps(self) -> ModelSteps:
+        return ModelSteps(
+            train=self.train, finetune=self.finetune, validate=self.validate, predict=self.predict, table=self.table()
+        )
+
+
+def family_steps(experiment: str, overrides: Sequence[str] = ()) -> ModelSteps:
+    """The `ModelSteps` of the experiment `experiment` with `overrides` (e.g. ["model.use_news=false"])."""
+    return FamilySteps(experiment, tuple(overrides)).steps()
+
+
+def sources(spec: PipelineSpec) -> Sources:
+    return Sources(bars=spec.bars, freq=spec.freq, features=spec.features, texts=spec.texts)
+
+
+def artifact(cfg: DictConfig, state: Mapping[str, Any], model: Any, metrics: Mapping[str, float]) -> ModelArtifact:
+    """What the store keeps of a trained model (see the module docstring)."""
+    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    config = {EXPERIMENT_KEY: OmegaConf.to_container(cfg, resolve=True), STATE_KEY: dict(state)}
+    return ModelArtifact(state_dict=weights, config=config, metrics=dict(metrics))
+
+
+def parts(model: ModelArtifact) -> tuple[DictConfig, dict[str, Any]]:
+    """(experiment config, fitted state) of a stored artifact."""
+    missing = [key for key in (EXPERIMENT_KEY, STATE_KEY) if key not in model.config]
+    if missing:
+        raise FinfusionError(f"the stored model config has no {', '.join(missing)}: it was not made by the serve jobs")
+    return OmegaConf.create(model.config[EXPERIMENT_KEY]), dict(model.config[STATE_KEY])
+
+
+def stored_bounds(cfg: DictConfig) -> tuple[datetime, datetime]:
+    """The split instants a stored config was trained with (its data part's train_end / val_end)."""
+    data = cfg.data
+    split = data.get("split") or data
+    return datetime.fromisoformat(str(split["train_end"])), datetime.fromisoformat(str(split["val_end"]))
+
+
+def validation_cut(lake: Lake, spec: PipelineSpec, span: Span, share: float, horizon: int) -> datetime:
+    """The first of the span's last ceil(share * n) feature sessions (at least horizon + 1 of its n sessions)."""
+    files = lake.files("features", spec.features, spec.freq)
+    if not files:
+        raise FinfusionError(f"no {spec.freq} features dataset '{spec.features}' in {lake.root}")
+    sessions = pl.scan_parquet(files).select("ts").unique().filter(span.mask("ts")).sort("ts").collect()["ts"]
+    needed = max(math.ceil(share * len(sessions)), horizon + 1)
+    if len(sessions) < needed:
+        raise FinfusionError(
+            f"the span {span} holds {len(sessions)} session(s) of features '{spec.features}'; validating a "
+            f"horizon of {horizon} bars needs at least {horizon + 1}"
+        )
+    return sessions[len(sessions) - needed]
