@@ -1,5 +1,6 @@
-"""The portfolio runner end to end on a small synthetic lake: train, validation metrics, predict into the WEIGHTS
-table, backtest with costs (and by hand), fine-tune from a trained run."""
+"""The portfolio family end to end on a small synthetic lake through the one pipeline: train, validation metrics,
+rebuild from stored parts, predict into the WEIGHTS table, backtest with costs (and by hand), fine-tune from trained
+weights, and the comparison with equal weights and the price-only twin."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
 from finfusion.evaluation.weights_backtest import equal_weights, evaluate_weights
-from finfusion.portfolio.artifacts import MODEL_FILE, NORMALIZER_FILE, from_parts, load_run, to_parts
-from finfusion.portfolio.compare import STRATEGIES, compare_on_synthetic
+from finfusion.families.pipeline import TrainedRun, load_run, run_from_parts, train_run, validation_metrics
+from finfusion.families.portfolio import FAMILY as PORTFOLIO
+from finfusion.families.portfolio_comparison import STRATEGIES, compare_on_synthetic
+from finfusion.families.run_folder import STATE_FILE
+from finfusion.models.build import WEIGHTS_FILE
 from finfusion.portfolio.inputs import loader
-from finfusion.portfolio.predict import model_weights, predict_weights
-from finfusion.portfolio.train import PortfolioRun, finetune_portfolio, train_portfolio, validate_portfolio
+from finfusion.portfolio.predict import model_weights
 from finfusion.samples.contract import FUTURE
 from finfusion.training.portfolio_loss import portfolio_returns
 from finfusion.training.tasks import sharpe_ratio
@@ -46,34 +49,38 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 
 @pytest.fixture(scope="module")
-def run(lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> PortfolioRun:
-    return train_portfolio(load_config("cga_daily", OVERRIDES), lake, tmp_path_factory.mktemp("run"))
+def run(lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    cfg = load_config("cga_daily", [*OVERRIDES, f"data.lake={lake.root}"])
+    return train_run(cfg, tmp_path_factory.mktemp("run") / "v1")
 
 
-def test_training_saves_a_complete_run_with_its_validation_metrics(run: PortfolioRun) -> None:
-    assert (run.run_dir / MODEL_FILE).is_file() and (run.run_dir / NORMALIZER_FILE).is_file()
+def test_training_saves_a_complete_run_with_its_validation_metrics(run: TrainedRun) -> None:
+    assert (run.run_dir / WEIGHTS_FILE).is_file() and (run.run_dir / STATE_FILE).is_file()
     loaded = load_run(run.run_dir)
-    assert loaded.symbols == sorted(loaded.symbols) and len(loaded.symbols) == 3
-    assert int(loaded.cfg.model.text_dim) == TEXT_DIM
-    assert loaded.metrics == run.trained.metrics and np.isfinite(run.val_loss)
-    weights = torch.from_numpy(model_weights(loaded, run.splits.val))
-    future = torch.stack([run.splits.val[i][FUTURE] for i in range(len(run.splits.val))])
+    symbols = loaded.data.state["symbols"]
+    assert symbols == sorted(symbols) and len(symbols) == 3 and loaded.data.state["text_dim"] == TEXT_DIM
+    metrics = validation_metrics(loaded)
+    assert metrics == pytest.approx(validation_metrics(run)) and np.isfinite(metrics["val_loss"])
+    val = run.data.val
+    weights = torch.from_numpy(model_weights(loaded.model, val, k=2))
+    future = torch.stack([val[i][FUTURE] for i in range(len(val))])
     pnl = portfolio_returns(weights.float(), future)[:, 0]
-    assert run.trained.metrics["val_sharpe"] == pytest.approx(sharpe_ratio(pnl, 252.0), rel=1e-4, abs=1e-6)
+    assert metrics["val_sharpe"] == pytest.approx(sharpe_ratio(pnl, 252.0), rel=1e-4, abs=1e-6)
 
 
-def test_store_parts_and_span_validation_reproduce_the_run(lake: Lake, run: PortfolioRun) -> None:
-    state, config = to_parts(run.trained)
-    rebuilt = from_parts(state, config)
-    batch = next(iter(loader(run.splits.val, 8)))
-    assert torch.equal(rebuilt.model(batch)["logits"], run.trained.model(batch)["logits"])
-    assert rebuilt.normalizer == run.trained.normalizer
-    scores = validate_portfolio(lake, rebuilt, "2019-08-01", "2019-10-15")
-    assert scores == pytest.approx(run.trained.metrics, rel=1e-5)
+def test_stored_parts_reproduce_the_run(run: TrainedRun) -> None:
+    weights = {key: value.clone() for key, value in run.model.state_dict().items()}
+    rebuilt = run_from_parts(run.cfg, run.data.state, weights)
+    batch = next(iter(loader(run.data.val, 8)))
+    assert torch.equal(rebuilt.model(batch)["logits"], run.model(batch)["logits"])
+    assert rebuilt.data.state == run.data.state
+    assert validation_metrics(rebuilt) == pytest.approx(validation_metrics(run), rel=1e-5)
 
 
-def test_predicted_weights_go_to_the_lake_table(lake: Lake, run: PortfolioRun) -> None:
-    frame = predict_weights(lake, run.run_dir, start="2019-10-15", weights_dataset="cga", model_version="v1")
+def test_predicted_weights_go_to_the_lake_table(lake: Lake, run: TrainedRun) -> None:
+    predictions = PORTFOLIO.predict(run, "test")
+    predictions.write(lake, "cga", run.run_dir)
+    frame = predictions.frame()
     stored = lake.read("weights", "cga")
     assert stored.sort("ts", "symbol").equals(frame.sort("ts", "symbol"))
     per_ts = frame.group_by("ts").agg(gross=pl.col("weight").abs().sum(), held=(pl.col("weight") != 0).sum())
@@ -85,7 +92,7 @@ def test_predicted_weights_go_to_the_lake_table(lake: Lake, run: PortfolioRun) -
     assert {"sharpe", "total_return", "max_drawdown", "annual_turnover", "pnl"} <= set(evaluation.kpis)
     assert evaluation.equity.height == frame["ts"].n_unique()  # the last decision is the last bar
     assert set(portfolio_figures(evaluation)) == {"equity", "rolling_sharpe", "weights"}
-    baseline = evaluate_weights(equal_weights(frame["ts"], run.trained.symbols), bars, {"costs": {}})
+    baseline = evaluate_weights(equal_weights(frame["ts"], run.data.state["symbols"]), bars, {"costs": {}})
     assert len(comparison_figure({"cga": evaluation, "equal_weight": baseline}).data) == 2
 
 
@@ -107,13 +114,14 @@ def test_backtest_of_weights_by_hand() -> None:
     assert costly.kpis["pnl"] == pytest.approx(1e6 * 0.075 - 1e6 * 4e-4, rel=1e-3)
 
 
-def test_finetuning_reports_the_base_and_new_validation_loss(lake: Lake, run: PortfolioRun, tmp_path: Path) -> None:
-    cfg = load_config("cga_daily", [*OVERRIDES, "trainer.max_epochs=1", "model.d_model=16"])
-    tuned = finetune_portfolio(cfg, lake, tmp_path / "tuned", run.run_dir)
-    assert tuned.trained.metrics["base_val_loss"] == pytest.approx(run.val_loss, rel=1e-5)
-    assert np.isfinite(tuned.val_loss)
-    assert int(tuned.trained.cfg.model.d_model) == 8  # the base model's architecture, not the config's
-    assert load_run(tmp_path / "tuned").metrics == tuned.trained.metrics
+def test_finetuning_starts_from_the_trained_weights_and_state(run: TrainedRun, tmp_path: Path) -> None:
+    cfg = load_config("cga_daily", [*OVERRIDES, f"data.lake={run.cfg.data.lake}", "trainer.max_epochs=1"])
+    data = PORTFOLIO.data(cfg, run.data.state)
+    tuned = train_run(cfg, tmp_path / "tuned", resume="never", data=data, initial_weights=run.model.state_dict())
+    assert tuned.data.state == run.data.state  # the stored universe and normaliser, not refitted
+    before, after = run.model.state_dict(), tuned.model.state_dict()
+    assert any(not torch.equal(before[key], after[key]) for key in before)  # it trained further
+    assert np.isfinite(validation_metrics(tuned)["val_loss"])
 
 
 def test_comparison_on_a_small_synthetic_market_writes_its_report(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from finfusion.data.lake import Lake, WriteResult
+    from finfusion.evaluation.weights_backtest import PortfolioEvaluation
     from finfusion.families.pipeline import LoadedRun
 
 DATA_KEYS: dict[str, Any] = dict.fromkeys(
@@ -141,7 +142,7 @@ class PortfolioFamily(Family):
         from dataclasses import replace
 
         from finfusion.portfolio.inputs import window_config
-        from finfusion.portfolio.predict import model_weights_of, weights_frame
+        from finfusion.portfolio.predict import model_weights, weights_frame
         from finfusion.samples.portfolio import PortfolioDataset
 
         cfg = run.cfg
@@ -152,7 +153,7 @@ class PortfolioFamily(Family):
         if len(decisions) == 0:
             raise FinfusionError(f"no decision bar with a full lookback in the {span} span")
         k = int(cfg.task.k)
-        weights = model_weights_of(run.model, decisions, k, int(cfg.data.batch_size))
+        weights = model_weights(run.model, decisions, k, int(cfg.data.batch_size))
         symbols = list(run.data.state["symbols"])
         return WeightPredictions(weights_frame(decisions.origins_us, symbols, weights, run.run_dir.name), k)
 
@@ -188,33 +189,45 @@ class PortfolioFamily(Family):
         from dataclasses import replace
 
         from finfusion.portfolio.inputs import window_config
-        from finfusion.portfolio.predict import model_weights_of, weights_frame
+        from finfusion.portfolio.predict import model_weights, weights_frame
         from finfusion.samples.portfolio import PortfolioDataset
 
         config = replace(window_config(run.cfg.data, require_future=False), stride=1)
         first = None if start is None else start + TICK
         decisions = PortfolioDataset(run.data.extra["portfolio"], config).split(first, end + TICK, purge=False)
-        weights = model_weights_of(run.model, decisions, int(run.cfg.task.k), int(run.cfg.data.batch_size))
+        weights = model_weights(run.model, decisions, int(run.cfg.task.k), int(run.cfg.data.batch_size))
         symbols = list(run.data.state["symbols"])
         return weights_frame(decisions.origins_us, symbols, weights, "").drop("model_version")
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
-        from finfusion.evaluation.weights_backtest import equal_weights, evaluate_weights
         from finfusion.families.pipeline import train_run
 
         progress(f"training {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
         run = train_run(cfg, run_dir / "model", resume="never")
-        every = int(cfg.evaluation.get("rebalance_every", 1))
-        weights = self.predict(run, "test", every=every).weights
-        bars = run.data.extra["lake"].read("bars", str(cfg.data.bars), freq=str(cfg.data.freq))
-        model = evaluate_weights(weights, bars, cfg.evaluation)
-        equal = evaluate_weights(equal_weights(model.weights["ts"], run.data.state["symbols"]), bars, cfg.evaluation)
+        model, equal = backtest_test_span(run)
         label = "price_only" if not _uses_news(cfg) else str(cfg.model.name)
+        decisions = model.weights["ts"].n_unique()
         return EvaluationResult(
             models={label: model.kpis, "equal_weight": equal.kpis},
             baselines=("equal_weight",),
-            notes=(f"test span from {cfg.data.val_end}: {weights['ts'].n_unique():,} decisions, costs included",),
+            notes=(f"test span from {cfg.data.val_end}: {decisions:,} decisions, costs included",),
         )
+
+
+def backtest_test_span(run: LoadedRun) -> tuple[PortfolioEvaluation, PortfolioEvaluation]:
+    """The backtests with costs of the run's weights at every `evaluation.rebalance_every`-th bar of the test span
+    (from `data.val_end`, which no training or validation window reaches) and of the equal-weight portfolio
+    rebalanced at the same bars; the weights are also written to the run's lake (dataset = run folder name)."""
+    from finfusion.evaluation.weights_backtest import equal_weights, evaluate_weights
+
+    cfg = run.cfg
+    predictions = FAMILY.predict(run, "test", every=int(cfg.evaluation.get("rebalance_every", 1)))
+    lake = run.data.extra["lake"]
+    predictions.write(lake, run.run_dir.name, run.run_dir)
+    bars = lake.read("bars", str(cfg.data.bars), freq=str(cfg.data.freq))
+    model = evaluate_weights(predictions.weights, bars, cfg.evaluation)
+    equal = evaluate_weights(equal_weights(model.weights["ts"], run.data.state["symbols"]), bars, cfg.evaluation)
+    return model, equal
 
 
 FAMILY = PortfolioFamily()

@@ -1,5 +1,5 @@
-"""The acceptance experiment of issue 8: on the synthetic market with planted news, does the CGA model's
-out-of-sample Sharpe ratio after costs beat an equal-weight portfolio and its price-only twin?
+"""A portfolio-family evaluation, the acceptance experiment of issue 8: on the synthetic market with planted news,
+does the CGA model's out-of-sample Sharpe ratio after costs beat an equal-weight portfolio and its price-only twin?
 
 Steps: make the seeded market and ingest it into WORK/lake (bars, texts); train the experiment (default
 configs/experiment/cga_daily.yaml) with news into WORK/cga and as the price-only twin into WORK/price_only; predict
@@ -25,21 +25,22 @@ from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import make_and_ingest
 from finfusion.evaluation.portfolio_plots import comparison_figure, portfolio_figures
 from finfusion.evaluation.significance import diebold_mariano
-from finfusion.evaluation.weights_backtest import PortfolioEvaluation, equal_weights, evaluate_weights
-from finfusion.portfolio.predict import predict_weights
-from finfusion.portfolio.train import train_portfolio
+from finfusion.evaluation.weights_backtest import PortfolioEvaluation
+from finfusion.families.pipeline import train_run
+from finfusion.families.portfolio import backtest_test_span
 
 DATASET = "synthetic"
 STRATEGIES = ("cga", "price_only", "equal_weight")
 
 
-def _variant(cfg: DictConfig, use_news: bool) -> DictConfig:
-    """`cfg` on this comparison's synthetic dataset, with or without news."""
+def _variant(cfg: DictConfig, use_news: bool, lake: Lake) -> DictConfig:
+    """`cfg` on this comparison's lake and synthetic dataset, with or without news."""
     variant = copy.deepcopy(cfg)
     with open_dict(variant):
         variant.model.use_news = use_news
         variant.data.bars = variant.data.texts = DATASET
         variant.data.symbols = None
+        variant.data.lake = str(lake.root)
     return variant
 
 
@@ -77,15 +78,11 @@ def compare_on_synthetic(
     cfg = load_config(experiment, overrides)
     lake = Lake(work / "lake")
     make_and_ingest(lake, market or SyntheticConfig(freq=str(cfg.data.freq)), DATASET)
-    start, every = cfg.data.val_end, int(cfg.evaluation.rebalance_every)
-    bars = lake.read("bars", DATASET, freq=str(cfg.data.freq))
     evaluations: dict[str, PortfolioEvaluation] = {}
     for name, use_news in (("cga", True), ("price_only", False)):
-        run = train_portfolio(_variant(cfg, use_news), lake, work / name)
-        weights = predict_weights(lake, run.trained, start=start, every=every, weights_dataset=name, model_version=name)
-        evaluations[name] = evaluate_weights(weights, bars, cfg.evaluation)
-    decisions = evaluations["cga"].weights["ts"]
-    evaluations["equal_weight"] = evaluate_weights(equal_weights(decisions, run.trained.symbols), bars, cfg.evaluation)
+        run = train_run(_variant(cfg, use_news, lake), work / name)
+        evaluations[name], equal = backtest_test_span(run)
+    evaluations["equal_weight"] = equal
     periods_per_year = float(cfg.evaluation.periods_per_year)
     write_comparison(work, evaluations, periods_per_year)
     return {name: evaluations[name].sharpe for name in STRATEGIES}
