@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from finfusion.config import ConfigError, load_config, save_config
+from finfusion.errors import FinfusionError
 from finfusion.evaluation.metrics import mcc
 from finfusion.training.losses import (
     build_loss,
@@ -383,3 +387,38 @@ def test_saved_config_reloads_as_is_and_reproduces_the_run_config(tmp_path: Path
     assert reloaded.optim.lr == 0.01
     assert load_config(path, ["optim.lr=0.5"]).optim.lr == 0.5
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_output_is_quiet_and_plain_when_stderr_is_not_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    train, val = loaders()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(forecast_task(), (train, val), tmp_path, experiment_cfg(max_epochs=2, enable_progress_bar=True))
+    printed = capsys.readouterr()
+    logged = caplog.text + printed.out + printed.err
+    assert "litlogger" not in logged and "GPU available" not in logged
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    epochs = [line for line in printed.err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1", "epoch 2"] and "val_loss" in epochs[-1]
+
+
+@pytest.mark.parametrize(("loggers", "message"), [(["csv", "wandb"], "unknown logger"), (["mlflow"], "not installed")])
+def test_a_logger_that_cannot_be_made_is_an_error(tmp_path: Path, loggers: list[str], message: str) -> None:
+    if "mlflow" in loggers and importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here, so the logger can be made")
+    train, val = loaders()
+    with pytest.raises(FinfusionError, match=message):
+        fit(forecast_task(), (train, val), tmp_path, experiment_cfg(max_epochs=1, loggers=loggers))
+
+
+def test_exactly_one_place_in_src_constructs_a_lightning_trainer() -> None:
+    source = Path(__file__).resolve().parents[1] / "src" / "finfusion"
+    places = [
+        f"{path.relative_to(source)}:{number}"
+        for path in sorted(source.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bTrainer\(", line) and not line.lstrip().startswith(("#", '"', "`"))
+    ]
+    assert places == ["training/trainer.py:" + places[0].split(":")[1]] and len(places) == 1, places
