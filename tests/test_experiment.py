@@ -24,13 +24,13 @@ from finfusion.data.schema import BARS
 from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import check_stored_market
 from finfusion.errors import FinfusionError
-from finfusion.experiment.data import build_experiment_data, data_options, load_bars
-from finfusion.experiment.forecast import Forecasts, run_forecasts
-from finfusion.experiment.scoring import window_losses
-from finfusion.experiment.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
 from finfusion.families.forecast import family_data
 from finfusion.families.pipeline import train_run
 from finfusion.features.text import document_text
+from finfusion.forecasting.data import build_experiment_data, data_options, load_bars
+from finfusion.forecasting.forecast import Forecasts, run_forecasts
+from finfusion.forecasting.scoring import window_losses
+from finfusion.forecasting.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
 from finfusion.models.build import build_model, load_model_state
 from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.windows import collate

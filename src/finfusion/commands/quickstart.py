@@ -18,7 +18,7 @@ from finfusion.commands.common import LakeOption, out, print_report, reports_err
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from finfusion.experiment.walk_forward import Evaluation
+    from finfusion.forecasting.walk_forward import Evaluation
 
 EXPERIMENT = "multimodal_tiny"
 STEPS = 7
@@ -63,11 +63,11 @@ def quickstart(
     from finfusion.data.lake import Lake
     from finfusion.data.schema import FEATURES
     from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
-    from finfusion.experiment.data import synthetic_config
-    from finfusion.experiment.walk_forward import evaluate_experiment
     from finfusion.families.pipeline import predict_run, train_run
     from finfusion.features.bars import build_features
     from finfusion.features.text import embed_texts, load_encoder
+    from finfusion.forecasting.data import synthetic_config
+    from finfusion.forecasting.walk_forward import evaluate_experiment
 
     store = Lake(lake)
     overrides = [

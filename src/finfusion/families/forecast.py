@@ -1,14 +1,14 @@
 """The forecast family: point, quantile and sampled-path forecasts of future bars (PatchTST, DLinear, the HF
 TimeSeriesTransformer, LightGBM, the baselines and the multimodal diffusion forecaster).
 
-- Config: `data` (experiment/data.py keys), `model`, `task` (forecast or generative), `optim`, `trainer`,
-  `evaluation` (experiment/walk_forward.py keys).
+- Config: `data` (forecasting/data.py keys), `model`, `task` (forecast or generative), `optim`, `trainer`,
+  `evaluation` (forecasting/walk_forward.py keys).
 - Samples: windows of the panel (samples/windows.py; with texts samples/text_windows.py): `past` [L, C],
   `past_mask` [L], `future` [H, T], `future_mask` [H], `scale_loc`/`scale_scale` [1, T], `symbol_index`, `origin_us`
   and, with texts, `text_emb` [N, D], `text_mask` [N] (and `text_ids` [N, S], `text_ids_mask` [N, S]).
 - State: the split instants and the normaliser fitted before `train_end`.
 - Predictions: the lake's forecasts table (dataset = run name) and `.npz` / `.parquet` exports.
-- Evaluation: walk-forward with refit against the baselines (experiment/walk_forward.py).
+- Evaluation: walk-forward with refit against the baselines (forecasting/walk_forward.py).
 """
 
 from __future__ import annotations
@@ -36,20 +36,20 @@ if TYPE_CHECKING:
     import polars as pl
 
     from finfusion.data.lake import Lake, WriteResult
-    from finfusion.experiment.data import ExperimentData
-    from finfusion.experiment.forecast import Forecasts
     from finfusion.families.pipeline import LoadedRun
+    from finfusion.forecasting.data import ExperimentData
+    from finfusion.forecasting.forecast import Forecasts
 
 
 def _data_keys() -> dict[str, Any]:
-    from finfusion.experiment.data import DATA_DEFAULTS
-    from finfusion.experiment.texts import TEXT_DEFAULTS
+    from finfusion.forecasting.data import DATA_DEFAULTS
+    from finfusion.forecasting.texts import TEXT_DEFAULTS
 
     return {**DATA_DEFAULTS, "split": FREE, "synthetic": FREE, "texts": dict(TEXT_DEFAULTS)}
 
 
 def _evaluation_keys() -> dict[str, Any]:
-    from finfusion.experiment.walk_forward import EVALUATION_DEFAULTS
+    from finfusion.forecasting.walk_forward import EVALUATION_DEFAULTS
 
     return {**EVALUATION_DEFAULTS, "costs": FREE, "baselines": FREE}
 
@@ -65,23 +65,23 @@ class ForecastPredictions:
         return len(self.forecasts)
 
     def frame(self) -> Any:
-        from finfusion.experiment.forecast import lake_frame
+        from finfusion.forecasting.forecast import lake_frame
 
         return lake_frame(self.forecasts)
 
     def write(self, lake: Lake, name: str, run_dir: Path) -> WriteResult:
-        from finfusion.experiment.predict import write_forecasts_to_lake
+        from finfusion.forecasting.predict import write_forecasts_to_lake
 
         return write_forecasts_to_lake(self.forecasts, name, run_dir, lake)
 
     def summary(self) -> list[tuple[str, str]]:
-        from finfusion.experiment.predict import forecast_summary
+        from finfusion.forecasting.predict import forecast_summary
 
         rows = forecast_summary(self.forecasts).sort("symbol").iter_rows()
         return [(symbol, f"{windows:,} windows, {first} .. {last}") for symbol, windows, first, last in rows]
 
     def export(self, path: Path) -> Path:
-        from finfusion.experiment.predict import export
+        from finfusion.forecasting.predict import export
 
         return export(self.forecasts, path, self.texts)
 
@@ -107,15 +107,15 @@ class ForecastFamily(Family):
     sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
 
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
-        from finfusion.experiment.data import build_experiment_data
+        from finfusion.forecasting.data import build_experiment_data
 
         return family_data(build_experiment_data(cfg.data, state))
 
     def predict(self, run: LoadedRun, span: str) -> ForecastPredictions:
         from finfusion.data.lake import Lake
-        from finfusion.experiment.data import data_options
-        from finfusion.experiment.forecast import run_forecasts
-        from finfusion.experiment.predict import span_windows, window_texts
+        from finfusion.forecasting.data import data_options
+        from finfusion.forecasting.forecast import run_forecasts
+        from finfusion.forecasting.predict import span_windows, window_texts
 
         windows = span_windows(run.data.extra["experiment"], span)
         options = data_options(run.cfg.data)
@@ -147,8 +147,8 @@ class ForecastFamily(Family):
 
         from finfusion.data.calendar import to_us
         from finfusion.data.schema import FORECASTS
-        from finfusion.experiment.forecast import lake_frame, run_forecasts
-        from finfusion.experiment.predict import windows_between
+        from finfusion.forecasting.forecast import lake_frame, run_forecasts
+        from finfusion.forecasting.predict import windows_between
 
         def instant(value: datetime) -> int:
             return int(to_us(pl.Series([value]))[0])
@@ -160,8 +160,8 @@ class ForecastFamily(Family):
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.evaluation.run_layout import missing_parts
-        from finfusion.experiment.results import write_results
-        from finfusion.experiment.walk_forward import evaluate_experiment
+        from finfusion.forecasting.results import write_results
+        from finfusion.forecasting.walk_forward import evaluate_experiment
 
         evaluation = evaluate_experiment(cfg, run_dir, progress=progress)
         notes = [

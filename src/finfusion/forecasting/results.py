@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from finfusion import __version__
 from finfusion.data.atomic import atomic_path
 from finfusion.data.calendar import from_us
-from finfusion.experiment.walk_forward import Evaluation
+from finfusion.forecasting.walk_forward import Evaluation
 
 
 def _cell(value: float | None) -> str:

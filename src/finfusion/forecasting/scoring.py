@@ -27,7 +27,7 @@ from finfusion.evaluation.costs import CostModel
 from finfusion.evaluation.metric_registry import metric_table
 from finfusion.evaluation.metrics import crps_from_quantiles, crps_from_samples, directions
 from finfusion.evaluation.significance import diebold_mariano
-from finfusion.experiment.forecast import Forecasts, quantile_view
+from finfusion.forecasting.forecast import Forecasts, quantile_view
 from finfusion.samples.windows import LOG_RETURN
 
 #: Forecast returns closer to 0 than this are "no view" (flat): the random walk's 0, denormalised through float32

@@ -25,9 +25,9 @@ from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake, WriteResult, check_name
 from finfusion.data.schema import FORECASTS
 from finfusion.errors import FinfusionError
-from finfusion.experiment.data import ExperimentData, Windows
-from finfusion.experiment.forecast import Forecasts, lake_frame, quantile_view
-from finfusion.experiment.texts import with_texts
+from finfusion.forecasting.data import ExperimentData, Windows
+from finfusion.forecasting.forecast import Forecasts, lake_frame, quantile_view
+from finfusion.forecasting.texts import with_texts
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import WindowDataset
 

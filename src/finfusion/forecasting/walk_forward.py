@@ -46,15 +46,16 @@ from finfusion.evaluation.costs import CostModel
 from finfusion.evaluation.report import write_report
 from finfusion.evaluation.run_layout import Metrics, write_equity, write_forecasts, write_metrics, write_weights
 from finfusion.evaluation.splits import Split, WalkForward
-from finfusion.experiment.data import (
+from finfusion.features.align import AlignedText
+from finfusion.forecasting.data import (
     ExperimentData,
     build_experiment_panel,
     data_options,
     instant_us,
     window_config,
 )
-from finfusion.experiment.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
-from finfusion.experiment.scoring import (
+from finfusion.forecasting.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
+from finfusion.forecasting.scoring import (
     DM_LOSSES,
     dm_against,
     forecast_metrics,
@@ -62,8 +63,7 @@ from finfusion.experiment.scoring import (
     trading_metrics,
     usable_rows,
 )
-from finfusion.experiment.texts import align_panel_texts, with_texts
-from finfusion.features.align import AlignedText
+from finfusion.forecasting.texts import align_panel_texts, with_texts
 from finfusion.models.base import Capabilities
 from finfusion.models.build import build_model
 from finfusion.samples.text_windows import TextWindowDataset

@@ -17,7 +17,7 @@ Keys of the part (configs/data/*.yaml):
     batch_size: 64
     num_workers: 0
     synthetic: {n_symbols: 8, ...}   # SyntheticConfig fields, used when source is "synthetic"
-    texts: {enabled: false, ...}     # aligned text embeddings in every window (experiment/texts.py)
+    texts: {enabled: false, ...}     # aligned text embeddings in every window (forecasting/texts.py)
 
 Splits are point-in-time: the normaliser sees only bars before `train_end`; a training window's whole future ends
 before `train_end`, a validation window's before `val_end`; test windows start at `val_end`.
@@ -40,10 +40,10 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
 from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
 from finfusion.errors import FinfusionError
-from finfusion.experiment.texts import TEXT_DEFAULTS, align_panel_texts, with_texts
 from finfusion.features.align import AlignedText
 from finfusion.features.bars import FeatureConfig, build_features
 from finfusion.features.normalize import FittedNormalizer
+from finfusion.forecasting.texts import TEXT_DEFAULTS, align_panel_texts, with_texts
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, LOG_RETURN, Panel, WindowConfig, WindowDataset, build_panel, collate
 

@@ -1,1 +1,0 @@
-"""Experiments: config in, datasets, trained runs, forecasts and walk-forward evaluations out."""
