@@ -13,7 +13,7 @@ A metric declares the inputs it needs; `metric_table` scores every registered me
 - `interval`: the central (1 - alpha) interval of the distribution (quantiles need the alpha/2 and 1 - alpha/2
   levels).
 
-Adding a metric: one function with `@metric(name, needs=..., higher_is_better=...)` below (the formula itself may live
+Adding a metric: one function with `@metric(name, needs=..., goal=...)` below (the formula itself may live
 in `evaluation/metrics.py`).
 """
 
@@ -100,18 +100,19 @@ class MetricInputs:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: its name, the inputs it needs, its direction and its function."""
+    """A registered metric: its name, the inputs it needs, its goal ("max" or "min" is best; None: neither, e.g. an
+    interval's coverage, which should match its nominal level) and its function."""
 
     name: str
     needs: frozenset[str]
-    higher_is_better: bool
+    goal: str | None
     fn: Callable[[MetricInputs], float]
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def metric(name: str, *, needs: set[str], higher_is_better: bool = False) -> Callable[..., Callable[..., float]]:
+def metric(name: str, *, needs: set[str], goal: str | None = "min") -> Callable[..., Callable[..., float]]:
     """Register the decorated `fn(inputs) -> float` as `name` (once: a second registration is an error)."""
     unknown = set(needs) - INPUTS
     if unknown:
@@ -120,10 +121,20 @@ def metric(name: str, *, needs: set[str], higher_is_better: bool = False) -> Cal
     def register(fn: Callable[[MetricInputs], float]) -> Callable[[MetricInputs], float]:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, frozenset(needs), higher_is_better, fn)
+        METRICS[name] = Metric(name, frozenset(needs), goal, fn)
         return fn
 
     return register
+
+
+def metric_goals(names: list[str] | tuple[str, ...], prefix: str = "") -> dict[str, str]:
+    """{name: goal} of the registered metrics among `names` (each looked up without `prefix`) that have one."""
+    goals = {}
+    for name in names:
+        item = METRICS.get(name.removeprefix(prefix))
+        if item is not None and item.goal is not None:
+            goals[name] = item.goal
+    return goals
 
 
 def _median_forecast(samples: Array | None, quantiles: Array | None, levels: Array | None) -> Array | None:
@@ -200,13 +211,13 @@ def _mase(x: MetricInputs) -> float:
     return mase(x.truth, x.point, x.y_train, x.m)
 
 
-@metric("accuracy", needs={"classes"}, higher_is_better=True)
+@metric("accuracy", needs={"classes"}, goal="max")
 def _accuracy(x: MetricInputs) -> float:
     true, predicted = x.classes
     return float(np.mean(true == predicted))
 
 
-@metric("directional_accuracy", needs={"directions", "point"}, higher_is_better=True)
+@metric("directional_accuracy", needs={"directions", "point"}, goal="max")
 def _directional_accuracy(x: MetricInputs) -> float:
     true, predicted = x.classes
     return float(np.mean(true == predicted))
@@ -224,10 +235,10 @@ def _class_score(label_up: bool, field: str) -> Callable[[MetricInputs], float]:
 
 for _side, _up in (("up", True), ("down", False)):
     for _field in ("precision", "recall", "f1"):
-        metric(f"{_field}_{_side}", needs={"directions"}, higher_is_better=True)(_class_score(_up, _field))
+        metric(f"{_field}_{_side}", needs={"directions"}, goal="max")(_class_score(_up, _field))
 
 
-@metric("mcc", needs={"directions"}, higher_is_better=True)
+@metric("mcc", needs={"directions"}, goal="max")
 def _mcc(x: MetricInputs) -> float:
     true, predicted = x.classes
     return mcc(true, predicted)
@@ -245,7 +256,7 @@ def _mean_pinball(x: MetricInputs) -> float:
     return float(np.mean(pinball_loss(x.truth, x.quantiles, x.levels)))
 
 
-@metric("coverage", needs={"interval"}, higher_is_better=True)
+@metric("coverage", needs={"interval"}, goal=None)
 def _coverage(x: MetricInputs) -> float:
     return interval_coverage(x.truth, *x.interval)
 

@@ -43,6 +43,7 @@ from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.costs import CostModel
+from finfusion.evaluation.metric_registry import metric_goals
 from finfusion.evaluation.report import write_report
 from finfusion.evaluation.run_layout import Metrics, write_equity, write_forecasts, write_metrics, write_weights
 from finfusion.evaluation.splits import Split, WalkForward
@@ -330,7 +331,9 @@ def score(
                         dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
                         for loss in options["dm_loss"]
                     ]
-    metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], significance=tests)
+    names = list(dict.fromkeys(name for values in table.values() for name in values))
+    goals = {**metric_goals(names), **metric_goals(names, prefix="price_")}
+    metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], goals=goals, significance=tests)
     write_metrics(run, metrics)
     frames = [f for name, fc in forecasts.items() if (f := report_frame(fc.select(rows), name)) is not None]
     if frames:
