@@ -228,3 +228,11 @@ def test_missing_texts_short_spans_and_bad_shares_are_named(served: Served) -> N
     assert validation_cut(served.lake, SPEC, Span(sessions[-7], sessions[-1]), 0.3, horizon=5) == sessions[-6]
     with pytest.raises(FinfusionError, match="validation_share"):
         FamilySteps("cga_daily", validation_share=1.0)
+
+
+def test_a_stored_config_with_an_interpolation_is_refused(served: Served) -> None:
+    model = served.store.load()
+    config = {**model.config, "experiment": {**model.config["experiment"], "name": "${oc.env:FINFUSION_API_KEY}"}}
+    crafted = ModelArtifact(model.state_dict, config, model.metrics)
+    with pytest.raises(FinfusionError, match=r"interpolation at experiment\.name"):
+        STEPS.predict(served.lake, SPEC, Span(None, CUT), crafted)

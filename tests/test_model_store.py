@@ -142,3 +142,14 @@ def test_weights_file_is_safetensors_not_pickle(store: ModelStore) -> None:
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])
     assert set(header) >= {"linear.weight", "linear.bias"} and header["linear.weight"]["dtype"] == "F32"
+
+
+def test_a_stored_config_is_read_back_as_text_never_resolved(
+    store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config that names an environment variable (e.g. the API key) is served as the text it holds."""
+    monkeypatch.setenv("FINFUSION_API_KEY", "secret")
+    version = store.save_version(state(1.0), {"d_model": 8}, {"val_loss": 0.5})
+    (store.versions_dir / version / "config.yaml").write_text("leak: ${oc.env:FINFUSION_API_KEY}\n", encoding="utf-8")
+    assert store.load_config(version) == {"leak": "${oc.env:FINFUSION_API_KEY}"}
+    assert "secret" not in json.dumps(store.load(version).config)

@@ -146,11 +146,30 @@ def artifact(cfg: DictConfig, state: Mapping[str, Any], model: Any, metrics: Map
 
 
 def parts(model: ModelArtifact) -> tuple[DictConfig, dict[str, Any]]:
-    """(experiment config, fitted state) of a stored artifact."""
+    """(experiment config, fitted state) of a stored artifact. The serve jobs store configs resolved, so one that
+    holds an interpolation (`${...}`, e.g. an environment variable) was not written by them and is refused."""
     missing = [key for key in (EXPERIMENT_KEY, STATE_KEY) if key not in model.config]
     if missing:
         raise FinfusionError(f"the stored model config has no {', '.join(missing)}: it was not made by the serve jobs")
+    interpolated = _interpolation(model.config[EXPERIMENT_KEY], EXPERIMENT_KEY)
+    if interpolated is not None:
+        raise FinfusionError(f"the stored model config holds an interpolation at {interpolated}: refused")
     return OmegaConf.create(model.config[EXPERIMENT_KEY]), dict(model.config[STATE_KEY])
+
+
+def _interpolation(node: Any, where: str) -> str | None:
+    """The first key path whose value is a string with `${` (None when there is none)."""
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return where if isinstance(node, str) and "${" in node else None
+    for key, value in items:
+        found = _interpolation(value, f"{where}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 def stored_bounds(cfg: DictConfig) -> tuple[datetime, datetime]:

@@ -159,7 +159,7 @@ class ModelStore:
 
     def load_config(self, version: str) -> dict[str, Any]:
         path = self._require(version) / CONFIG_FILE
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
 
     def load_state_dict(self, version: str | None = None) -> dict[str, torch.Tensor]:
         """The tensors of `version` (default: the current one), read from safetensors on the CPU."""
