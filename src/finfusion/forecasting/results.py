@@ -64,10 +64,14 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         lines.append(f"| {label} | " + " | ".join(_cell(values.get(name)) for name in names) + " |")
     lines += [
         "",
-        "MASE < 1 beats the one-step naive scale of each window; directional accuracy and MCC score the sign of "
-        "every step; sharpe, annual_return, max_drawdown and avg_turnover are those of holding sign(step-1 forecast) "
-        "in every symbol, equally weighted, through the backtester's cost model. A column suffixed with a subset "
-        "(e.g. crps_planted_news) scores only that subset's steps.",
+        "Every metric of the registry (evaluation/metric_registry.py) that the forecasts allow. MASE < 1 beats the "
+        "one-step naive scale of each window; MAPE of log returns is dominated by realised returns near zero and is "
+        "shown because it is asked for, not as a ranking; directional accuracy, precision / recall / F1 of up and "
+        "down moves and MCC score the sign of every step; coverage and MSIS score the central 80% interval; "
+        "price_rmse and price_mae score the price paths rebuilt from the return paths, in units of the decision "
+        "bar's price; sharpe, annual_return, max_drawdown and avg_turnover are those of holding sign(step-1 "
+        "forecast) in every symbol, equally weighted, through the backtester's cost model. A column suffixed with a "
+        "subset (e.g. crps_planted_news) scores only that subset's steps.",
         "",
         "## Diebold-Mariano tests",
         "",
