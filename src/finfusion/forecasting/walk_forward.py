@@ -28,6 +28,7 @@ quantiles or samples), backtest/ (the experiment model's sign strategy) and repo
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -238,7 +239,10 @@ class Evaluation:
 
 
 def fit_fold(cfg: DictConfig, data: ExperimentData, run_dir: Path) -> Capabilities:
-    """The experiment's model fitted on one fold's training windows (best validation weights), from scratch."""
+    """The experiment's model fitted on one fold's training windows (best validation weights), from scratch in a
+    fresh `run_dir` (checkpoints of an earlier evaluation in the same folder are removed first)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
     seed_everything(cfg)
     model = build_model(cfg.model, data.model_arguments)
     fit_model(cfg, model, data.train, data.val, data.batches, run_dir, resume="never")
