@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from typer.testing import Result
 
+from finfusion.errors import DataValidationError
 from tests.conftest import GOOD_BARS, snapshot, write_text
 
 Cli = Callable[..., Result]
@@ -550,3 +551,8 @@ def test_missing_value_is_an_error_unless_dropped(
     dropped = ingest_csv(cli, path, "--missing-bars", "drop")
     assert dropped.exit_code == 0, dropped.output
     assert re.search(r"rows with missing values dropped\s*│\s*1\b", dropped.output), dropped.output
+
+
+def test_a_row_number_is_printed_as_an_integer() -> None:
+    error = DataValidationError("date is not a session", file="prices.csv", row=43.0, field="Date")
+    assert str(error).startswith("prices.csv, row 43, field 'Date'")

@@ -24,7 +24,7 @@ class DataValidationError(FinfusionError):
     ) -> None:
         self.message = message
         self.file = str(file) if file is not None else None
-        self.row = row
+        self.row = None if row is None else int(row)  # a provenance column may arrive as a float after a join
         self.field = field
         super().__init__(str(self))
 
