@@ -173,7 +173,11 @@ class PlainProgress(Callback):
     """One plain line per training epoch on stderr (epoch, steps, logged metrics): the progress display of logs."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if value.numel() == 1 and not name.endswith(("_step", "_epoch"))  # Lightning's per-step/epoch copies
+        }
         shown = ", ".join(f"{name} {value:.5g}" for name, value in sorted(metrics.items()))
         print(f"epoch {trainer.current_epoch + 1}: step {trainer.global_step}; {shown}", file=sys.stderr, flush=True)
 
