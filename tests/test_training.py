@@ -422,3 +422,12 @@ def test_exactly_one_place_in_src_constructs_a_lightning_trainer() -> None:
         if re.search(r"\bTrainer\(", line) and not line.lstrip().startswith(("#", '"', "`"))
     ]
     assert places == ["training/trainer.py:" + places[0].split(":")[1]] and len(places) == 1, places
+
+
+def test_a_yaml_python_tag_is_a_config_error_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "bad.yaml"
+    path.write_text(f'name: x\ntask: !!python/object/apply:os.system ["touch {marker}"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not a plain YAML config"):
+        load_config(path)
+    assert not marker.exists()

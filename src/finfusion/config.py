@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from finfusion.data.atomic import atomic_path
@@ -53,6 +54,16 @@ def _resolve_file(path_or_name: str | Path, config_dir: Path) -> Path:
     if candidate.is_file():
         return candidate
     raise ConfigError(f"no config file {path_or_name!s} (nor {candidate})")
+
+
+def _read_yaml(path: Path) -> DictConfig | ListConfig:
+    """The YAML at `path` (safe loading: tags such as !!python/object are refused); ConfigError names the file and
+    the problem."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not a plain YAML config ({problem})") from exc
 
 
 def _parse_defaults(node: object, source: Path) -> dict[str, str]:
@@ -93,7 +104,7 @@ def load_config(
     root = Path(config_dir) if config_dir is not None else None
     root = root or find_config_dir(Path(path_or_name).resolve().parent if Path(path_or_name).is_file() else None)
     source = _resolve_file(path_or_name, root)
-    own = OmegaConf.load(source)
+    own = _read_yaml(source)
     if not isinstance(own, DictConfig):
         raise ConfigError(f"{source}: a config must be a mapping")
     parts = _parse_defaults(own.pop(DEFAULTS_KEY), source) if DEFAULTS_KEY in own else {}
@@ -103,7 +114,7 @@ def load_config(
         part_file = root / group / f"{name}.yaml"
         if not part_file.is_file():
             raise ConfigError(f"{source}: no part {group}={name} ({part_file})")
-        cfg = OmegaConf.merge(cfg, {group: OmegaConf.load(part_file)})
+        cfg = OmegaConf.merge(cfg, {group: _read_yaml(part_file)})
     cfg = OmegaConf.merge(cfg, own)
     OmegaConf.set_struct(cfg, True)
     try:
