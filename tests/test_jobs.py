@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from finfusion.commands.serve import app as serve_app
 from finfusion.data.ingest import BarOptions
 from finfusion.data.lake import Lake
+from finfusion.data.schema import WEIGHTS
 from finfusion.data.sources.synthetic import SyntheticConfig, generate_market
 from finfusion.errors import FinfusionError
 from finfusion.features.bars import FeatureConfig, build_features
@@ -29,7 +30,7 @@ from finfusion.features.normalize import FittedNormalizer
 from finfusion.serving import jobs
 from finfusion.serving.data_jobs import FeatureJobOptions, FolderSource, run_features, run_ingest
 from finfusion.serving.jobs import JobError, JobRunner, PipelineSpec, Span
-from finfusion.serving.model_jobs import checked_weights, run_finetune, run_predict, run_train
+from finfusion.serving.model_jobs import checked_rows, run_finetune, run_predict, run_train
 from finfusion.serving.model_store import ModelStore
 from finfusion.serving.steps import ModelArtifact, ModelSteps
 from tests.conftest import snapshot
@@ -399,7 +400,7 @@ def test_finetune_that_improves_is_promoted(
 def test_predict_output_is_checked() -> None:
     span = Span(None, DAY)
     good = pl.DataFrame({"ts": [DAY], "symbol": ["AAA"], "weight": [0.5]})
-    assert checked_weights(good, span, "v1")["model_version"].to_list() == ["v1"]
+    assert checked_rows(good, WEIGHTS, span, "v1")["model_version"].to_list() == ["v1"]
     cases: list[tuple[pl.DataFrame, str]] = [
         (good.drop("weight"), "no column"),
         (good.with_columns(ts=pl.lit(DAY + timedelta(days=1))), "outside the span"),
@@ -410,7 +411,7 @@ def test_predict_output_is_checked() -> None:
     ]
     for frame, message in cases:
         with pytest.raises(FinfusionError, match=message):
-            checked_weights(frame, span, "v1")
+            checked_rows(frame, WEIGHTS, span, "v1")
 
 
 def test_latest_must_be_positive() -> None:

@@ -17,8 +17,9 @@ run's saved `config.yaml` has no `defaults` and loads as-is: `load_config("RUN/c
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -32,6 +33,13 @@ EXPERIMENT_GROUP = "experiment"
 
 class ConfigError(ValueError):
     """A config file or override that cannot be composed."""
+
+
+def plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """A plain dict of a config node, interpolations resolved (None: empty)."""
+    if cfg is None:
+        return {}
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def find_config_dir(start: Path | None = None) -> Path:

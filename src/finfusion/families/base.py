@@ -26,8 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from finfusion.config import plain
 from finfusion.errors import FinfusionError
 
 if TYPE_CHECKING:
@@ -161,6 +162,17 @@ class Family(ABC):
         its future known or not (none: an empty frame)."""
 
 
+def export_parquet(rows: pl.DataFrame, path: Path, what: str) -> Path:
+    """Write a family's prediction rows to `path` atomically; `what` names them in the error for another suffix."""
+    from finfusion.data.atomic import atomic_path
+
+    if path.suffix != ".parquet":
+        raise FinfusionError(f"{path}: {what} export to .parquet")
+    with atomic_path(path) as tmp:
+        rows.write_parquet(tmp)
+    return path
+
+
 class LazySections(Mapping[str, Any]):
     """Sections' allowed keys read, when first checked, from the modules that define their defaults (so that finding
     a family imports nothing heavy)."""
@@ -183,13 +195,6 @@ def trainer_keys() -> Mapping[str, Any]:
     from finfusion.training.trainer import TRAINER_DEFAULTS
 
     return TRAINER_DEFAULTS
-
-
-def plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
-    """A plain dict of a config node (None: empty)."""
-    if cfg is None:
-        return {}
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def _check_keys(given: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:

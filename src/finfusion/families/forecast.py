@@ -145,15 +145,11 @@ class ForecastFamily(Family):
     def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
         import polars as pl
 
-        from finfusion.data.calendar import to_us
         from finfusion.data.schema import FORECASTS
         from finfusion.forecasting.forecast import lake_frame, run_forecasts
         from finfusion.forecasting.predict import windows_between
 
-        def instant(value: datetime) -> int:
-            return int(to_us(pl.Series([value]))[0])
-
-        windows = windows_between(run.data.extra["experiment"], None if start is None else instant(start), instant(end))
+        windows = windows_between(run.data.extra["experiment"], start, end)
         if len(windows) == 0:
             return pl.DataFrame(schema={column.name: column.dtype for column in FORECASTS.columns})
         return lake_frame(run_forecasts(run.model, windows))

@@ -24,7 +24,16 @@ import numpy as np
 from omegaconf import DictConfig
 
 from finfusion.errors import FinfusionError
-from finfusion.families.base import EvaluationResult, Family, FamilyData, LazySections, Progress, Sources, trainer_keys
+from finfusion.families.base import (
+    EvaluationResult,
+    Family,
+    FamilyData,
+    LazySections,
+    Progress,
+    Sources,
+    export_parquet,
+    trainer_keys,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -67,14 +76,7 @@ class MovementPredictions:
         return lines
 
     def export(self, path: Path) -> Path:
-        from finfusion.data.atomic import atomic_path
-        from finfusion.errors import FinfusionError
-
-        if path.suffix != ".parquet":
-            raise FinfusionError(f"{path}: movement predictions export to .parquet")
-        with atomic_path(path) as tmp:
-            self.rows.write_parquet(tmp)
-        return path
+        return export_parquet(self.rows, path, "movement predictions")
 
 
 def movement_rows(model: Any, dataset: Any, symbols: tuple[str, ...], batch_size: int) -> pl.DataFrame:

@@ -103,7 +103,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     state = read_json(run, STATE_FILE)
     read_json(run, METRICS_FILE)
     data = family.data(cfg, state)
-    model = load_model_state(build_model(cfg.model, data.model_arguments, data.sample_keys), run)
+    model = load_model_state(model_for(cfg, data), run)
     return LoadedRun(run, cfg, family, data, model)
 
 
@@ -114,7 +114,7 @@ def run_from_parts(
     weights; the data is rebuilt from the config's lake with that state (nothing refitted)."""
     family = family_of(cfg)
     data = family.data(cfg, state)
-    model = build_model(cfg.model, data.model_arguments, data.sample_keys)
+    model = model_for(cfg, data)
     model.load_state_dict(dict(weights), strict=True)
     model.eval()
     return LoadedRun(run_dir, cfg, family, data, model)

@@ -30,6 +30,7 @@ from finfusion.families.base import (
     LazySections,
     Progress,
     Sources,
+    export_parquet,
     trainer_keys,
 )
 
@@ -84,13 +85,7 @@ class WeightPredictions:
         return [("weights", span), ("symbols", f"{self.weights['symbol'].n_unique():,}")]
 
     def export(self, path: Path) -> Path:
-        from finfusion.data.atomic import atomic_path
-
-        if path.suffix != ".parquet":
-            raise FinfusionError(f"{path}: portfolio weights export to .parquet")
-        with atomic_path(path) as tmp:
-            self.weights.write_parquet(tmp)
-        return path
+        return export_parquet(self.weights, path, "portfolio weights")
 
 
 #: One microsecond: turns a closed span end into the half-open bounds of `PortfolioDataset.split`.

@@ -35,6 +35,7 @@ import polars as pl
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from finfusion.config import plain
 from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
@@ -71,7 +72,7 @@ DATA_DEFAULTS: dict[str, Any] = {
 
 def data_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """The data part as a plain dict with `DATA_DEFAULTS` filling what it leaves out."""
-    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    given = plain(cfg)
     return OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(DATA_DEFAULTS), given), resolve=True)
 
 

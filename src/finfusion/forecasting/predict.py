@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake, WriteResult, check_name
 from finfusion.data.schema import FORECASTS
 from finfusion.errors import FinfusionError
-from finfusion.forecasting.data import ExperimentData, Windows
+from finfusion.forecasting.data import ExperimentData, Windows, instant_us
 from finfusion.forecasting.forecast import Forecasts, lake_frame, quantile_view
 from finfusion.forecasting.texts import with_texts
 from finfusion.samples.text_windows import TextWindowDataset
@@ -44,13 +45,15 @@ def latest_windows(data: ExperimentData) -> Windows:
     return with_texts(WindowDataset(data.panel, config, data.train.normalizer, index.astype(np.int64)), data.aligned)
 
 
-def windows_between(data: ExperimentData, start_us: int | None, end_us: int) -> Windows:
-    """One window per (symbol, bar) with start_us < bar instant <= end_us and a full lookback, its future known or
-    not (the serve jobs' decisions), with the stored normaliser; may be empty."""
+def windows_between(data: ExperimentData, start: datetime | None, end: datetime) -> Windows:
+    """One window per (symbol, bar) with start < bar instant <= end and a full lookback, its future known or not
+    (the serve jobs' decisions), with the stored normaliser; may be empty."""
     config = dataclasses.replace(data.config, require_future=False)
+    start_us = np.iinfo(np.int64).min if start is None else instant_us(start)
+    end_us = instant_us(end)
     rows = []
     for s, ts in enumerate(data.panel.ts):
-        keep = np.flatnonzero((ts <= end_us) & (ts > (start_us if start_us is not None else np.iinfo(np.int64).min)))
+        keep = np.flatnonzero((ts <= end_us) & (ts > start_us))
         rows += [[s, int(i)] for i in keep if i >= config.lookback - 1]
     index = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
     return with_texts(WindowDataset(data.panel, config, data.train.normalizer, index), data.aligned)

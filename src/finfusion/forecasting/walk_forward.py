@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from finfusion.config import find_config_dir, save_config
+from finfusion.config import find_config_dir, plain, save_config
 from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
@@ -70,7 +70,7 @@ from finfusion.models.base import Capabilities
 from finfusion.models.build import build_model
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import EPOCH, Panel, WindowDataset
-from finfusion.training.fitting import fit_model, plain, seed_everything
+from finfusion.training.fitting import fit_model, seed_everything
 from finfusion.training.trainer import CONFIG_FILE
 
 REFERENCE = "random_walk"

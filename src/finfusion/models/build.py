@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from finfusion.config import plain
 from finfusion.data.atomic import atomic_path
 from finfusion.errors import FinfusionError
 from finfusion.models.base import Capabilities
@@ -30,11 +31,6 @@ LIGHTGBM_FILE = "model.lightgbm.json"
 TASK_KEY = "task"
 
 
-def model_options(model_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    """The model part as a plain dict."""
-    return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-
-
 def build_model(
     model_cfg: Mapping[str, Any] | DictConfig,
     arguments: Mapping[str, Any],
@@ -42,7 +38,7 @@ def build_model(
 ) -> Capabilities:
     """The model named `model_cfg["name"]` with the part's other keys, completed from `arguments`; when
     `sample_keys` is given, raises FinfusionError if the model reads a key the samples do not carry."""
-    options = model_options(model_cfg)
+    options = plain(model_cfg)
     options.pop(TASK_KEY, None)
     name = str(options.pop("name"))
     try:

@@ -12,9 +12,10 @@ scores the same samples, so the served version and a finetuned candidate are com
 fitted on (the candidate's epoch was chosen on them).
 
 Artifacts. The store keeps a version's state dict and, as its config, the experiment config the version was trained
-with (`experiment`) and the family's fitted state (`state`: normalisers, universe, ...). Finetune starts from the
-served version's weights, config and state (nothing is refitted); predict rebuilds the samples with that state and
-writes the family's lake table for every decision in the span. Lightning runs write into a temporary folder.
+with (`experiment`), the family's fitted state (`state`: normalisers, universe, ...) and its split instants
+(`split`). Finetune starts from the served version's weights, config and state (nothing is refitted); predict
+rebuilds the samples with that state and split and writes the family's lake table for every decision in the span.
+Lightning runs write into a temporary folder.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.families import family_of
 from finfusion.families.base import Family, Sources
+from finfusion.families.pipeline import LoadedRun, checked_family, run_from_parts, train_run, validation_metrics
 from finfusion.serving.jobs import PipelineSpec, Span
 from finfusion.serving.steps import ModelArtifact, ModelSteps
 
@@ -42,6 +44,7 @@ VALIDATION_SHARE = 0.3
 TICK = timedelta(microseconds=1)
 EXPERIMENT_KEY = "experiment"
 STATE_KEY = "state"
+SPLIT_KEY = "split"
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ class FamilySteps:
 
     def config(self) -> tuple[DictConfig, Family]:
         """The experiment config and its family, the config checked."""
-        from finfusion.families.pipeline import checked_family
-
         try:
             cfg = load_config(self.experiment, self.overrides)
         except ConfigError as exc:
@@ -69,55 +70,43 @@ class FamilySteps:
 
     def train(self, lake: Lake, spec: PipelineSpec, span: Span) -> ModelArtifact:
         """A model trained from scratch on the samples before the span's validation cut."""
-        from finfusion.families.pipeline import train_run
-
         cfg, family = self.config()
-        served = self.for_span(family, cfg, lake, spec, span)
+        split = self.split(lake, spec, span, cfg)
+        served = family.serving_config(cfg, lake, sources(spec), *split)
         with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
             run = train_run(served, run_dir, resume="never")
-        return artifact(run.cfg, run.data.state, run.model, self.validate_loaded(run))
+        return artifact(run, split)
 
     def finetune(self, lake: Lake, spec: PipelineSpec, span: Span, base: ModelArtifact) -> ModelArtifact:
         """`base` trained further (its config's task, optimiser and trainer) up to the span's validation cut, with
         its stored state."""
-        from finfusion.families.pipeline import train_run
-
         cfg, state = parts(base)
         family = family_of(cfg)
-        served = self.for_span(family, cfg, lake, spec, span)
+        split = self.split(lake, spec, span, cfg)
+        served = family.serving_config(cfg, lake, sources(spec), *split)
         data = family.data(served, state)
         with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
             run = train_run(served, run_dir, resume="never", data=data, initial_weights=base.state_dict)
-        return artifact(run.cfg, run.data.state, run.model, self.validate_loaded(run))
+        return artifact(run, split)
 
     def validate(self, lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> float:
         """`val_loss` of `model` on the span's validation samples."""
-        from finfusion.families.pipeline import run_from_parts
-
         cfg, state = parts(model)
-        served = self.for_span(family_of(cfg), cfg, lake, spec, span)
-        return self.validate_loaded(run_from_parts(served, state, model.state_dict))["val_loss"]
+        served = family_of(cfg).serving_config(cfg, lake, sources(spec), *self.split(lake, spec, span, cfg))
+        return validation_metrics(run_from_parts(served, state, model.state_dict))["val_loss"]
 
     def predict(self, lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> pl.DataFrame:
-        """Rows of the family's table for every decision start < t <= end with a full lookback (none: empty)."""
-        from finfusion.families.pipeline import run_from_parts
-
+        """Rows of the family's table for every decision start < t <= end with a full lookback (none: empty), with
+        the split the model was trained with."""
         cfg, state = parts(model)
         family = family_of(cfg)
-        served = family.serving_config(cfg, lake, sources(spec), *stored_bounds(cfg))
+        served = family.serving_config(cfg, lake, sources(spec), *stored_split(model))
         return family.predict_between(run_from_parts(served, state, model.state_dict), span.start, span.end)
 
-    def for_span(self, family: Family, cfg: DictConfig, lake: Lake, spec: PipelineSpec, span: Span) -> DictConfig:
-        """`cfg` on the spec's datasets, split at the span's validation cut and just after its end."""
-        horizon = int(cfg.data.get("horizon", 1))
-        cut = validation_cut(lake, spec, span, self.validation_share, horizon)
-        return family.serving_config(cfg, lake, sources(spec), cut, span.end + TICK)
-
-    @staticmethod
-    def validate_loaded(run: Any) -> dict[str, float]:
-        from finfusion.families.pipeline import validation_metrics
-
-        return validation_metrics(run)
+    def split(self, lake: Lake, spec: PipelineSpec, span: Span, cfg: DictConfig) -> tuple[datetime, datetime]:
+        """(train_end, val_end) of a span: its validation cut and just after its end."""
+        cut = validation_cut(lake, spec, span, self.validation_share, int(cfg.data.get("horizon", 1)))
+        return cut, span.end + TICK
 
     def table(self) -> str:
         """The lake table the predict step's rows belong to."""
@@ -138,11 +127,15 @@ def sources(spec: PipelineSpec) -> Sources:
     return Sources(bars=spec.bars, freq=spec.freq, features=spec.features, texts=spec.texts)
 
 
-def artifact(cfg: DictConfig, state: Mapping[str, Any], model: Any, metrics: Mapping[str, float]) -> ModelArtifact:
-    """What the store keeps of a trained model (see the module docstring)."""
-    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    config = {EXPERIMENT_KEY: OmegaConf.to_container(cfg, resolve=True), STATE_KEY: dict(state)}
-    return ModelArtifact(state_dict=weights, config=config, metrics=dict(metrics))
+def artifact(run: LoadedRun, split: tuple[datetime, datetime]) -> ModelArtifact:
+    """What the store keeps of a trained run (see the module docstring), with its validation metrics."""
+    weights = {key: value.detach().clone() for key, value in run.model.state_dict().items()}
+    config = {
+        EXPERIMENT_KEY: OmegaConf.to_container(run.cfg, resolve=True),
+        STATE_KEY: dict(run.data.state),
+        SPLIT_KEY: {"train_end": split[0].isoformat(), "val_end": split[1].isoformat()},
+    }
+    return ModelArtifact(state_dict=weights, config=config, metrics=validation_metrics(run))
 
 
 def parts(model: ModelArtifact) -> tuple[DictConfig, dict[str, Any]]:
@@ -172,10 +165,11 @@ def _interpolation(node: Any, where: str) -> str | None:
     return None
 
 
-def stored_bounds(cfg: DictConfig) -> tuple[datetime, datetime]:
-    """The split instants a stored config was trained with (its data part's train_end / val_end)."""
-    data = cfg.data
-    split = data.get("split") or data
+def stored_split(model: ModelArtifact) -> tuple[datetime, datetime]:
+    """(train_end, val_end) a stored version was trained with."""
+    if SPLIT_KEY not in model.config:
+        raise FinfusionError(f"the stored model config has no {SPLIT_KEY}: it was not made by the serve jobs")
+    split = model.config[SPLIT_KEY]
     return datetime.fromisoformat(str(split["train_end"])), datetime.fromisoformat(str(split["val_end"]))
 
 

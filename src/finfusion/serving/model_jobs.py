@@ -36,6 +36,9 @@ from finfusion.serving.jobs import (
 from finfusion.serving.model_store import ModelStore, StoredModel
 from finfusion.serving.steps import FinetuneFn, ModelArtifact, PredictFn, TrainFn, ValidateFn
 
+#: The column of a table (weights) that records the model version which wrote each row.
+VERSION_COLUMN = "model_version"
+
 
 def features_end(lake: Lake, spec: PipelineSpec) -> datetime:
     """The last instant of the features dataset; raises JobError when it has none."""
@@ -142,10 +145,7 @@ def run_predict(
                 return JobResult(job, "up-to-date", f"{table} exist up to {end}, the last features")
         model = store.load()
         span = Span(start, end)
-        frame = predict(lake, spec, span, _artifact(model))
-        rows = (
-            checked_weights(frame, span, model.version) if table == WEIGHTS.kind else checked_rows(frame, schema, span)
-        )
+        rows = checked_rows(predict(lake, spec, span, _artifact(model)), schema, span, model.version)
         if rows.height == 0:
             return JobResult(job, "up-to-date", f"the model made no decision in ({start}, {end}]", span)
         metadata = {"model": spec.model, "features": spec.features, "version": model.version}
@@ -159,52 +159,36 @@ def run_predict(
     return runner.run(job, work)
 
 
-def checked_weights(frame: pl.DataFrame, span: Span, version: str) -> pl.DataFrame:
-    """Weights [ts, symbol, weight] from a predict step as WEIGHTS rows tagged with `version`.
+def checked_rows(frame: pl.DataFrame, schema: TableSchema, span: Span, version: str) -> pl.DataFrame:
+    """Rows of `schema`'s table from a predict step (a `model_version` column, where the table has one, is set to
+    `version`).
 
-    Raises FinfusionError on missing columns or values, a decision outside `span`, a repeated (ts, symbol), a symbol
-    that cannot name a lake partition, or a non-finite weight.
+    Raises FinfusionError on a missing column or value, a decision outside `span`, a repeated key, a symbol that
+    cannot name a lake partition, or a non-finite number.
     """
-    missing = [c for c in ("ts", "symbol", "weight") if c not in frame.columns]
+    stamped = VERSION_COLUMN in schema.names
+    required = [c.name for c in schema.columns if c.required and c.name != VERSION_COLUMN]
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise FinfusionError(f"predict step returned no column(s) {', '.join(missing)} (needs ts, symbol, weight)")
-    rows = WEIGHTS.conform(frame.select("ts", "symbol", "weight").with_columns(model_version=pl.lit(version)))
-    if rows.null_count().sum_horizontal().item():
-        raise FinfusionError("predict step returned missing values (null ts, symbol or weight)")
-    outside = rows.filter(~span.mask("ts"))
-    if outside.height:
-        raise FinfusionError(f"predict step returned a decision at {outside['ts'][0]}, outside the span {span}")
-    if rows.select(pl.struct("ts", "symbol").is_duplicated().any()).item():
-        raise FinfusionError("predict step returned two weights for one (ts, symbol)")
-    bad = [s for s in rows["symbol"].unique().to_list() if not SYMBOL_RE.match(s)]
-    if bad:
-        raise FinfusionError(f"predict step returned invalid symbol(s) {bad[:5]}")
-    if not rows["weight"].is_finite().all():
-        raise FinfusionError("predict step returned a non-finite weight")
-    return rows
-
-
-def checked_rows(frame: pl.DataFrame, schema: TableSchema, span: Span) -> pl.DataFrame:
-    """Rows of `schema`'s table from a predict step. Raises FinfusionError on a missing key column or value, a
-    decision outside `span`, a repeated key, or a non-finite number."""
-    missing = [c for c in schema.key if c not in frame.columns]
-    if missing:
-        raise FinfusionError(f"predict step returned no column(s) {', '.join(missing)} ({schema.kind} needs them)")
-    rows = schema.conform(frame)
-    if rows.select(schema.key).null_count().sum_horizontal().item():
-        raise FinfusionError(f"predict step returned missing values in the key ({', '.join(schema.key)})")
+        raise FinfusionError(f"predict step returned no column(s) {', '.join(missing)} (needs {', '.join(required)})")
+    rows = schema.conform(frame.with_columns(pl.lit(version).alias(VERSION_COLUMN)) if stamped else frame)
+    not_null = [c.name for c in schema.columns if not c.nullable]
+    if rows.select(not_null).null_count().sum_horizontal().item():
+        raise FinfusionError(f"predict step returned missing values (null {' or '.join(not_null)})")
     outside = rows.filter(~span.mask(schema.time_column))
     if outside.height:
         raise FinfusionError(
             f"predict step returned a decision at {outside[schema.time_column][0]}, outside the span {span}"
         )
     if rows.select(pl.struct(*schema.key).is_duplicated().any()).item():
-        raise FinfusionError(f"predict step returned two rows for one ({', '.join(schema.key)})")
+        raise FinfusionError(f"predict step returned two {schema.kind} rows for one ({', '.join(schema.key)})")
+    if "symbol" in rows.columns:
+        bad = [s for s in rows["symbol"].unique().to_list() if not SYMBOL_RE.match(s)]
+        if bad:
+            raise FinfusionError(f"predict step returned invalid symbol(s) {bad[:5]}")
     floats = [name for name, dtype in rows.schema.items() if dtype == pl.Float64]
-    if (
-        floats
-        and not rows.select(pl.all_horizontal(pl.col(floats).is_finite() | pl.col(floats).is_null())).to_series().all()
-    ):
+    finite = pl.all_horizontal(pl.col(floats).is_finite() | pl.col(floats).is_null())
+    if floats and not rows.select(finite).to_series().all():
         raise FinfusionError("predict step returned a non-finite number")
     return rows
 

@@ -8,16 +8,17 @@ settings (e.g. a generative model inside a forecasting experiment).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from finfusion.config import plain
 from finfusion.models.base import Capabilities
 from finfusion.models.build import TASK_KEY
 from finfusion.training.tasks import build_task
@@ -25,13 +26,6 @@ from finfusion.training.trainer import FitResult, fit_task, trainer_options
 
 TASK_DEFAULTS: dict[str, Any] = {"name": "forecast"}
 Loader = Callable[..., DataLoader]
-
-
-def plain(cfg: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
-    """A plain dict of a config node (None: empty)."""
-    if cfg is None:
-        return {}
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def task_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from finfusion.config import plain
 from finfusion.evaluation.metric_registry import metric_table
 from finfusion.evaluation.metrics import mcc
 from finfusion.samples.contract import (
@@ -286,11 +286,6 @@ def task_class(name: str) -> type[_Task]:
 
 def build_task(task_cfg: Mapping[str, Any], optim_cfg: Mapping[str, Any], model: nn.Module) -> _Task:
     """The task named `task_cfg["name"]` around `model`; other keys of `task_cfg` and `optim_cfg` are its arguments."""
-    task, optim = _plain(task_cfg), _plain(optim_cfg)
+    task, optim = plain(task_cfg), plain(optim_cfg)
     name = task.pop("name")
     return task_class(str(name))(model, **task, **optim)
-
-
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain dict of `cfg` (an OmegaConf node becomes nested dicts and lists)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from finfusion.config import save_config
+from finfusion.config import plain, save_config
 from finfusion.errors import FinfusionError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -98,7 +98,7 @@ LOGGERS = ("csv", "tensorboard", "mlflow")
 
 def trainer_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """The trainer part as a plain dict, with `TRAINER_DEFAULTS` filling what it leaves out."""
-    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    given = plain(cfg)
     merged = OmegaConf.merge(OmegaConf.create(TRAINER_DEFAULTS), OmegaConf.create(given))
     return OmegaConf.to_container(merged, resolve=True)
 
