@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -308,6 +309,12 @@ def test_validate_command_scores_a_run_without_training(
     assert last.exit_code == 0, last.output
     assert sorted(p.name for p in (run / CHECKPOINT_DIR).iterdir()) == before
     assert cli("predict", str(run), "--num-samples", "8").exit_code != 0
+    crafted = tmp_path / "crafted.ckpt"
+    crafted.write_bytes(pickle.dumps({"state_dict": {}}))  # not a torch checkpoint: never unpickled
+    for command in (["validate", str(run), "--checkpoint"], [*args, str(run), "--resume"]):
+        refused = cli(*command, str(crafted))
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+        assert refused.output.splitlines()[-1].startswith(f"error: {crafted}: not a torch checkpoint")
 
 
 def test_forecasts_at_steps_are_one_step_windows_of_the_picked_pairs() -> None:

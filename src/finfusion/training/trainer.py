@@ -1,7 +1,8 @@
 """The one Trainer path: every family fits, validates and predicts through the functions here, and `_trainer` is the
 only place in finfusion that constructs a Lightning `Trainer`.
 
-- `fit_task(task, loaders, run_dir, cfg)`: fit with best-k checkpoints and resume-after-crash, then load the best
+- `fit_task(task, loaders, run_dir, cfg)`: fit with best-k checkpoints and an exact resume after a crash (a run killed
+  at any step and resumed ends with the uninterrupted run's weights: training/resume.py), then load the best
   checkpoint's weights (read weights-only) into the task's model;
 - `validate_task(task, loader, cfg)`: the task's `val_*` metrics without training;
 - `predict_task(task, loader, cfg)`: the task's `predict_step` outputs, batch by batch.
@@ -13,7 +14,7 @@ config asks for but cannot be made is an error.
 Run folder layout:
 
     RUN/config.yaml            the resolved experiment config (`finfusion train --config RUN/config.yaml` repeats it)
-    RUN/checkpoints/           best-k checkpoints on the monitored metric, and last.ckpt (resume point)
+    RUN/checkpoints/           best-k checkpoints on the monitored metric, and last.ckpt (the one resume point)
     RUN/csv/, RUN/tensorboard/ logs (RUN/mlruns/ too when MLflow is requested)
 """
 
@@ -45,6 +46,15 @@ from torch.utils.data import DataLoader
 
 from finfusion.config import plain, save_config
 from finfusion.errors import FinfusionError
+from finfusion.training.resume import (
+    RESUME_KEYS,
+    AtomicCheckpointIO,
+    ExactResume,
+    LastCheckpoint,
+    ResumableBatches,
+    check_weights,
+    read_checkpoint,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -135,27 +145,34 @@ def _loggers(options: Mapping[str, Any], run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def _callbacks(options: Mapping[str, Any], run_dir: Path) -> list[Callback]:
+def _checkpoints(options: Mapping[str, Any], run_dir: Path) -> list[Callback]:
+    """The best-k checkpoints on the monitored metric, and the one resume point `last.ckpt` (`LastCheckpoint`: every
+    epoch end, and every `every_n_train_steps` optimiser steps when that is set, which a validation inside an epoch,
+    `val_check_interval`, would make inexact). Best-k names are never versioned: a resumed run rewrites the best-k
+    checkpoints its killed run wrote after `last.ckpt` under the same names, so none is left behind."""
     ckpt = options["checkpoint"]
     dirpath = run_dir / CHECKPOINT_DIR
     monitor = str(ckpt["monitor"])
-    callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=dirpath,
-            filename=f"best-{{epoch}}-{{step}}-{{{monitor}:.4f}}",
-            monitor=monitor,
-            mode=ckpt["mode"],
-            save_top_k=ckpt["save_top_k"],
-            save_last=True,
-            auto_insert_metric_name=True,
+    every = ckpt.get("every_n_train_steps")
+    if every and options["val_check_interval"] is not None:
+        raise FinfusionError(
+            "trainer: checkpoint.every_n_train_steps and val_check_interval cannot be combined (a run resumed from "
+            "a step checkpoint would skip the validation that followed it); keep one of them"
         )
-    ]
-    if ckpt.get("every_n_train_steps"):
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=int(ckpt["every_n_train_steps"])
-            )
-        )
+    best = ModelCheckpoint(
+        dirpath=dirpath,
+        filename=f"best-{{epoch}}-{{step}}-{{{monitor}:.4f}}",
+        monitor=monitor,
+        mode=ckpt["mode"],
+        save_top_k=ckpt["save_top_k"],
+        auto_insert_metric_name=True,
+        enable_version_counter=False,
+    )
+    return [best, LastCheckpoint(dirpath / LAST_CHECKPOINT, int(every) if every else None)]
+
+
+def _callbacks(options: Mapping[str, Any], run_dir: Path) -> list[Callback]:
+    callbacks: list[Callback] = _checkpoints(options, run_dir)
     stop = options["early_stopping"]
     if stop["enabled"]:
         callbacks.append(
@@ -238,6 +255,7 @@ def build_trainer(
     progress_bar, progress = _progress(options)
     return _trainer(
         default_root_dir=str(run),
+        plugins=[AtomicCheckpointIO()],
         precision=resolve_precision(options["precision"]),
         callbacks=[*_callbacks(options, run), *progress, *callbacks],
         logger=_loggers(options, run) or False,
@@ -269,34 +287,42 @@ def resume_checkpoint(run_dir: str | Path, resume: str | Path | None) -> Path | 
         return last if last.is_file() else None
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from at {path}")
+        raise FinfusionError(f"no checkpoint to resume from at {path}")
+    return path
+
+
+def _checked_resume(task: L.LightningModule, run_dir: Path, resume: str | Path | None) -> Path | None:
+    """`resume_checkpoint`, read weights-only first: a file that is not a training checkpoint of `task`'s model is a
+    `FinfusionError` naming it, before Lightning reads it."""
+    path = resume_checkpoint(run_dir, resume)
+    if path is not None:
+        check_weights(path, read_checkpoint(path, RESUME_KEYS)["state_dict"], task.state_dict())
     return path
 
 
 def fit(
     task: L.LightningModule,
-    data: L.LightningDataModule | tuple[DataLoader, DataLoader | None],
+    loaders: tuple[DataLoader, DataLoader | None],
     run_dir: str | Path,
     cfg: DictConfig,
     resume: str | Path | None = "auto",
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    """Fit `task` on a DataModule or (train, val) loaders; `cfg` is the whole experiment config (its `trainer` part
-    builds the Trainer) and is saved resolved to `RUN/config.yaml`. Resumes from `RUN/checkpoints/last.ckpt` when
-    present (resume="auto")."""
+    """Fit `task` on (train, val) loaders; `cfg` is the whole experiment config (its `trainer` part builds the
+    Trainer) and is saved resolved to `RUN/config.yaml`. Resumes from `RUN/checkpoints/last.ckpt` when present
+    (resume="auto"), exactly: the training batches come through `ResumableBatches` (training/resume.py)."""
     run = Path(run_dir)
+    ckpt_path = _checked_resume(task, run, resume)
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / CONFIG_FILE)
-    trainer = build_trainer(cfg.get("trainer", {}), run, callbacks)
-    ckpt_path = resume_checkpoint(run, resume)
-    with quiet_third_party():
-        if isinstance(data, L.LightningDataModule):
-            trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-        else:
-            train_loader, val_loader = data
-            trainer.fit(
-                task, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True
-            )
+    trainer_cfg = cfg.get("trainer", {})
+    train_loader, val_loader = loaders
+    batches = ResumableBatches(train_loader, int(trainer_options(trainer_cfg)["seed"]))
+    trainer = build_trainer(trainer_cfg, run, [ExactResume(batches), *callbacks])
+    with quiet_third_party(), warnings.catch_warnings():
+        if ckpt_path is not None:  # the checkpoints a resumed run finds are its own
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(task, train_dataloaders=batches, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer
 
 
@@ -309,8 +335,9 @@ class FitResult:
 
 
 def best_state_dict(checkpoint: str | Path) -> dict[str, Tensor]:
-    """The model's weights in a Lightning checkpoint (keys without the task's `model.` prefix); read weights-only."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    """The model's weights in a Lightning checkpoint (keys without the task's `model.` prefix); read weights-only, a
+    file that is not a checkpoint is a `FinfusionError` naming it."""
+    state = read_checkpoint(checkpoint)["state_dict"]
     return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
 
 
