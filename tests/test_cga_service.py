@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,17 +29,24 @@ from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, g
 from finfusion.data.sources.synthetic_ingest import ingest_market
 from finfusion.errors import FinfusionError
 from finfusion.families.base import Sources
+from finfusion.families.pipeline import train_run
 from finfusion.families.portfolio import FAMILY as PORTFOLIO
+from finfusion.serving import family_steps
 from finfusion.serving.api import create_app
 from finfusion.serving.family_steps import FamilySteps, validation_cut
 from finfusion.serving.jobs import JobRunner, PipelineSpec, Span
 from finfusion.serving.model_jobs import run_finetune
-from finfusion.serving.model_store import ModelStore
-from finfusion.serving.steps import ModelArtifact
+from finfusion.serving.model_store import LOCK_FILE, STAGING_DIR, ModelStore
+from finfusion.serving.steps import ModelArtifact, ModelSteps
 from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
 from tests.serving_helpers import serving
 
-STEPS = FamilySteps("cga_daily", tuple(OVERRIDES)).steps()
+
+def steps(store_root: Path) -> ModelSteps:
+    """The default config's steps, made tiny, training in the store at `store_root`."""
+    return FamilySteps("cga_daily", tuple(OVERRIDES), store_root=store_root).steps()
+
+
 DATASET = "synthetic"
 SPEC = PipelineSpec(bars=DATASET)
 MODEL = SPEC.model
@@ -131,7 +139,8 @@ def test_train_and_predict_through_the_cli_write_the_served_versions_weights(ser
     assert f"predict.{MODEL} up-to-date" in again and f"finetune.{MODEL} up-to-date" in finetune  # nothing new
     info = served.store.version(served.version)
     sessions = served.lake.read("features", DATASET, freq="1d")["ts"].unique().sort()
-    assert info.current and math.isfinite(info.metrics["val_loss"] or math.nan)
+    assert info.current and info.info["status"] == "promoted" and math.isfinite(info.metrics["val_loss"] or math.nan)
+    assert [p.name for p in (served.store.root / STAGING_DIR).iterdir()] == [LOCK_FILE]  # the training run is gone
     assert info.info["data"]["end"] == sessions[-1].isoformat()
     config = served.store.load_config(served.version)
     experiment, state = config["experiment"], config["state"]
@@ -163,17 +172,32 @@ def test_a_finetune_that_validates_worse_leaves_the_served_version(served: Serve
     root = copy_of(served, tmp_path)
     add_data(root, served.market)
     candidates: list[ModelArtifact] = []
+    tiny = steps(root / "store")
+    runs: list[Path] = []
 
     def finetune(lake: Lake, spec: PipelineSpec, span: Span, base: ModelArtifact) -> ModelArtifact:
-        candidates.append(STEPS.finetune(lake, spec, span, base))
+        candidates.append(tiny.finetune(lake, spec, span, base))
         return candidates[-1]
 
     def validate(lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> float:
         """The real validation loss, plus 1 for a finetuned candidate: every finetune validates worse."""
-        return STEPS.validate(lake, spec, span, model) + (1.0 if any(model is c for c in candidates) else 0.0)
+        return tiny.validate(lake, spec, span, model) + (1.0 if any(model is c for c in candidates) else 0.0)
 
+    def record_run(cfg: object, run_dir: Path, **kwargs: object) -> object:
+        runs.append(Path(run_dir))
+        return train_run(cfg, run_dir, **kwargs)
+
+    killed = root / "store" / STAGING_DIR / "left-by-a-killed-finetune"  # its lock file is free: the process died
+    (killed / "run").mkdir(parents=True)
+    (killed / LOCK_FILE).touch()
+    before = set(Path(tempfile.gettempdir()).glob("finfusion-*"))
     lake, store = Lake(root / "lake"), ModelStore(root / "store", MODEL)
-    result = run_finetune(JobRunner.for_lake(lake), lake, store, SPEC, finetune, validate)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(family_steps, "train_run", record_run)
+        result = run_finetune(JobRunner.for_lake(lake), lake, store, SPEC, finetune, validate)
+    assert [run.parent.parent for run in runs] == [root / "store" / STAGING_DIR]  # trained in the store's staging
+    assert [p.name for p in (root / "store" / STAGING_DIR).iterdir()] == [LOCK_FILE]  # its run and the dead one gone
+    assert set(Path(tempfile.gettempdir()).glob("finfusion-*")) <= before
     assert result.status == "rejected" and len(candidates) == 1
     assert store.current_version() == served.version
     (candidate,) = [v for v in store.list_versions() if v.version != served.version]
@@ -207,9 +231,10 @@ def test_weights_of_past_decisions_do_not_move_when_later_data_arrives(served: S
     model = store.load()
     artifact = ModelArtifact(model.state_dict, model.config, model.metrics)
     end = known["ts"].max()
-    recomputed = STEPS.predict(lake, SPEC, Span(None, end), artifact).sort("ts", "symbol")
+    predict = steps(store.root).predict
+    recomputed = predict(lake, SPEC, Span(None, end), artifact).sort("ts", "symbol")
     assert recomputed.equals(known)
-    later = STEPS.predict(lake, SPEC, Span(end, lake.read("bars", DATASET, freq="1d")["ts"].max()), artifact)
+    later = predict(lake, SPEC, Span(end, lake.read("bars", DATASET, freq="1d")["ts"].max()), artifact)
     assert later["ts"].min() > end and later["ts"].n_unique() > 10  # the later decisions see the new bars
 
 
@@ -227,7 +252,7 @@ def test_missing_texts_short_spans_and_bad_shares_are_named(served: Served) -> N
         validation_cut(served.lake, SPEC, Span(sessions[-4], sessions[-1]), 0.3, horizon=5)
     assert validation_cut(served.lake, SPEC, Span(sessions[-7], sessions[-1]), 0.3, horizon=5) == sessions[-6]
     with pytest.raises(FinfusionError, match="validation_share"):
-        FamilySteps("cga_daily", validation_share=1.0)
+        FamilySteps("cga_daily", validation_share=1.0, store_root=served.store.root)
 
 
 def test_a_stored_config_with_an_interpolation_is_refused(served: Served) -> None:
@@ -235,4 +260,4 @@ def test_a_stored_config_with_an_interpolation_is_refused(served: Served) -> Non
     config = {**model.config, "experiment": {**model.config["experiment"], "name": "${oc.env:FINFUSION_API_KEY}"}}
     crafted = ModelArtifact(model.state_dict, config, model.metrics)
     with pytest.raises(FinfusionError, match=r"interpolation at experiment\.name"):
-        STEPS.predict(served.lake, SPEC, Span(None, CUT), crafted)
+        steps(served.store.root).predict(served.lake, SPEC, Span(None, CUT), crafted)

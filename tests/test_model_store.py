@@ -1,10 +1,14 @@
-"""The model store: versions named by UTC timestamps, safetensors only, atomic promotion, previous versions kept."""
+"""The model store: versions named by UTC timestamps, safetensors only, atomic promotion, previous versions kept,
+a status derived from the pointer (never stored as promoted), staging folders of killed writers swept."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,15 +16,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
-from finfusion.serving import model_store
+from finfusion.serving import model_jobs, model_store
+from finfusion.serving.jobs import JobRunner, PipelineSpec
+from finfusion.serving.model_jobs import run_train
 from finfusion.serving.model_store import (
     CURRENT_FILE,
+    INFO_FILE,
+    LOCK_FILE,
+    STAGING_DIR,
     VERSION_RE,
     WEIGHTS_FILE,
     ModelStore,
     ModelStoreError,
+    staging,
 )
+from finfusion.serving.steps import ModelArtifact
 
 
 def ticking(start: datetime, step: timedelta = timedelta(seconds=1)) -> Callable[[], datetime]:
@@ -153,3 +165,90 @@ def test_a_stored_config_is_read_back_as_text_never_resolved(
     (store.versions_dir / version / "config.yaml").write_text("leak: ${oc.env:FINFUSION_API_KEY}\n", encoding="utf-8")
     assert store.load_config(version) == {"leak": "${oc.env:FINFUSION_API_KEY}"}
     assert "secret" not in json.dumps(store.load(version).config)
+
+
+# ---------------------------------------------------------------- status: derived, never stored as promoted
+
+
+def statuses(store: ModelStore) -> list[str]:
+    return [v.info["status"] for v in store.list_versions()]
+
+
+def test_a_kill_between_saving_and_promoting_leaves_a_candidate(
+    store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_train saves the version, then the process dies before the pointer moves: nothing claims it is served."""
+    end = datetime(2024, 6, 1, tzinfo=UTC)
+    monkeypatch.setattr(model_jobs, "features_end", lambda *_: end)
+
+    def killed(*_: object) -> None:
+        raise KeyboardInterrupt("kill -9 between save_version and promote")
+
+    monkeypatch.setattr(ModelStore, "promote", killed)
+    toy = ModelArtifact(state(1.0), {"d_model": 8}, {"val_loss": 0.5})
+    with pytest.raises(KeyboardInterrupt):
+        run_train(JobRunner(tmp_path / "jobs"), Lake(tmp_path / "lake"), store, PipelineSpec(bars="b"), lambda *_: toy)
+    monkeypatch.undo()
+    (saved,) = store.list_versions()
+    assert store.current_version() is None and not saved.current
+    assert saved.info["status"] == "candidate" and saved.info["kind"] == "train"
+    assert "status" not in json.loads((store.versions_dir / saved.version / INFO_FILE).read_text())
+    store.promote(saved.version)
+    assert statuses(store) == ["promoted"]
+
+
+def test_promoted_is_what_the_pointer_names_or_named(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second, third = (store.save_version(state(v), {}, {}) for v in (1.0, 2.0, 3.0))
+    rejected = store.save_version(state(4.0), {}, {}, info={"status": "rejected"})
+    assert statuses(store) == ["candidate", "candidate", "candidate", "rejected"]
+    store.promote(first)
+    store.promote(second)
+    assert statuses(store) == ["promoted", "promoted", "candidate", "rejected"]  # first was served: it stays promoted
+
+    def killed(self: ModelStore, version: str) -> None:
+        if version == third:
+            raise KeyboardInterrupt("kill -9 after the pointer moved, before its mark")
+
+    monkeypatch.setattr(ModelStore, "_mark_promoted", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.promote(third)
+    monkeypatch.undo()
+    assert store.current_version() == third and statuses(store)[2] == "promoted"  # the pointer says so
+    store.promote(rejected)  # marks third (the outgoing version) before moving the pointer
+    assert statuses(store) == ["promoted"] * 4 and store.version(third).info["status"] == "promoted"
+
+
+def test_a_stored_promoted_status_is_not_believed_and_cannot_be_saved(store: ModelStore) -> None:
+    version = store.save_version(state(1.0), {}, {})
+    info_file = store.versions_dir / version / INFO_FILE
+    info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "status": "promoted"}))  # an older store
+    assert store.version(version).info["status"] == "candidate"
+    with pytest.raises(ModelStoreError, match="status can only be 'rejected', not 'promoted'"):
+        store.save_version(state(2.0), {}, {}, info={"status": "promoted"})
+
+
+# ---------------------------------------------------------------- staging: a killed writer's folder is swept
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from finfusion.serving.model_store import staging
+with staging(Path(sys.argv[1])) as work:
+    (work / "run").mkdir()
+    (work / "run" / "last.ckpt").write_bytes(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_writer_killed_in_staging_leaves_a_folder_the_next_writer_removes(store: ModelStore) -> None:
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store.root)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    area = store.root / STAGING_DIR
+    (left,) = [p for p in area.iterdir() if p.is_dir()]
+    assert (left / "run" / "last.ckpt").is_file()
+    with staging(store.root) as live:  # a writer at work: its folder survives the next writer's sweep
+        (live / "run").mkdir()
+        version = store.save_version(state(1.0), {}, {})
+        assert not left.exists() and (live / "run").is_dir()
+    store.promote(version)
+    assert [p.name for p in area.iterdir()] == [LOCK_FILE]  # the version, the pointer and the live folder are gone too

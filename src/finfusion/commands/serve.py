@@ -271,7 +271,7 @@ class _ModelContext:
 
         data = Lake(lake)
         spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name, model=model)
-        steps = family_steps(config, settings or [])
+        steps = family_steps(config, settings or [], store_root=store)
         return cls(JobRunner.for_lake(data), data, ModelStore(store, model), spec, steps)
 
 

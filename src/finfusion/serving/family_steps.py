@@ -15,16 +15,17 @@ Artifacts. The store keeps a version's state dict and, as its config, the experi
 with (`experiment`), the family's fitted state (`state`: normalisers, universe, ...) and its split instants
 (`split`). Finetune starts from the served version's weights, config and state (nothing is refitted); predict
 rebuilds the samples with that state and split and writes the family's lake table for every decision in the span.
-Lightning runs write into a temporary folder.
+Lightning runs write into a staging folder of the model store (`STORE/_staging/<id>/run`, removed after the step;
+one a killed process left behind is removed by the next writer: see serving/model_store.py).
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -37,6 +38,7 @@ from finfusion.families import family_of
 from finfusion.families.base import Family, Sources
 from finfusion.families.pipeline import LoadedRun, checked_family, run_from_parts, train_run, validation_metrics
 from finfusion.serving.jobs import PipelineSpec, Span
+from finfusion.serving.model_store import staging
 from finfusion.serving.steps import ModelArtifact, ModelSteps
 
 VALIDATION_SHARE = 0.3
@@ -50,11 +52,13 @@ SPLIT_KEY = "split"
 @dataclass(frozen=True)
 class FamilySteps:
     """The four steps of the experiment `experiment` (a name in configs/experiment or a YAML path) with
-    `overrides` (see the module docstring). The config is read, and checked, when a step runs."""
+    `overrides` (see the module docstring), training in the staging area of the model store at `store_root`. The
+    config is read, and checked, when a step runs."""
 
     experiment: str
     overrides: tuple[str, ...] = ()
     validation_share: float = VALIDATION_SHARE
+    store_root: Path = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_share < 1.0:
@@ -73,8 +77,8 @@ class FamilySteps:
         cfg, family = self.config()
         split = self.split(lake, spec, span, cfg)
         served = family.serving_config(cfg, lake, sources(spec), *split)
-        with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
-            run = train_run(served, run_dir, resume="never")
+        with staging(self.store_root) as work:
+            run = train_run(served, work / "run", resume="never")
         return artifact(run, split)
 
     def finetune(self, lake: Lake, spec: PipelineSpec, span: Span, base: ModelArtifact) -> ModelArtifact:
@@ -85,8 +89,8 @@ class FamilySteps:
         split = self.split(lake, spec, span, cfg)
         served = family.serving_config(cfg, lake, sources(spec), *split)
         data = family.data(served, state)
-        with tempfile.TemporaryDirectory(prefix="finfusion-serve-") as run_dir:
-            run = train_run(served, run_dir, resume="never", data=data, initial_weights=base.state_dict)
+        with staging(self.store_root) as work:
+            run = train_run(served, work / "run", resume="never", data=data, initial_weights=base.state_dict)
         return artifact(run, split)
 
     def validate(self, lake: Lake, spec: PipelineSpec, span: Span, model: ModelArtifact) -> float:
@@ -118,9 +122,10 @@ class FamilySteps:
         )
 
 
-def family_steps(experiment: str, overrides: Sequence[str] = ()) -> ModelSteps:
-    """The `ModelSteps` of the experiment `experiment` with `overrides` (e.g. ["model.use_news=false"])."""
-    return FamilySteps(experiment, tuple(overrides)).steps()
+def family_steps(experiment: str, overrides: Sequence[str] = (), *, store_root: str | Path) -> ModelSteps:
+    """The `ModelSteps` of the experiment `experiment` with `overrides` (e.g. ["model.use_news=false"]), training
+    in the staging area of the model store at `store_root`."""
+    return FamilySteps(experiment, tuple(overrides), store_root=Path(store_root)).steps()
 
 
 def sources(spec: PipelineSpec) -> Sources:

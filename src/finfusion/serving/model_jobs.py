@@ -2,8 +2,9 @@
 
 Each takes the model steps it needs (see steps.py) and the features dataset's last instant as the end of its input.
 
-train     trains from scratch on (start, end], saves a version and promotes it. Up to date when the state file says
-          it already trained on data up to `end`.
+train     trains from scratch on (start, end], saves a version and promotes it (a kill in between leaves a
+          candidate, never a version marked promoted: the store derives that from its pointer). Up to date when the
+          state file says it already trained on data up to `end`.
 finetune  trains the served version further on the data it has not seen, (its data end, end], or with --latest
           HOURS on (end - HOURS, end]. Both the served version and the candidate are validated on that span by the
           same `validate` step; the candidate is promoted only when its loss is strictly lower (and finite).
@@ -33,7 +34,7 @@ from finfusion.serving.jobs import (
     last_instant,
     latest_start,
 )
-from finfusion.serving.model_store import ModelStore, StoredModel
+from finfusion.serving.model_store import REJECTED, ModelStore, StoredModel
 from finfusion.serving.steps import FinetuneFn, ModelArtifact, PredictFn, TrainFn, ValidateFn
 
 #: The column of a table (weights) that records the model version which wrote each row.
@@ -66,7 +67,7 @@ def run_train(
             return JobResult(job, "up-to-date", f"already trained on data up to {end}")
         span = Span(latest_start(end, latest_hours), end)
         artifact = train(lake, spec, span)
-        info = {"kind": "train", "status": "promoted", "parent": None, "data": span.as_dict()}
+        info = {"kind": "train", "parent": None, "data": span.as_dict()}
         version = store.save_version(artifact.state_dict, artifact.config, artifact.metrics, info=info)
         store.promote(version)
         details = {"version": version, "metrics": store.version(version).metrics}
@@ -102,13 +103,9 @@ def run_finetune(
         candidate_loss = float(validate(lake, spec, span, candidate))
         improved = math.isfinite(candidate_loss) and (not math.isfinite(base_loss) or candidate_loss < base_loss)
         comparison = f"validation loss {candidate_loss:.6g} vs {base_loss:.6g} of {base.version}"
-        info = {
-            "kind": "finetune",
-            "status": "promoted" if improved else "rejected",
-            "parent": base.version,
-            "data": span.as_dict(),
-            "note": comparison,
-        }
+        info = {"kind": "finetune", "parent": base.version, "data": span.as_dict(), "note": comparison}
+        if not improved:
+            info["status"] = REJECTED
         metrics = {**candidate.metrics, "val_loss": candidate_loss, "base_val_loss": base_loss}
         version = store.save_version(candidate.state_dict, candidate.config, metrics, info=info)
         details = {"candidate": version, "base": base.version, "val_loss": candidate_loss, "base_val_loss": base_loss}
