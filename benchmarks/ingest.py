@@ -1,34 +1,43 @@
-"""Ingest throughput: our validating CSV -> lake ingest against a plain pandas CSV -> Parquet round trip.
+"""Ingest memory and throughput: our validating, streamed CSV -> lake ingest against pandas CSV -> Parquet.
 
-What is measured, on the same generated files in the same run:
+Memory (the target): one long-format CSV (`symbol,Date,Open,High,Low,Close,Volume`) of 1,000,000 rows (400 symbols x
+2,500 sessions) and one of 4,000,000 rows (1,600 symbols), each ingested by `FileIngest` in a fresh process; the
+process's peak resident memory (start-up included) is read from getrusage. ratio = 4 x peak(1M) / peak(4M): 4 when
+memory does not grow with the file at all, 1 when it grows in proportion; the target is >= 3. On the 4M file the
+same run times pandas `read_csv` + `to_parquet` (in a fresh process too), and ours must not be slower.
+
+Throughput, on the same generated files in the same run:
 
 * daily: 500 CSV files (`SYM000.csv` ...), 2,520 consecutive XNYS sessions each, header
   `Date,Open,High,Low,Close,Adj Close,Volume` (1,260,000 rows);
 * minute: 20 CSV files, 100,000 one-minute bars each (2,000,000 rows), header `Datetime,Open,High,Low,Close,Volume`,
   timestamps are bar starts inside XNYS sessions in America/New_York wall-clock time.
 
-Ours is what `finfusion ingest` runs for a folder of bar files (`FileIngest`): `read_raw` (all values as text, column
-aliases, symbol from the file name) then `ingest_bars` (parse, validate every row, map to sessions, order checks, gap
-count, adjustment, volume anomalies, partitioned atomic zstd Parquet writes) into a fresh lake each repetition.
+Ours is what `finfusion data ingest csv` runs for a folder of bar files (`FileIngest`): the files streamed into
+buckets by symbol, then per bucket parse, validate every row, map to sessions, order checks, gap count, adjustment,
+volume anomalies, and partitioned zstd Parquet writes committed at once, into a fresh lake each repetition.
 The reference is, for every file, `pandas.read_csv(path)` then `DataFrame.to_parquet(out)` (pyarrow), into a fresh
 folder each repetition: no validation at all.
 
 Each side runs `--repeats` times per dataset; the median seconds are reported (the machine is shared and noisy).
 Rows per second over both datasets is total rows / the sum of the median seconds. After every repetition of ours the
-lake is read back and must hold exactly the expected number of rows. The last line is one JSON object:
-{"benchmark": "ingest", "ours": ..., "reference": ..., "unit": "rows/s", "ratio": ours / reference}, ratio > 1 meaning
-we are faster.
+lake is read back and must hold exactly the expected number of rows; the throughput JSON line
+{"benchmark": "ingest", ..., "unit": "rows/s", ...} comes before the memory one. The last line is one JSON object:
+{"benchmark": "ingest_memory", "ours": peak(4M) MiB, "reference": 4 x peak(1M) MiB, "unit": "MiB", "ratio": ...}.
 
-    python benchmarks/ingest.py            # full size (a few minutes)
-    python benchmarks/ingest.py --quick    # 20 x 252 daily bars and 100,000 minute bars, to smoke-test the script
+    python benchmarks/ingest.py            # full size (several minutes)
+    python benchmarks/ingest.py --quick    # tiny inputs, to smoke-test the script
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,9 +49,9 @@ import pandas as pd
 import polars as pl
 
 from finfusion.data.calendar import US_PER_MINUTE, from_us, get_calendar
-from finfusion.data.ingest import BarOptions, ingest_bars
+from finfusion.data.ingest import BarOptions, TextOptions
 from finfusion.data.lake import Lake
-from finfusion.data.sources.csv_parquet import BAR_ALIASES, read_raw
+from finfusion.data.sources.file_ingest import FileIngest
 
 CALENDAR = "XNYS"
 LAST_SESSION = np.datetime64("2019-12-31", "D")
@@ -59,6 +68,31 @@ class Size:
 
 FULL = Size(daily_symbols=500, daily_bars=2_520, minute_symbols=20, minute_bars=100_000)
 QUICK = Size(daily_symbols=20, daily_bars=252, minute_symbols=4, minute_bars=25_000)
+#: (symbols, sessions) of the long files of the memory comparison: 1M and 4M rows (quick: 10k and 40k).
+LONG_BARS = 2_500
+LONG_FULL = (400, 1_600)
+LONG_QUICK = (4, 16)
+
+#: Runs in a fresh process: ingest one file, print rows, seconds and peak resident KiB.
+OURS_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from finfusion.data.ingest import BarOptions, TextOptions
+from finfusion.data.lake import Lake
+from finfusion.data.sources.file_ingest import FileIngest
+start = time.perf_counter()
+ingest = FileIngest(Lake(sys.argv[1]), "bars", {}, BarOptions("long"), TextOptions("long"))
+report = ingest(Path(sys.argv[2]), "long")
+print(report.rows_written, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+PANDAS_CHILD = """
+import resource, sys, time
+import pandas as pd
+start = time.perf_counter()
+frame = pd.read_csv(sys.argv[2])
+frame.to_parquet(sys.argv[1], engine="pyarrow")
+print(len(frame), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
 
 @dataclass(frozen=True)
@@ -141,11 +175,11 @@ def _write_minute(folder: Path, size: Size, rng: np.random.Generator) -> int:
 
 
 def run_ours(dataset: Dataset, lake_root: Path) -> float:
-    """Seconds for read_raw + ingest_bars of the whole folder into a fresh lake; checks the rows that landed."""
+    """Seconds for FileIngest of the whole folder into a fresh lake; checks the rows that landed."""
     start = time.perf_counter()
     lake = Lake(lake_root)
-    raw, rename = read_raw(dataset.folder, aliases=BAR_ALIASES, symbol_from_filename=True)
-    report = ingest_bars(lake, raw, BarOptions(dataset=dataset.name, freq=dataset.freq), rename=rename)
+    options = BarOptions(dataset=dataset.name, freq=dataset.freq)
+    report = FileIngest(lake, "bars", {}, options, TextOptions(dataset.name))(dataset.folder, dataset.name)
     seconds = time.perf_counter() - start
     stored = lake.read("bars", dataset.name, freq=dataset.freq).height
     if not (report.rows_written == stored == dataset.rows):
@@ -177,6 +211,76 @@ def median_seconds(side: Callable[[Dataset, Path], float], dataset: Dataset, scr
         times.append(side(dataset, target))
         shutil.rmtree(target)
     return statistics.median(times)
+
+
+def _write_long(path: Path, symbols: int, rng: np.random.Generator) -> int:
+    """One long-format CSV: `symbols` symbols x LONG_BARS sessions (or fewer in --quick), sorted by symbol."""
+    calendar = get_calendar(CALENDAR)
+    end = int(np.searchsorted(calendar.sessions, LAST_SESSION, side="right"))
+    dates = pl.Series("Date", calendar.sessions[end - LONG_BARS : end]).cast(pl.Date).dt.strftime("%Y-%m-%d")
+    frames = []
+    for i in range(symbols):
+        frames.append(pl.DataFrame({"symbol": f"L{i:04d}", "Date": dates, **_ohlcv(rng, LONG_BARS, daily=True)}))
+    frame = pl.concat(frames)
+    frame.write_csv(path)
+    return frame.height
+
+
+def run_child(code: str, out: Path, csv: Path) -> tuple[int, float, float]:
+    """(rows, seconds, peak MiB) of `code` run in a fresh Python process on `csv`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(csv)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    rows, seconds, peak_kib = done.stdout.split()
+    return int(rows), float(seconds), int(peak_kib) / 1024
+
+
+def memory_comparison(root: Path, symbols: tuple[int, int], rng: np.random.Generator, repeats: int) -> None:
+    """Peak memory of ours on the 1M and 4M files, and throughput against pandas on the 4M file; prints both JSON
+    lines (memory last)."""
+    peaks: dict[int, float] = {}
+    for count in symbols:
+        csv = root / f"long-{count}.csv"
+        rows = _write_long(csv, count, rng)
+        runs = []
+        for _ in range(repeats):
+            runs.append(run_child(OURS_CHILD, root / "lake", csv))
+            shutil.rmtree(root / "lake")
+            if runs[-1][0] != rows:
+                raise AssertionError(f"expected {rows} rows, wrote {runs[-1][0]}")
+        peaks[rows] = statistics.median(r[2] for r in runs)
+        print(f"ours   {rows:>10,} rows: peak {peaks[rows]:>8.1f} MiB, {statistics.median(r[1] for r in runs):.2f} s")
+        if count == symbols[-1]:
+            reference = [run_child(PANDAS_CHILD, root / "out.parquet", csv) for _ in range(repeats)]
+            ours_s = statistics.median(r[1] for r in runs)
+            pandas_s = statistics.median(r[1] for r in reference)
+            peak_pd = statistics.median(r[2] for r in reference)
+            print(f"pandas {rows:>10,} rows: peak {peak_pd:>8.1f} MiB, {pandas_s:.2f} s (read_csv + to_parquet)")
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "ingest_long_file",
+                        "ours": round(rows / ours_s, 1),
+                        "reference": round(rows / pandas_s, 1),
+                        "unit": "rows/s",
+                        "ratio": round(pandas_s / ours_s, 4),
+                    }
+                )
+            )
+        csv.unlink()
+    small, large = sorted(peaks)
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest_memory",
+                "ours": round(peaks[large], 1),
+                "reference": round(peaks[small] * large / small, 1),
+                "unit": "MiB",
+                "ratio": round(peaks[small] * (large / small) / peaks[large], 4),
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -235,6 +339,8 @@ def main() -> None:
             }
         )
     )
+    with tempfile.TemporaryDirectory(prefix="finfusion-bench-ingest-memory-") as tmp:
+        memory_comparison(Path(tmp), LONG_QUICK if args.quick else LONG_FULL, rng, args.repeats)
 
 
 if __name__ == "__main__":

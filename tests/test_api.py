@@ -78,9 +78,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     store.promote(second)
     lake.write(WEIGHTS, MODEL, weights_frame(DECISIONS, second))
     lake.write(FORECASTS, "run1", forecasts_frame())
+    lake.write(
+        FORECASTS, "run1", forecasts_frame().filter(pl.col("symbol") == "AAA").with_columns(symbol=pl.lit("EVIL"))
+    )
+    committed = lake.dataset_dir("forecasts", "run1") / "symbol=EVIL"  # a committed folder swapped for a link out
     outside = root / "outside" / "symbol=EVIL"
-    outside.mkdir(parents=True)
-    (lake.dataset_dir("forecasts", "run1") / "symbol=EVIL").symlink_to(outside, target_is_directory=True)
+    outside.parent.mkdir(parents=True)
+    committed.rename(outside)
+    committed.symlink_to(outside, target_is_directory=True)
     with serving(create_app(lake.root, store.root, KEY, MODEL)) as url:
         yield Served(url, lake, store, [first, second])
 
@@ -178,7 +183,7 @@ def test_forecasts(client: httpx.Client) -> None:
     [
         ("/v1/forecasts/AAA", {"dataset": "nope"}, 404, "no forecasts dataset 'nope'"),
         ("/v1/forecasts/ZZZ", {"dataset": "run1"}, 404, "no forecasts of symbol 'ZZZ'"),
-        ("/v1/forecasts/EVIL", {"dataset": "run1"}, 404, "'symbol=EVIL' leads outside the lake root"),
+        ("/v1/forecasts/EVIL", {"dataset": "run1"}, 404, "leads outside the lake root"),
         ("/v1/forecasts/%2E%2E", {"dataset": "run1"}, 422, "invalid symbol '..'"),
         ("/v1/forecasts/AAA", {"dataset": "../etc"}, 422, "invalid dataset '../etc'"),
         ("/v1/forecasts/AAA", {"dataset": "a" * 65}, 422, "query.dataset"),

@@ -29,8 +29,8 @@ def test_daily_bars_are_one_file_per_symbol(lake_root: Path) -> None:
     lake.write(BARS, "d", bars(["AAA", "BBB"], [2, 3]), freq="1d")
     files = sorted(p.relative_to(lake_root).as_posix() for p in lake_root.rglob("*.parquet"))
     assert files == [
-        "kind=bars/dataset=d/freq=1d/symbol=AAA/data.parquet",
-        "kind=bars/dataset=d/freq=1d/symbol=BBB/data.parquet",
+        "kind=bars/dataset=d/freq=1d/symbol=AAA/part-00000001.parquet",
+        "kind=bars/dataset=d/freq=1d/symbol=BBB/part-00000001.parquet",
     ]
     assert "symbol" not in pq.read_schema(lake_root / files[0]).names  # partition columns live in the path
 

@@ -164,7 +164,9 @@ def test_splits_are_purged_and_disjoint(data: PortfolioData) -> None:
 
 def test_contiguous_batches_cover_every_item_once_in_runs() -> None:
     sampler = ContiguousBatches(23, 5, shuffle=True, seed=1)
-    first, second = list(sampler), list(sampler)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
     assert len(first) == len(sampler) == 5
     assert sorted(i for batch in first for i in batch) == list(range(23))
     assert all(batch == list(range(batch[0], batch[0] + len(batch))) for batch in first)

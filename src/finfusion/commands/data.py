@@ -15,7 +15,7 @@ from finfusion.errors import FinfusionError
 if TYPE_CHECKING:
     from finfusion.data.lake import Lake
     from finfusion.data.report import IngestReport
-    from finfusion.data.sources.csv_parquet import FileIngest
+    from finfusion.data.sources.file_ingest import FileIngest
 
 app = typer.Typer(help="Put data into the lake and look at what is there.", no_args_is_help=True)
 
@@ -80,8 +80,16 @@ def ingest(
         Adjust, typer.Option(help="auto: adj_factor = adj_close / close when adj_close exists; none: keep raw only.")
     ] = Adjust.auto,
     repair: Annotated[
-        bool, typer.Option(help="Sort unsorted rows, drop duplicate timestamps and off-session bars.")
+        bool,
+        typer.Option(
+            help="Sort unsorted rows, drop duplicate timestamps and off-session bars, clip open/close into "
+            "[low, high]; every repair is counted."
+        ),
     ] = False,
+    update: Annotated[
+        bool, typer.Option(help="Replace stored rows whose values changed (refused otherwise; history keeps them).")
+    ] = False,
+    allow_future: Annotated[bool, typer.Option(help="Keep rows dated after now (refused otherwise).")] = False,
     actions: Annotated[
         Path | None, typer.Option(help="CSV of corporate actions: symbol, ex_date, split_ratio, dividend.")
     ] = None,
@@ -95,17 +103,19 @@ def ingest(
     """Validate, clean and store a dataset in the lake (re-running on the same input changes nothing)."""
     from finfusion.data.ingest import BarOptions, TextOptions
     from finfusion.data.lake import Lake
-    from finfusion.data.sources.csv_parquet import FileIngest, parse_mapping, read_actions
+    from finfusion.data.sources.csv_parquet import parse_mapping, read_actions
+    from finfusion.data.sources.file_ingest import FileIngest
 
     store = Lake(lake)
     bar_options = BarOptions(
         dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format,
         bar_label=bar_label.value, missing_bars=missing_bars.value, adjust=adjust.value, repair=repair,
-        actions=read_actions(actions) if actions else None, source=source.value,
+        actions=read_actions(actions) if actions else None, source=source.value, update=update,
+        allow_future=allow_future,
     )  # fmt: skip
     text_options = TextOptions(
         dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,
-        symbol_separator=symbol_separator,
+        symbol_separator=symbol_separator, update=update, allow_future=allow_future,
     )  # fmt: skip
     files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options)
     if source is Source.stocknet:  # has its own progress bar
@@ -207,6 +217,85 @@ def show(
     for key in ("source", "fields", "calendar", "timezone", "notes"):
         if key in meta:
             out.print(f"{key}: {meta[key]}")
+
+
+KindArgument = Annotated[str, typer.Option(help="bars, text, features, forecasts, ...")]
+FreqArgument = Annotated[str | None, typer.Option(help="Frequency (bars, features); default: every one.")]
+
+
+@app.command(epilog="Example:\n\n  finfusion data history prices --kind bars --freq 1d")
+@reports_errors
+def history(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    kind: KindArgument = "bars",
+    freq: Annotated[str | None, typer.Option(help="Frequency (bars, features).")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Every commit that changed a dataset: version, time, user, command, and rows new/updated/unchanged."""
+    from finfusion.data.lake import Lake
+
+    store = Lake(lake)
+    if kind == "bars" and freq is None:
+        freq = (store.metadata(kind, dataset).get("freqs") or ["1d"])[0]
+    table = Table("version", "time", "user", "command", "operation", "new", "updated", "unchanged", "files")
+    for entry in store.history(kind, dataset, freq):
+        change, counts = entry["change"], entry["change"]["counts"]
+        files = len(change["state"]["files"]) if change["state"] else 0
+        operation = change["operation"] + (f" to {change['to_version']}" if "to_version" in change else "")
+        table.add_row(
+            str(entry["version"]), entry["time"], entry["user"], entry["command"], operation,
+            *(f"{counts[k]:,}" if k in counts else "" for k in ("new_rows", "updated_rows", "unchanged_rows")),
+            str(files),
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command(epilog="Example:\n\n  finfusion data rollback prices --kind bars --freq 1d")
+@reports_errors
+def rollback(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    kind: KindArgument = "bars",
+    freq: Annotated[str | None, typer.Option(help="Frequency (bars, features).")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Lake version to restore (see `data history`); default: the one before last.")
+    ] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Restore a dataset as an earlier commit left it (a new commit: rolling back can itself be rolled back)."""
+    from finfusion.data.lake import Lake
+
+    store = Lake(lake)
+    if kind == "bars" and freq is None:
+        freq = (store.metadata(kind, dataset).get("freqs") or ["1d"])[0]
+    restored = store.rollback(kind, dataset, freq, version=version)
+    out.print(f"{kind} {dataset}{' ' + freq if freq else ''}: restored as of version {restored}")
+
+
+@app.command(epilog="Example:\n\n  finfusion data delete news --kind text")
+@reports_errors
+def delete(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    kind: KindArgument = "bars",
+    freq: FreqArgument = None,
+    lake: LakeOption = None,
+) -> None:
+    """Remove a dataset from the lake in one commit (`data rollback` brings it back until `data vacuum`)."""
+    from finfusion.data.lake import Lake
+
+    for key in Lake(lake).delete(kind, dataset, freq):
+        out.print(f"deleted {key}")
+
+
+@app.command(epilog="Example:\n\n  finfusion data vacuum --keep 10")
+@reports_errors
+def vacuum(
+    keep: Annotated[int, typer.Option(help="Keep the files of this many latest commits restorable.")] = 10,
+    lake: LakeOption = None,
+) -> None:
+    """Delete data files that only versions older than the last KEEP commits use (they can no longer be restored)."""
+    from finfusion.data.lake import Lake
+
+    out.print(f"removed {Lake(lake).vacuum(keep):,} files")
 
 
 @app.command(epilog="Example:\n\n  finfusion data synth --symbols 50 --start 2015-01-01 --end 2020-12-31 --seed 7")

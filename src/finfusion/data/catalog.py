@@ -7,7 +7,6 @@ known at an instant t (a bar is known at its close `ts`, a text at `published_at
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -29,10 +28,8 @@ class Catalog:
         files = self.lake.files(kind, dataset, freq)
         if not files:
             raise LakeError(f"no {kind} dataset '{dataset}'{f' at {freq}' if freq else ''} in {self.lake.root}")
-        base = self.lake.dataset_dir(kind, dataset, freq)
-        depth = len(files[0].relative_to(base).parts) - 1
-        pattern = (base / Path(*(["*"] * depth)) / "*.parquet").as_posix()
-        return f"read_parquet('{_quote(pattern)}', hive_partitioning = true, hive_types_autocast = false)"
+        listed = ", ".join(f"'{_quote(path.as_posix())}'" for path in files)
+        return f"read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false)"
 
     def _query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         frame = pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())

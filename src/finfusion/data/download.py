@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finfusion.data.atomic import temporary_sibling
+from finfusion.data.commits import remove_staging, staging_folder
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
-from finfusion.data.sources.archive import data_root, sha256_file, unpack
+from finfusion.data.sources.archive import data_root, unpack
 from finfusion.data.sources.kdd17 import ingest_kdd17
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.data.tree_digest import tree_digest
@@ -86,8 +87,13 @@ def download(
 ) -> list[IngestReport]:
     """Download, unpack, verify and ingest. The lake is only written once every check passed."""
     archive = fetch(url or remote.url, lake.root / "_downloads" / f"{remote.name}.zip")
-    root = data_root(unpack(archive, lake.root / "_staging", sha256_file(archive)), max_depth=1)  # repo-<commit>/
-    verify_tree(root, remote.digests)
-    if remote.ingest is None:
-        return []
-    return remote.ingest(lake, root, dataset or remote.name)
+    staging = staging_folder(lake.root)
+    try:
+        unpack(archive, staging)
+        root = data_root(staging, max_depth=1)  # repo-<commit>/
+        verify_tree(root, remote.digests)
+        if remote.ingest is None:
+            return []
+        return remote.ingest(lake, root, dataset or remote.name)
+    finally:
+        remove_staging(staging)

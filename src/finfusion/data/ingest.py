@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import polars as pl
@@ -24,11 +25,11 @@ from finfusion.data.clean import (
     flag_volume_anomalies,
     forward_fill_prices,
 )
-from finfusion.data.lake import Lake, WriteResult
+from finfusion.data.lake import Lake, WritePolicy, WriteResult
 from finfusion.data.ordering import strictly_ordered
 from finfusion.data.report import IngestReport
 from finfusion.data.schema import BARS, PRICE_FIELDS, SOURCE_FILE, SOURCE_ROW, TEXT, TableSchema
-from finfusion.data.timestamps import daily_session_closes, intraday_bar_ends, parse_instants
+from finfusion.data.timestamps import TS_TEXT, daily_session_closes, intraday_bar_ends, parse_instants, session_dates
 from finfusion.data.validate import (
     check_prices,
     check_symbols,
@@ -40,11 +41,14 @@ from finfusion.data.validate import (
 from finfusion.errors import DataValidationError
 
 OHLCV = ("open", "high", "low", "close", "volume")
+#: Rows dated later than now plus this are refused unless --allow-future (a daily bar's close may be hours ahead).
+FUTURE_TOLERANCE = timedelta(days=1)
 
 
 @dataclass
 class BarOptions:
-    """How to read and clean bars. `fields` lists the price fields the source really has (close-only sources)."""
+    """How to read and clean bars. `fields` lists the price fields the source really has (close-only sources);
+    `update`, `allow_future` and `unmapped` as in `TextOptions`."""
 
     dataset: str
     freq: str = "1d"
@@ -60,16 +64,25 @@ class BarOptions:
     fields: tuple[str, ...] = OHLCV
     source: str = "csv"
     notes: list[str] = field(default_factory=list)
+    update: bool = False
+    allow_future: bool = False
+    unmapped: tuple[str, ...] = ()
 
 
 @dataclass
 class TextOptions:
+    """How to read texts. `update`: replace stored rows whose values changed (refused otherwise); `allow_future`:
+    keep rows dated after now; `unmapped`: the file's columns that are not stored (listed in the report)."""
+
     dataset: str
     source: str = "csv"
     tz: str = "UTC"
     date_format: str | None = None
     symbol_separator: str = ","
     notes: list[str] = field(default_factory=list)
+    update: bool = False
+    allow_future: bool = False
+    unmapped: tuple[str, ...] = ()
 
 
 def prepare_bars(
@@ -90,10 +103,11 @@ def prepare_bars(
     df = df.with_columns(pl.any_horizontal([pl.col(c).is_null() for c in required_values]).alias("__missing"))
     df = _handle_missing_values(df, options.missing_bars, rename, report)
     check_prices(df, rename, price_columns=[c for c in (*PRICE_FIELDS, "adj_close") if c in df.columns])
+    df = _within_low_high(df, options.repair, rename, report)
     df = _bar_times(df, options, freq, rename, report)
+    _refuse_future(df, "ts", options.allow_future, rename)
     df = _order(df, options.repair, rename, report)
-    df = df.drop(SOURCE_FILE, SOURCE_ROW)
-    report.count("ohlc_outside_high_low", _outside_range(df))
+    df = df.drop(SOURCE_FILE, SOURCE_ROW, TS_TEXT)
     calendar = calendar_covering(options.calendar, _years(df["ts"]))
     gaps = count_gaps(df, calendar, freq)
     report.count("missing_bars_found", sum(gaps.values()))
@@ -133,10 +147,37 @@ def _handle_missing_values(
     return forward_fill_prices(df)
 
 
+def _within_low_high(df: pl.DataFrame, repair: bool, rename: Mapping[str, str], report: IngestReport) -> pl.DataFrame:
+    """Open and close must lie in [low, high]: an error, or with `repair` clipped into the range and counted."""
+    if not {"open", "high", "low", "close"} <= set(df.columns):
+        return df
+    outside = pl.lit(False)
+    for col in ("open", "close"):
+        beyond = (pl.col(col) < pl.col("low")) | (pl.col(col) > pl.col("high"))
+        if not repair:
+            fail_at(df, beyond, col, col + " {value} is outside the row's [low, high] (--repair clips it)", rename)
+        outside = outside | beyond.fill_null(False)
+    report.count("prices_clipped_into_low_high", int(df.select(outside.sum()).item()))
+    return df.with_columns(pl.col(c).clip(pl.col("low"), pl.col("high")) for c in ("open", "close"))
+
+
+def _refuse_future(df: pl.DataFrame, column: str, allow: bool, rename: Mapping[str, str]) -> None:
+    """Rows dated after now (plus FUTURE_TOLERANCE) are errors unless `allow`."""
+    if allow:
+        return
+    limit = datetime.now(UTC) + FUTURE_TOLERANCE
+    shown = TS_TEXT if TS_TEXT in df.columns else column
+    message = "date {value} is in the future (later than now plus one day; --allow-future keeps it)"
+    fail_at(df, pl.col(column) > limit, shown, message, {**rename, TS_TEXT: rename.get(column, column)})
+
+
 def _bar_times(
     df: pl.DataFrame, options: BarOptions, freq: Frequency, rename: Mapping[str, str], report: IngestReport
 ) -> pl.DataFrame:
     tz = options.tz or get_calendar(options.calendar).tz
+    df = df.with_columns(pl.col("ts").cast(pl.String).alias(TS_TEXT))  # the user's text, for messages
+    if freq.is_daily:
+        df = df.with_columns(session_dates(df["ts"]))
     instants = parse_instants(df, "ts", tz=tz, date_format=options.date_format, rename=rename)
     calendar = calendar_covering(options.calendar, _years(instants))
     if freq.is_daily:
@@ -149,8 +190,8 @@ def _bar_times(
     if options.repair:
         report.count("bars_outside_sessions_dropped", int(outside.sum()))
         return df.filter(~pl.col("__outside")).drop("__outside")
-    when = {**rename, "__when": rename.get("ts", "ts")}
-    fail_at(df.with_columns(instants.alias("__when")), pl.col("__outside"), "__when", what + ": {value}", when)
+    shown = {**rename, TS_TEXT: rename.get("ts", "ts")}
+    fail_at(df, pl.col("__outside"), TS_TEXT, what + ": {value}", shown)
     return df.drop("__outside")
 
 
@@ -160,10 +201,15 @@ def _order(df: pl.DataFrame, repair: bool, rename: Mapping[str, str], report: In
         return df
     dup, unsorted = order_problems(df, ["symbol", "ts"], "ts")
     if not repair:
+        shown = {**rename, TS_TEXT: rename.get("ts", "ts")}
         fail_at(
-            df, unsorted, "ts", "timestamp {value} is earlier than the row before it (unsorted; --repair sorts)", rename
+            df,
+            unsorted,
+            TS_TEXT,
+            "timestamp {value} is earlier than the row before it (unsorted; --repair sorts)",
+            shown,
         )
-        fail_at(df, dup, "ts", "duplicate timestamp {value} for this symbol (--repair keeps the last row)", rename)
+        fail_at(df, dup, TS_TEXT, "duplicate timestamp {value} for this symbol (--repair keeps the last row)", shown)
     report.count("unsorted_rows_sorted", int(unsorted.sum()))
     report.count("duplicate_rows_dropped", int(dup.sum()))
     if dup.any():
@@ -183,13 +229,6 @@ def _adjust(df: pl.DataFrame, options: BarOptions, report: IngestReport) -> pl.D
     return df
 
 
-def _outside_range(df: pl.DataFrame) -> int:
-    if not {"open", "high", "low", "close"} <= set(df.columns):
-        return 0
-    lo, hi = pl.min_horizontal("open", "close"), pl.max_horizontal("open", "close")
-    return int(df.select(((lo < pl.col("low")) | (hi > pl.col("high"))).sum()).item() or 0)
-
-
 def _years(instants: pl.Series) -> tuple[int, int]:
     first, last = instants.min(), instants.max()
     return (first.year, last.year) if first is not None and last is not None else (2000, 2000)
@@ -204,37 +243,73 @@ class Prepared:
     freq: str | None
     metadata: dict[str, object]
     report: IngestReport
+    policy: WritePolicy
 
 
 def prepare_bar_ingest(raw: pl.DataFrame, options: BarOptions, rename: Mapping[str, str] | None = None) -> Prepared:
-    report = IngestReport(kind="bars", dataset=options.dataset, source=options.source)
-    for text in options.notes:
-        report.note(text)
+    report = start_report("bars", options)
     bars = prepare_bars(raw, options, report, rename or {})
-    metadata = {
+    return Prepared(BARS, bars, options.freq, bar_metadata(options, report), report, ingest_policy(options.update))
+
+
+def bar_metadata(options: BarOptions, report: IngestReport) -> dict[str, object]:
+    """What a bars dataset records about its source: fields, calendar, time zone and the ingest's notes."""
+    return {
         "source": options.source,
         "fields": list(options.fields),
         "calendar": options.calendar,
         "timezone": get_calendar(options.calendar).tz,
         "notes": report.notes,
     }
-    return Prepared(BARS, bars, options.freq, metadata, report)
 
 
 def prepare_text_ingest(raw: pl.DataFrame, options: TextOptions, rename: Mapping[str, str] | None = None) -> Prepared:
-    report = IngestReport(kind="text", dataset=options.dataset, source=options.source)
+    report = start_report("text", options)
+    texts = prepare_texts(raw, options, report, rename or {})
+    return Prepared(TEXT, texts, None, text_metadata(options, report), report, ingest_policy(options.update))
+
+
+def text_metadata(options: TextOptions, report: IngestReport) -> dict[str, object]:
+    return {"source": options.source, "notes": report.notes}
+
+
+def ingest_policy(update: bool = False) -> WritePolicy:
+    """Ingests never let a missing value replace a stored one, and change stored values only when asked."""
+    return WritePolicy(changes="update" if update else "refuse", keep_stored=True)
+
+
+def start_report(kind: str, options: BarOptions | TextOptions) -> IngestReport:
+    report = IngestReport(kind=kind, dataset=options.dataset, source=options.source)
     for text in options.notes:
         report.note(text)
-    texts = prepare_texts(raw, options, report, rename or {})
-    return Prepared(TEXT, texts, None, {"source": options.source, "notes": report.notes}, report)
+    if options.unmapped:
+        listed = ", ".join(repr(name) for name in options.unmapped)
+        report.note(f"columns not stored (not mapped; --map THEIRS=OURS stores one): {listed}")
+    return report
 
 
 def write_prepared(lake: Lake, parts: list[Prepared]) -> list[IngestReport]:
-    """Write tables that were all validated first, so a bad table never leaves a good one half-ingested."""
-    for part in parts:
-        result = lake.write(part.schema, part.report.dataset, part.frame, freq=part.freq, metadata=part.metadata)
-        _record_write(part.report, result)
+    """Write tables that were all validated first, in one commit: a bad table never leaves a good one half-ingested,
+    and stored values that would change are counted and refused unless the part's options allow updates."""
+    with lake.transaction() as transaction:
+        for part in parts:
+            result = transaction.write(
+                part.schema, part.report.dataset, part.frame, freq=part.freq, metadata=part.metadata,
+                policy=part.policy,
+            )  # fmt: skip
+            record_write(part.report, result)
+            refuse_changes(part.policy, result, part.report)
     return [part.report for part in parts]
+
+
+def refuse_changes(policy: WritePolicy, result: WriteResult, report: IngestReport) -> None:
+    """Raise (aborting the transaction) when a write that may not change stored rows would change some."""
+    if policy.changes == "refuse" and result.updated_rows:
+        raise DataValidationError(
+            f"{result.updated_rows:,} stored {report.kind} rows of '{report.dataset}' would change "
+            f"(first: {result.first_change}); nothing was written: pass --update to replace them "
+            "(the previous version stays in `finfusion data history`)"
+        )
 
 
 def ingest_bars(
@@ -244,12 +319,13 @@ def ingest_bars(
     return write_prepared(lake, [prepare_bar_ingest(raw, options, rename)])[0]
 
 
-def _record_write(report: IngestReport, result: WriteResult) -> None:
+def record_write(report: IngestReport, result: WriteResult) -> None:
     report.rows_written += result.rows
     report.new_rows += result.new_rows
     report.updated_rows += result.updated_rows
     report.files_written += result.files_written
     report.files_unchanged += result.files_unchanged
+    report.count("stored_values_kept_where_the_input_had_none", result.kept_values)
 
 
 def text_id(frame: pl.DataFrame) -> pl.Series:
@@ -280,9 +356,11 @@ def prepare_texts(
             df = df.with_columns(pl.lit(options.source if col == "source" else None, dtype=pl.String).alias(col))
         else:
             df = df.with_columns(pl.col(col).cast(pl.String).str.strip_chars())
+    df = df.with_columns(pl.col("published_at").cast(pl.String).alias(TS_TEXT))
     df = df.with_columns(
         parse_instants(df, "published_at", tz=options.tz, date_format=options.date_format, rename=rename)
     )
+    _refuse_future(df, "published_at", options.allow_future, rename)
     empty = (pl.col("title").fill_null("") == "") & (pl.col("body").fill_null("") == "")
     fail_at(df, empty, "title", "text is empty (both title and body)", rename)
     df = df.with_columns(_symbols(df, options.symbol_separator))
@@ -294,7 +372,7 @@ def prepare_texts(
     df = df.with_columns(text_id(df).alias("id") if "id" not in raw.columns else pl.col("id").cast(pl.String))
     report.count("duplicate_texts_dropped", df.height - df["id"].n_unique())
     df = df.unique(subset=["id"], keep="last", maintain_order=True)
-    return TEXT.conform(df.drop(SOURCE_FILE, SOURCE_ROW))
+    return TEXT.conform(df.drop(SOURCE_FILE, SOURCE_ROW, TS_TEXT))
 
 
 def _symbols(df: pl.DataFrame, separator: str) -> pl.Expr:

@@ -1,42 +1,41 @@
-"""The Parquet lake: one root, hive-partitioned tables, schema-checked atomic writes.
+"""The Parquet lake: one root, hive-partitioned tables, schema-checked writes committed all at once.
 
-Layout (partition columns live in the path, not in the files):
+Layout (partition columns live in the path, not in the files; see `commits` for the manifest and the log):
 
-    ROOT/kind=bars/dataset=NAME/freq=1d/symbol=AAPL/data.parquet              daily and slower bars
-    ROOT/kind=bars/dataset=NAME/freq=1m/symbol=AAPL/year=2014/data.parquet    intraday bars
-    ROOT/kind=text/dataset=NAME/year=2014/data.parquet                         texts, events, later stages
-    ROOT/kind=KIND/dataset=NAME/_dataset.json                                  dataset metadata
+    ROOT/kind=bars/dataset=NAME/freq=1d/symbol=AAPL/part-00000042.parquet              daily and slower bars
+    ROOT/kind=bars/dataset=NAME/freq=1m/symbol=AAPL/year=2014/part-00000042.parquet    intraday bars
+    ROOT/kind=text/dataset=NAME/year=2014/part-00000042.parquet                         texts, events, later stages
+    ROOT/_manifest.json, ROOT/_log/                                                    what is committed, and history
 
-A write groups the rows by partition, merges each group with the partition's current file (rows with the same key are
-replaced by the new ones), writes every changed partition to a temporary file, and only when all are written renames
-them into place. Re-writing the same rows leaves the files byte-identical (unchanged partitions are not rewritten).
-A process-wide lock file serialises writers.
+A write happens in a transaction: it groups the rows by partition, merges each group with the partition's committed
+file (rows with the same key are replaced by the new ones, or refused, as the write's policy says), stages every
+changed partition as a new file of the transaction's version, and commits them all at once. Re-writing the same rows
+commits nothing (the lake stays byte-identical). A lock file serialises writers; readers never wait.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
-from finfusion.data.atomic import temporary_sibling, write_json_atomic
+from finfusion.data import commits
+from finfusion.data.atomic import temporary_sibling
 from finfusion.data.calendar import parse_freq
+from finfusion.data.commits import LakeState, TableChange, TableState
 from finfusion.data.lake_root import ENV_LAKE as ENV_LAKE  # re-exported: callers import it with Lake
 from finfusion.data.lake_root import resolve_root
 from finfusion.data.ordering import strictly_ordered
 from finfusion.data.schema import SCHEMAS, TableSchema
 from finfusion.errors import LakeError
 
-DATA_FILE = "data.parquet"
-METADATA_FILE = "_dataset.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,31}$")
 
@@ -47,16 +46,43 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class WritePolicy:
+    """How a write treats stored rows. `changes`: replace changed values ("update") or count them for the caller
+    to refuse ("refuse"; the write still stages them, so the caller can report every one before aborting).
+    `keep_stored`: a missing value in the new rows never replaces a stored one."""
+
+    changes: Literal["update", "refuse"] = "update"
+    keep_stored: bool = False
+
+
+#: Derived tables (features, forecasts, tokens, ...) are recomputed: new values replace the stored ones.
+DERIVED = WritePolicy()
+
+
 @dataclass
 class WriteResult:
-    """What a write did: rows in the input, rows new to the lake, rows that replaced different values."""
+    """What a write did: rows in the input, rows new to the lake, rows that replaced different values, stored values
+    kept where the new rows had none, and the first changed row (for a refusal's message)."""
 
     rows: int = 0
     new_rows: int = 0
     updated_rows: int = 0
+    kept_values: int = 0
     files_written: int = 0
     files_unchanged: int = 0
     partitions: list[str] = field(default_factory=list)
+    first_change: str | None = None
+
+    @property
+    def unchanged_rows(self) -> int:
+        return self.rows - self.new_rows - self.updated_rows
+
+    def add(self, other: WriteResult) -> None:
+        for name in ("rows", "new_rows", "updated_rows", "kept_values", "files_written", "files_unchanged"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.partitions += other.partitions
+        self.first_change = self.first_change or other.first_change
 
 
 class Lake:
@@ -64,10 +90,15 @@ class Lake:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = resolve_root(root)
+        self._cached: tuple[tuple[int, int, int], LakeState] | None = None
 
     def dataset_dir(self, kind: str, dataset: str, freq: str | None = None) -> Path:
         path = self.root / f"kind={check_name(kind, 'kind')}" / f"dataset={check_name(dataset, 'dataset')}"
         return path / f"freq={parse_freq(freq).label}" if freq is not None else path
+
+    def table_key(self, kind: str, dataset: str, freq: str | None = None) -> str:
+        """The table's folder relative to the root: 'kind=K/dataset=D[/freq=F]'."""
+        return self.dataset_dir(kind, dataset, freq).relative_to(self.root).as_posix()
 
     @staticmethod
     def uses_year_partition(schema: TableSchema, freq: str | None) -> bool:
@@ -76,6 +107,17 @@ class Lake:
         if schema.time_column is None:
             return False
         return not (freq is not None and parse_freq(freq).is_daily)
+
+    def state(self) -> LakeState:
+        """The committed state (re-read only when the manifest file changed)."""
+        try:
+            stat = os.stat(self.root / commits.MANIFEST_FILE)
+        except FileNotFoundError:
+            return commits.read_state(self.root)
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if self._cached is None or self._cached[0] != signature:
+            self._cached = (signature, commits.read_state(self.root))
+        return self._cached[1]
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -87,6 +129,21 @@ class Lake:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Hold the writers' lock, sweep what killed writers left, and commit everything written inside the block
+        at once when it ends without an error (nothing of it otherwise)."""
+        with self.lock():
+            state = commits.read_state(self.root)
+            commits.sweep(self.root, state)
+            transaction = Transaction(self, state)
+            try:
+                yield transaction
+            except BaseException:
+                transaction.discard()
+                raise
+            transaction.commit()
+
     def write(
         self,
         schema: TableSchema,
@@ -95,106 +152,89 @@ class Lake:
         *,
         freq: str | None = None,
         metadata: dict[str, Any] | None = None,
+        policy: WritePolicy = DERIVED,
     ) -> WriteResult:
-        """Merge `df` (already validated) into the dataset; atomic across all partitions it touches."""
-        if schema.kind == "bars" and freq is None:
-            raise LakeError("bars need a frequency (e.g. 1d or 1m)")
-        table = schema.conform(df)
-        base = self.dataset_dir(schema.kind, dataset, freq)
-        year = self.uses_year_partition(schema, freq)
-        if year:
-            table = table.with_columns(pl.col(schema.time_column).dt.year().alias("year"))
-        part_cols = [*schema.partition_by, *(["year"] if year else [])]
-        ordered = (
-            schema.time_column is not None
-            and strictly_ordered(table, [*part_cols, schema.time_column])
-            and [k for k in schema.key if k not in part_cols] == [schema.time_column]
-        )
-        result = WriteResult(rows=table.height)
-        staged: list[tuple[Path, Path]] = []
-        with self.lock():
-            try:
-                groups = table.partition_by(part_cols, as_dict=True) if part_cols else {(): table}
-                for values, part in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
-                    target = base.joinpath(
-                        *(f"{c}={_partition_value(c, v)}" for c, v in zip(part_cols, values, strict=True))
-                    )
-                    target = target / DATA_FILE
-                    rows = part.drop(part_cols)
-                    merged, new, updated = self._merge(schema, target, rows, ordered)
-                    result.new_rows += new
-                    result.updated_rows += updated
-                    result.partitions.append(str(target.parent.relative_to(self.root)))
-                    if merged is None:
-                        result.files_unchanged += 1
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = temporary_sibling(target)
-                    staged.append((tmp, target))
-                    merged.write_parquet(tmp, compression="zstd", compression_level=1)
-                for tmp, target in staged:
-                    os.replace(tmp, target)
-                    result.files_written += 1
-                if metadata is not None:
-                    self._update_metadata(schema.kind, dataset, freq, metadata)
-            finally:
-                for tmp, _ in staged:
-                    tmp.unlink(missing_ok=True)
-        return result
+        """Merge `df` (already validated) into the dataset, in a transaction of its own."""
+        with self.transaction() as transaction:
+            return transaction.write(schema, dataset, df, freq=freq, metadata=metadata, policy=policy)
 
-    def _merge(
-        self, schema: TableSchema, target: Path, rows: pl.DataFrame, ordered: bool
-    ) -> tuple[pl.DataFrame | None, int, int]:
-        """(merged frame, or None when the file would not change; rows new to the lake; rows whose values changed)."""
-        key = [k for k in schema.key if k in rows.columns]
-        sort_cols = list(dict.fromkeys([c for c in (schema.time_column, *key) if c is not None]))
-        if not ordered:
-            rows = rows.unique(subset=key, keep="last", maintain_order=True).sort(sort_cols)
-        if not target.exists():
-            return rows, rows.height, 0
-        old = pl.read_parquet(target)
-        present = rows.join(old.select(key), on=key, how="semi", nulls_equal=True).sort(key)
-        previous = old.join(present.select(key), on=key, how="semi", nulls_equal=True).sort(key)
-        previous = previous.select([c for c in present.columns if c in previous.columns])
-        updated = int((present.select(previous.columns).hash_rows() != previous.hash_rows()).sum())
-        merged = pl.concat([old, rows], how="diagonal_relaxed").unique(subset=key, keep="last", maintain_order=True)
-        merged = merged.sort(sort_cols)
-        if merged.equals(old):
-            return None, 0, 0
-        return merged, rows.height - present.height, updated
+    def delete(self, kind: str, dataset: str, freq: str | None = None) -> list[str]:
+        """Remove a dataset (every frequency of it when `freq` is None) in one commit; returns the tables removed.
+        Their files stay until `vacuum`, so `rollback` brings them back."""
+        with self.transaction() as transaction:
+            keys = self._keys(transaction.tables, kind, dataset, freq)
+            for key in keys:
+                transaction.replace(key, None, "delete")
+            return keys
 
-    def _update_metadata(self, kind: str, dataset: str, freq: str | None, metadata: dict[str, Any]) -> None:
-        path = self.dataset_dir(kind, dataset) / METADATA_FILE
-        current = self.metadata(kind, dataset)
-        merged = {**current, **metadata, "kind": kind, "dataset": dataset}
-        if freq is not None:
-            merged["freqs"] = sorted({*current.get("freqs", []), parse_freq(freq).label})
-        if merged != current:
-            write_json_atomic(path, merged)
+    def rollback(self, kind: str, dataset: str, freq: str | None = None, *, version: int | None = None) -> int:
+        """Restore a table as it was committed at `version` (default: before its latest change), as a new commit;
+        returns the version restored."""
+        key = self.table_key(kind, dataset, freq)
+        with self.transaction() as transaction:
+            changes = [entry["version"] for entry in commits.history(self.root, key)]
+            if not changes:
+                raise LakeError(f"{key} has no history to roll back")
+            if version is None:
+                if len(changes) < 2 and transaction.tables.get(key) is None:
+                    raise LakeError(f"{key} has no earlier version")
+                version = changes[-2] if len(changes) > 1 else 0
+            if version < 0 or version > transaction.base.version:
+                raise LakeError(f"version {version} is not in 0..{transaction.base.version}")
+            transaction.replace(key, commits.state_at(self.root, key, version), "rollback", {"to_version": version})
+            return version
+
+    def vacuum(self, keep: int) -> int:
+        """Remove the data files no version among the current one and the last `keep` commits uses; returns how many
+        were removed."""
+        if keep < 0:
+            raise LakeError(f"--keep must be 0 or more, got {keep}")
+        with self.transaction() as transaction:
+            return commits.vacuum(self.root, transaction.base, keep)
+
+    def history(self, kind: str, dataset: str, freq: str | None = None) -> list[dict[str, Any]]:
+        """The commits that changed a table, oldest first (version, time, user, host, command, change)."""
+        return commits.history(self.root, self.table_key(kind, dataset, freq))
+
+    def _keys(self, tables: dict[str, TableState], kind: str, dataset: str, freq: str | None) -> list[str]:
+        key = self.table_key(kind, dataset, freq)
+        keys = sorted(k for k in tables if k == key or (freq is None and k.startswith(key + "/")))
+        if not keys:
+            raise LakeError(f"no {kind} dataset '{dataset}'" + (f" at freq {freq}" if freq else "") + " to delete")
+        return keys
 
     def metadata(self, kind: str, dataset: str) -> dict[str, Any]:
-        path = self.dataset_dir(kind, dataset) / METADATA_FILE
-        if not path.exists():
-            return {}
-        return json.loads(path.read_text(encoding="utf-8"))
+        """The dataset's metadata (merged over its frequencies, listed under 'freqs'); {} when it does not exist."""
+        key = self.table_key(kind, dataset)
+        merged: dict[str, Any] = {}
+        freqs = []
+        for table_key, table in sorted(self.state().tables.items()):
+            if table_key == key or table_key.startswith(key + "/freq="):
+                merged.update(table.metadata)
+                if table_key != key:
+                    freqs.append(table_key.rsplit("=", 1)[1])
+        if freqs:
+            merged["freqs"] = sorted(freqs)
+        return merged
 
     def datasets(self) -> list[tuple[str, str, str | None]]:
-        """(kind, dataset, freq) of every dataset in the lake, sorted."""
-        found: list[tuple[str, str, str | None]] = []
-        for kind_dir in sorted(self.root.glob("kind=*")):
-            kind = kind_dir.name.split("=", 1)[1]
-            for ds_dir in sorted(kind_dir.glob("dataset=*")):
-                dataset = ds_dir.name.split("=", 1)[1]
-                freq_dirs = sorted(ds_dir.glob("freq=*"))
-                if freq_dirs:
-                    found.extend((kind, dataset, f.name.split("=", 1)[1]) for f in freq_dirs)
-                elif any(ds_dir.rglob(DATA_FILE)):
-                    found.append((kind, dataset, None))
-        return found
+        """(kind, dataset, freq) of every committed dataset that holds files, sorted."""
+        found = []
+        for key, table in self.state().tables.items():
+            if table.files:
+                parts = [part.split("=", 1)[1] for part in key.split("/")]
+                found.append((parts[0], parts[1], parts[2] if len(parts) > 2 else None))
+        return sorted(found, key=lambda row: (row[0], row[1], row[2] or ""))
 
     def files(self, kind: str, dataset: str, freq: str | None = None) -> list[Path]:
-        base = self.dataset_dir(kind, dataset, freq)
-        return sorted(base.rglob(DATA_FILE))
+        """The committed files of a dataset (of every frequency when `freq` is None and the kind has them), sorted."""
+        key = self.table_key(kind, dataset, freq)
+        paths = []
+        for table_key, table in self.state().tables.items():
+            if table_key == key or (freq is None and table_key.startswith(key + "/")):
+                base = self.root / table_key
+                paths += [base / partition / name for partition, name in table.files.items()]
+        return sorted(paths)
 
     def read(
         self,
@@ -232,6 +272,184 @@ class Lake:
             sort_cols = [c for c in (*schema.partition_by, schema.time_column or schema.key[0]) if c in out.columns]
             out = out.sort(sort_cols)
         return out
+
+
+class Transaction:
+    """Writes staged as files of version `base.version + 1`, committed together by `Lake.transaction`."""
+
+    def __init__(self, lake: Lake, base: LakeState) -> None:
+        self.lake = lake
+        self.base = base
+        self.version = base.version + 1
+        self.tables: dict[str, TableState | None] = dict(base.tables)
+        self.changes: dict[str, TableChange] = {}
+        self.staged: list[Path] = []
+
+    def write(
+        self,
+        schema: TableSchema,
+        dataset: str,
+        df: pl.DataFrame,
+        *,
+        freq: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        policy: WritePolicy = DERIVED,
+    ) -> WriteResult:
+        """Merge `df` (already validated) into the dataset's partitions; staged until the transaction commits."""
+        if schema.kind == "bars" and freq is None:
+            raise LakeError("bars need a frequency (e.g. 1d or 1m)")
+        table = schema.conform(df)
+        key = self.lake.table_key(schema.kind, dataset, freq)
+        current = self.tables.get(key)
+        state = TableState(dict(current.files), dict(current.metadata), self.version) if current else None
+        state = state or TableState({}, {}, self.version)
+        year = self.lake.uses_year_partition(schema, freq)
+        if year:
+            table = table.with_columns(pl.col(schema.time_column).dt.year().alias("year"))
+        part_cols = [*schema.partition_by, *(["year"] if year else [])]
+        ordered = (
+            schema.time_column is not None
+            and strictly_ordered(table, [*part_cols, schema.time_column])
+            and [k for k in schema.key if k not in part_cols] == [schema.time_column]
+        )
+        result = WriteResult(rows=table.height)
+        base = self.lake.root / key
+        groups = table.partition_by(part_cols, as_dict=True) if part_cols else {(): table}
+        for values, part in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
+            partition = "/".join(f"{c}={_partition_value(c, v)}" for c, v in zip(part_cols, values, strict=True))
+            stored = base / partition / state.files[partition] if partition in state.files else None
+            merged = _merge(schema, stored, part.drop(part_cols), ordered, policy, result, partition)
+            result.partitions.append(f"{key}/{partition}".rstrip("/"))
+            if merged is None:
+                result.files_unchanged += 1
+                continue
+            target = base / partition / commits.part_name(self.version)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temporary_sibling(target)
+            merged.write_parquet(tmp, compression="zstd", compression_level=1)
+            os.replace(tmp, target)
+            if target not in self.staged:
+                self.staged.append(target)
+            state.files[partition] = target.name
+            result.files_written += 1
+        if current is None and not result.files_written:
+            return result
+        new_metadata = {**state.metadata, **(metadata or {}), "kind": schema.kind, "dataset": dataset}
+        if result.files_written or new_metadata != state.metadata:
+            state.metadata = new_metadata
+            self._record(key, state, result)
+        return result
+
+    def _record(self, key: str, state: TableState, result: WriteResult) -> None:
+        self.tables[key] = state
+        change = self.changes.get(key) or TableChange("write", state, {})
+        counts = change.counts
+        for name, value in (
+            ("rows", result.rows), ("new_rows", result.new_rows), ("updated_rows", result.updated_rows),
+            ("unchanged_rows", result.unchanged_rows), ("kept_values", result.kept_values),
+        ):  # fmt: skip
+            counts[name] = counts.get(name, 0) + value
+        change.state = state
+        self.changes[key] = change
+
+    def replace(self, key: str, state: TableState | None, operation: str, detail: dict[str, Any] | None = None) -> None:
+        """Set a whole table to `state` (None removes it) in this transaction."""
+        if state is None:
+            self.tables.pop(key, None)
+        else:
+            state = TableState(dict(state.files), dict(state.metadata), self.version)
+            self.tables[key] = state
+        self.changes[key] = TableChange(operation, state, {}, detail or {})
+
+    def commit(self) -> None:
+        """Make every staged write visible at once (nothing to do when nothing changed)."""
+        if not self.changes:
+            return
+        for path in self.staged:
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        tables = {key: table for key, table in self.tables.items() if table is not None}
+        commits.commit(self.lake.root, LakeState(self.version, tables), self.changes, commits.command_line())
+
+    def discard(self) -> None:
+        """Remove the files this transaction staged (a killed process leaves them to the next writer's sweep)."""
+        for path in self.staged:
+            path.unlink(missing_ok=True)
+        for path in {p.parent for p in self.staged}:
+            with _ignore_os_error():
+                path.rmdir()
+
+
+@contextmanager
+def _ignore_os_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError:
+        return
+
+
+def _merge(
+    schema: TableSchema,
+    stored: Path | None,
+    rows: pl.DataFrame,
+    ordered: bool,
+    policy: WritePolicy,
+    result: WriteResult,
+    partition: str,
+) -> pl.DataFrame | None:
+    """The partition's rows after merging `rows` into the `stored` file (None when nothing would change); adds its
+    counts to `result`."""
+    key = [k for k in schema.key if k in rows.columns]
+    sort_cols = list(dict.fromkeys([c for c in (schema.time_column, *key) if c is not None]))
+    if not ordered:
+        rows = rows.unique(subset=key, keep="last", maintain_order=True).sort(sort_cols)
+    if stored is None:
+        result.new_rows += rows.height
+        return rows
+    old = pl.read_parquet(stored)
+    if policy.keep_stored:
+        rows = _keep_stored(rows, old, key, result)
+    present = rows.join(old.select(key), on=key, how="semi", nulls_equal=True).sort(key)
+    previous = old.join(present.select(key), on=key, how="semi", nulls_equal=True).sort(key)
+    previous = previous.select([c for c in present.columns if c in previous.columns])
+    changed = present.select(previous.columns).hash_rows() != previous.hash_rows()
+    merged = pl.concat([old, rows], how="diagonal_relaxed").unique(subset=key, keep="last", maintain_order=True)
+    merged = merged.sort(sort_cols)
+    if merged.equals(old):
+        return None
+    result.new_rows += rows.height - present.height
+    result.updated_rows += int(changed.sum())
+    if result.first_change is None and changed.any():
+        change = _describe_change(present.filter(changed).head(1), previous.filter(changed).head(1), key)
+        result.first_change = f"{partition.replace('/', ', ').replace('=', ' ')}, {change}".lstrip(", ")
+    return merged
+
+
+def _keep_stored(rows: pl.DataFrame, old: pl.DataFrame, key: list[str], result: WriteResult) -> pl.DataFrame:
+    """`rows` with each missing value taken from the stored row of the same key, counting the values kept."""
+    values = [c for c in rows.columns if c not in key and c in old.columns]
+    stored = old.select(*key, *(pl.col(c).alias(f"{c}__stored") for c in values))
+    joined = rows.join(stored, on=key, how="left", nulls_equal=True, maintain_order="left")
+    kept = joined.select(
+        pl.sum_horizontal(
+            *((pl.col(c).is_null() & pl.col(f"{c}__stored").is_not_null()).cast(pl.Int64) for c in values)
+        ).sum()
+    ).item()
+    result.kept_values += int(kept or 0)
+    return joined.select(
+        *key,
+        *(pl.coalesce(c, f"{c}__stored").alias(c) for c in values),
+        *[c for c in rows.columns if c not in key and c not in values],
+    ).select(rows.columns)
+
+
+def _describe_change(new: pl.DataFrame, old: pl.DataFrame, key: list[str]) -> str:
+    """'symbol AAA, ts 2020-01-02 21:00:00+00:00: close 10.0 -> 11.0' for the first changed row."""
+    new_row, old_row = new.row(0, named=True), old.row(0, named=True)
+    where = ", ".join(f"{k} {new_row[k]}" for k in key)
+    fields = [c for c in old.columns if c not in key and new_row[c] != old_row[c]]
+    what = "; ".join(f"{c} {old_row[c]} -> {new_row[c]}" for c in fields[:3])
+    return f"{where}: {what}"
 
 
 def _partition_value(column: str, value: object) -> str:

@@ -25,6 +25,12 @@ NAIVE_FORMATS = (
     "%m/%d/%Y %H:%M",
     "%Y%m%d",
 )
+#: The column holding the user's own text of a timestamp, so that messages quote it rather than a parsed value.
+TS_TEXT = "__ts_text"
+#: A date at midnight with a UTC offset (e.g. '2022-06-03 00:00:00+00:00'): in a daily file, that date's session.
+MIDNIGHT_WITH_OFFSET = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(?::00(?:\.0+)?)?(?:Z|[+-]\d{2}:?\d{2})$"
+#: Numeric dates whose first two fields could be day or month.
+SLASHED_DATE = r"^(\d{1,2})/(\d{1,2})/\d{4}"
 AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
 
 
@@ -38,6 +44,8 @@ def parse_instants(
     series = df[column]
     if series.dtype == pl.String:
         text = series.str.strip_chars().str.replace(r"Z$", "+00:00")
+        if not date_format:
+            _refuse_ambiguous_order(df, text, column, rename)
         formats = [(date_format, False)] if date_format else _likely_formats(text)
         parsed = _parse_with(text, formats, tz)
         failed = parsed.is_null() & text.is_not_null()
@@ -62,6 +70,37 @@ def parse_instants(
         )
     fail_at(df, series.is_null(), column, f"timestamp is missing (or does not exist in {tz})", rename)
     return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(column)
+
+
+def _refuse_ambiguous_order(df: pl.DataFrame, text: pl.Series, column: str, rename: Mapping[str, str]) -> None:
+    """Slashed dates (M/D/YYYY or D/M/YYYY) read without --date-format: refused unless some row's second field is
+    above 12 (so the file is month-first); never guessed."""
+    fields = text.str.extract_groups(SLASHED_DATE)
+    first, second = (fields.struct.field(name).cast(pl.Int32) for name in ("1", "2"))
+    slashed = first.is_not_null()
+    if not slashed.any() or (second > 12).any():
+        return
+    fail_at(
+        df,
+        slashed,
+        column,
+        "date {value}: day and month cannot be told apart (no day above 12 in the file); "
+        "give --date-format %m/%d/%Y or %d/%m/%Y",
+        rename,
+    )
+
+
+def session_dates(series: pl.Series) -> pl.Series:
+    """A daily file's dates as written: midnight timestamps with an offset become their own date, never the previous
+    day of another time zone (text, or a time-zone-aware column whose values are all midnight)."""
+    if series.dtype == pl.String:
+        text = series.str.strip_chars()
+        return text.str.replace(MIDNIGHT_WITH_OFFSET, "${1}").alias(series.name)
+    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_zone is not None:
+        local = series.dt.replace_time_zone(None)
+        if (local.dt.truncate("1d") == local).all():
+            return local.dt.date().alias(series.name)
+    return series
 
 
 def _likely_formats(text: pl.Series) -> list[tuple[str, bool]]:

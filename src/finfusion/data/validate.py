@@ -27,7 +27,7 @@ def fail_at(df: pl.DataFrame, mask: pl.Series | pl.Expr, field: str, message: st
     first = hits.row(0, named=True)
     value = first.get(field)
     raise DataValidationError(
-        message.format(value=repr(value), count=hits.height),
+        message.format(value=repr(value) if isinstance(value, str) else str(value), count=hits.height),
         file=first.get(SOURCE_FILE),
         row=first.get(SOURCE_ROW),
         field=rename.get(field, field),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from finfusion.data.lake import DATA_FILE, Lake, check_name
+from finfusion.data.lake import Lake, check_name
 from finfusion.data.schema import EMBEDDINGS
 from finfusion.data.tree_digest import tree_digest
 from finfusion.errors import FinfusionError, LakeError
@@ -364,9 +364,8 @@ def _check_metadata(lake: Lake, encoder: Encoder) -> dict[str, object]:
 
 
 def _bucket_files(lake: Lake, dataset: str, buckets: Iterable[str]) -> list[Path]:
-    base = lake.dataset_dir(EMBEDDINGS.kind, dataset)
-    paths = (base / f"bucket={bucket}" / DATA_FILE for bucket in sorted(buckets))
-    return [p for p in paths if p.exists()]
+    wanted = {f"bucket={bucket}" for bucket in buckets}
+    return [path for path in lake.files(EMBEDDINGS.kind, dataset) if path.parent.name in wanted]
 
 
 def stored_hashes(lake: Lake, dataset: str, buckets: Iterable[str]) -> pl.Series:

@@ -203,7 +203,7 @@ class ExperimentData:
 
     def batches(self, dataset: Windows, shuffle: bool = False, seed: int = 0) -> DataLoader:
         """`loader` with the pipeline's loader signature: windows are shuffled by torch's global RNG, which the
-        pipeline seeds with the trainer's `seed` before fitting, so `seed` needs no generator of its own."""
+        trainer seeds from (seed, epoch) before every epoch (training/resume.py), so `seed` needs no generator."""
         del seed
         return self.loader(dataset, shuffle)
 

@@ -311,7 +311,8 @@ def news_tensors(news: NewsBins, rows: slice) -> dict[str, torch.Tensor]:
 class ContiguousBatches(Sampler[list[int]]):
     """Batches of `batch_size` consecutive items (consecutive decisions of a `PortfolioDataset`): a batch is a run of
     decisions in time order, so each decision's previous weights are those of the item before it. With `shuffle`,
-    the batches come in a random (seeded) order each epoch."""
+    the batches come in an order drawn from (seed, epoch) alone (the trainer calls `set_epoch`), so a resumed run
+    sees the same order as an uninterrupted one."""
 
     def __init__(self, n_items: int, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
         if batch_size < 1:
@@ -319,10 +320,16 @@ class ContiguousBatches(Sampler[list[int]]):
         self.n_items = n_items
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.generator = np.random.default_rng(seed)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.generator.permutation(len(self)) if self.shuffle else np.arange(len(self))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self))
+        else:
+            order = np.arange(len(self))
         for batch in order:
             start = int(batch) * self.batch_size
             yield list(range(start, min(start + self.batch_size, self.n_items)))

@@ -115,7 +115,10 @@ class VersionSummary(BaseModel):
     created_at: datetime
     current: bool
     kind: str | None = Field(description="train or finetune.")
-    status: str | None = Field(description="promoted or rejected (a finetune that did not improve validation).")
+    status: str | None = Field(
+        description="promoted, candidate (saved, never promoted) or rejected (a finetune that did not improve "
+        "validation).",
+    )
     parent: str | None
     metrics: dict[str, float | None]
     info: dict[str, Any]

@@ -22,6 +22,7 @@ from finfusion.data.ingest import (
     BarOptions,
     Prepared,
     TextOptions,
+    ingest_policy,
     prepare_bar_ingest,
     prepare_text_ingest,
     write_prepared,
@@ -68,24 +69,26 @@ class FolderSource:
         return self.bar_options.dataset
 
     def __call__(self) -> list[Prepared]:
-        raw, rename = read_raw(self.bars, aliases=BAR_ALIASES, symbol_from_filename=True)
-        parts = [prepare_bar_ingest(raw, self.bar_options, rename)]
+        raw, rename, unmapped = read_raw(self.bars, aliases=BAR_ALIASES, symbol_from_filename=True)
+        parts = [prepare_bar_ingest(raw, replace(self.bar_options, unmapped=unmapped), rename)]
         if self.texts is not None:
             options = self.text_options or TextOptions(dataset=self.dataset, source=self.bar_options.source)
-            raw_texts, text_rename = read_raw(self.texts, aliases=TEXT_ALIASES)
-            parts.append(prepare_text_ingest(raw_texts, options, text_rename))
+            raw_texts, text_rename, text_unmapped = read_raw(self.texts, aliases=TEXT_ALIASES)
+            parts.append(prepare_text_ingest(raw_texts, replace(options, unmapped=text_unmapped), text_rename))
         return parts
 
 
 def run_ingest(runner: JobRunner, lake: Lake, source: IngestSource, *, latest_hours: float | None = None) -> JobResult:
-    """Write the source's rows the lake lacks (or, with `latest_hours`, the source's last hours)."""
+    """Write the source's rows the lake lacks (or, with `latest_hours`, the source's last hours: asking for a window
+    is asking to replace its stored values, so only then may stored rows change)."""
     job = f"ingest.{source.dataset}"
 
     def work(_: JobState) -> JobResult:
         parts = source()
         if not parts or all(part.frame.height == 0 for part in parts):
             return JobResult(job, "up-to-date", "the source has no rows")
-        todo = [replace(part, frame=_unseen(lake, part, latest_hours)) for part in parts]
+        policy = ingest_policy(update=latest_hours is not None)
+        todo = [replace(part, frame=_unseen(lake, part, latest_hours), policy=policy) for part in parts]
         todo = [part for part in todo if part.frame.height]
         timed = [part.frame[part.schema.time_column] for part in parts if part.schema.time_column and part.frame.height]
         end = max(column.max() for column in timed) if timed else None

@@ -1,4 +1,4 @@
-"""Reads of the served lake tables for the API: weights snapshots (cached on the files' mtimes) and forecasts.
+"""Reads of the served lake tables for the API: weights snapshots (cached on the committed files) and forecasts.
 
 Paths are built only from names already checked against the lake's name rules, then resolved and required to lie
 under the lake root (a symbolic link pointing elsewhere is refused too).
@@ -6,7 +6,6 @@ under the lake root (a symbolic link pointing elsewhere is refused too).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import polars as pl
 
-from finfusion.data.lake import DATA_FILE, Lake
+from finfusion.data.lake import Lake
 from finfusion.data.schema import FORECASTS
 from finfusion.errors import LakeError
 
-#: (year, mtime_ns, size, inode) of every year file of a dataset: changes whenever a write replaces one.
-Signature = tuple[tuple[int, int, int, int], ...]
+#: (year, committed file) of every year of a dataset: a commit that replaces a year's file names a new one.
+Signature = tuple[tuple[int, Path], ...]
 
 
 def inside(root: Path, path: Path) -> Path:
@@ -43,28 +42,19 @@ class WeightsReader:
     """Snapshots of a WEIGHTS dataset. Year files are read once and kept (up to `max_files`) until they change."""
 
     def __init__(self, lake: Lake, dataset: str, *, max_files: int = 8) -> None:
-        self.root = lake.root
-        self.base = lake.dataset_dir("weights", dataset)
+        self.lake = lake
+        self.dataset = dataset
         self.max_files = max_files
-        self._frames: OrderedDict[int, tuple[tuple[int, int, int, int], pl.DataFrame]] = OrderedDict()
+        self._frames: OrderedDict[int, tuple[tuple[int, Path], pl.DataFrame]] = OrderedDict()
         self._lock = threading.Lock()
 
     def signature(self) -> Signature:
-        """The dataset's year files as (year, mtime_ns, size, inode), by year; () when there are none."""
-        try:
-            entries = list(os.scandir(self.base))
-        except FileNotFoundError:
-            return ()
+        """The dataset's committed year files as (year, path), by year; () when there are none."""
         found = []
-        for entry in entries:
-            name = entry.name
-            if not (entry.is_dir() and name.startswith("year=") and name[5:].isdigit()):
-                continue
-            try:
-                stat = os.stat(os.path.join(entry.path, DATA_FILE))
-            except FileNotFoundError:
-                continue
-            found.append((int(name[5:]), stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        for path in self.lake.files("weights", self.dataset):
+            name = path.parent.name
+            if name.startswith("year=") and name[5:].isdigit():
+                found.append((int(name[5:]), path))
         return tuple(sorted(found))
 
     def latest(self, signature: Signature | None = None) -> Snapshot | None:
@@ -86,14 +76,14 @@ class WeightsReader:
                 return _snapshot(frame, end)
         return None
 
-    def _frame(self, key: tuple[int, int, int, int]) -> pl.DataFrame:
+    def _frame(self, key: tuple[int, Path]) -> pl.DataFrame:
         year = key[0]
         with self._lock:
             cached = self._frames.get(year)
             if cached is not None and cached[0] == key:
                 self._frames.move_to_end(year)
                 return cached[1]
-        path = inside(self.root, self.base / f"year={year}" / DATA_FILE)
+        path = inside(self.lake.root, key[1])
         frame = pl.read_parquet(path, columns=["ts", "symbol", "weight", "model_version"]).sort("ts", "symbol")
         with self._lock:
             self._frames[year] = (key, frame)
@@ -127,11 +117,11 @@ def read_forecasts(
     `dataset` and `symbol` must already satisfy the lake's name rules. Raises LakeError when the dataset or the
     symbol has no forecasts.
     """
-    base = inside(lake.root, lake.dataset_dir("forecasts", dataset))
-    if not base.is_dir():
+    base = lake.dataset_dir("forecasts", dataset)
+    committed = lake.files("forecasts", dataset)
+    if not committed:
         raise LakeError(f"no forecasts dataset '{dataset}'")
-    folder = inside(lake.root, base / f"symbol={symbol}")
-    files = sorted(folder.rglob(DATA_FILE)) if folder.is_dir() else []
+    files = [path for path in committed if path.relative_to(base).parts[0] == f"symbol={symbol}"]
     if not files:
         raise LakeError(f"no forecasts of symbol '{symbol}' in dataset '{dataset}'")
     scan = pl.scan_parquet([inside(lake.root, f) for f in files], hive_partitioning=False)

@@ -1,15 +1,14 @@
 """Zip and tar archives: detected by content, SHA-256 checked, unpacked safely into a reproducible staging folder,
 then ingested by the layout found inside (StockNet, KDD17 or CSV/Parquet files).
 
-The staging folder is `LAKE/_staging/<archive name>-<first 16 hex of its SHA-256>/`: the same archive always unpacks
-to the same place, and a finished unpack is reused. Unpacking goes to a temporary folder that is renamed into place
-only when every member was extracted and verified, so a corrupt archive leaves nothing behind.
+Each ingest unpacks into a staging folder of its own process (`LAKE/_staging/<pid>-<host>-<random>/`), so two
+ingests of one archive never share files; the folder is removed when the ingest ends, and one left by a killed
+process is removed by the lake's next writer.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tarfile
 import zipfile
@@ -17,6 +16,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from finfusion.data.commits import remove_staging, staging_folder
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
 from finfusion.data.sources.kdd17 import ingest_kdd17
@@ -59,28 +59,14 @@ def verify(archive: Path, expected: str | None) -> str:
     return actual
 
 
-def unpack(archive: Path, staging_root: Path, digest: str) -> Path:
-    """Unpack into `staging_root/<name>-<digest[:16]>` (reused when already complete); returns that folder."""
-    target = staging_root / f"{archive.name.split('.')[0]}-{digest[:16]}"
-    if (target / ".complete").exists():
-        return target
-    staging_root.mkdir(parents=True, exist_ok=True)
-    tmp = staging_root / f".{target.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if zipfile.is_zipfile(archive):
-            _unzip(archive, tmp)
-        elif _is_tar(archive):
-            _untar(archive, tmp)
-        else:
-            raise ArchiveError(f"{archive}: not a zip or tar archive (or it is corrupt)")
-        (tmp / ".complete").write_text(digest + "\n", encoding="utf-8")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def unpack(archive: Path, target: Path) -> None:
+    """Unpack every member of `archive` into the empty folder `target`, refusing unsafe members."""
+    if zipfile.is_zipfile(archive):
+        _unzip(archive, target)
+    elif _is_tar(archive):
+        _untar(archive, target)
+    else:
+        raise ArchiveError(f"{archive}: not a zip or tar archive (or it is corrupt)")
 
 
 def _is_tar(archive: Path) -> bool:
@@ -155,21 +141,16 @@ def ingest_archive(
     """Check, unpack and ingest an archive; the layout inside picks the reader."""
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such file")
-    digest = verify(archive, expected_digest(archive, sha256, manifest))
-    staging = lake.root / "_staging"
-    fresh = not staging.exists() or not any(staging.glob(f"*-{digest[:16]}/.complete"))
-    unpacked = unpack(archive, staging, digest)
-    root = data_root(unpacked)
-    name = dataset or archive.name.split(".")[0]
+    verify(archive, expected_digest(archive, sha256, manifest))
+    staging = staging_folder(lake.root)
     try:
+        unpack(archive, staging)
+        root = data_root(staging)
+        name = dataset or archive.name.split(".")[0]
         if is_stocknet(root):
             return ingest_stocknet(lake, root, name)
         if (root / "price_long_50").is_dir() or (root / "data" / "kdd17").is_dir():
             return ingest_kdd17(lake, root, name)
         return [ingest_files(root, name)]
-    except Exception:
-        if fresh:  # a failed ingest leaves the lake as it was, staging included
-            shutil.rmtree(unpacked, ignore_errors=True)
-            if not any(staging.iterdir()):
-                staging.rmdir()
-        raise
+    finally:
+        remove_staging(staging)

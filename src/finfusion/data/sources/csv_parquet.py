@@ -10,15 +10,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from finfusion.data.ingest import BarOptions, TextOptions, ingest_bars, ingest_texts
-from finfusion.data.lake import Lake
-from finfusion.data.report import IngestReport
 from finfusion.data.schema import PROVENANCE_COLUMNS, SOURCE_FILE, SOURCE_ROW
 from finfusion.data.timestamps import parse_instants
 from finfusion.data.validate import fail_at, parse_numbers, require_columns
@@ -76,35 +72,40 @@ def read_raw(
     mapping: Mapping[str, str] | None = None,
     symbol_from_filename: bool = False,
     separator: str | None = None,
-) -> tuple[pl.DataFrame, dict[str, str]]:
-    """All files at `path` as one raw frame with canonical names, and the rename {canonical: the user's name}.
+) -> tuple[pl.DataFrame, dict[str, str], tuple[str, ...]]:
+    """All files at `path` as one raw frame with canonical names, the rename {canonical: the user's name}, and the
+    files' columns that map to nothing (not stored; the ingest report lists them).
 
     CSV files that share a header are read together in one multi-threaded scan; any problem in such a group is then
     located file by file so the error names the file and row.
     """
-    frames, rename = [], {}
+    frames, rename, unmapped = [], {}, {}
     groups: dict[tuple[bytes, str], list[Path]] = {}
     for file in list_files(path):
         sep = separator or ("\t" if file.suffix.lower() == ".tsv" else ",")
         if file.suffix.lower() in PARQUET_SUFFIXES or file.stat().st_size == 0:
-            frame, names = read_file(file, aliases=aliases, mapping=mapping or {}, separator=separator)
+            frame, names, dropped = read_file(file, aliases=aliases, mapping=mapping or {}, separator=separator)
             frames.append(frame)
             rename.update(names)
+            unmapped.update(dict.fromkeys(dropped))
         else:
-            groups.setdefault((_header(file), sep), []).append(file)
+            groups.setdefault((csv_header(file), sep), []).append(file)
     for (header, sep), files in groups.items():
-        numeric = _numeric_columns(header, sep, aliases, mapping or {})
-        frame, names = _canonical_names(_read_csv_group(files, sep, numeric), aliases, mapping or {}, str(files[0]))
+        names = [n.strip().strip('"') for n in header.decode("utf-8", errors="replace").split(sep)]
+        numeric = numeric_columns(column_renames(names, aliases, mapping or {}, str(files[0]))[0])
+        group = _read_csv_group(files, sep, numeric)
+        frame, names, dropped = _canonical_names(group, aliases, mapping or {}, str(files[0]))
         frames.append(frame)
         rename.update(names)
+        unmapped.update(dict.fromkeys(dropped))
     raw = pl.concat(frames, how="diagonal_relaxed")
     if symbol_from_filename and "symbol" not in raw.columns:
-        stems = {label: _stem(Path(label)) for label in raw[SOURCE_FILE].unique().to_list()}
+        stems = {label: file_stem(Path(label)) for label in raw[SOURCE_FILE].unique().to_list()}
         raw = raw.with_columns(pl.col(SOURCE_FILE).replace_strict(stems, return_dtype=pl.String).alias("symbol"))
-    return raw, rename
+    return raw, rename, tuple(unmapped)
 
 
-def _header(file: Path) -> bytes:
+def csv_header(file: Path) -> bytes:
     """The first line of a CSV file; raises when it is not UTF-8 (polars would decode it lossily)."""
     with open(file, "rb") as handle:
         header = handle.readline().rstrip(b"\r\n")
@@ -115,14 +116,6 @@ def _header(file: Path) -> bytes:
             f"header is not valid UTF-8 (byte {exc.start}); re-encode the file", file=file
         ) from exc
     return header
-
-
-def _numeric_columns(
-    header: bytes, separator: str, aliases: Mapping[str, str], mapping: Mapping[str, str]
-) -> list[str]:
-    """The user's names of the header's columns that map to numeric canonical columns (prices, volume)."""
-    names = [n.strip().strip('"') for n in header.decode("utf-8", errors="replace").split(separator)]
-    return [n for n in names if (mapping.get(n) or aliases.get(_normalise(n))) in NUMERIC_COLUMNS]
 
 
 def _read_csv_group(files: list[Path], separator: str, numeric: list[str]) -> pl.DataFrame:
@@ -157,9 +150,9 @@ def _with_provenance(frame: pl.DataFrame, label: str) -> pl.DataFrame:
 
 def read_file(
     file: Path, *, aliases: Mapping[str, str] | None, mapping: Mapping[str, str], separator: str | None = None
-) -> tuple[pl.DataFrame, dict[str, str]]:
+) -> tuple[pl.DataFrame, dict[str, str], tuple[str, ...]]:
     """One file as a raw frame (text values for CSV) with `_file` and `_row`, renamed to canonical names (all
-    columns kept under their own names when `aliases` is None)."""
+    columns kept under their own names when `aliases` is None), the rename and the columns not mapped."""
     label = str(file)
     if file.stat().st_size == 0:
         raise DataValidationError("file is empty", file=label)
@@ -171,10 +164,10 @@ def read_file(
                 f"not a readable Parquet file ({exc.__class__.__name__}: {exc})", file=label
             ) from exc
     else:
-        _header(file)
+        csv_header(file)
         frame = _read_csv(file, separator or ("\t" if file.suffix.lower() == ".tsv" else ","))
     frame = _with_provenance(frame, label)
-    return _canonical_names(frame, aliases, mapping, label) if aliases is not None else (frame, {})
+    return _canonical_names(frame, aliases, mapping, label) if aliases is not None else (frame, {}, ())
 
 
 def _read_csv(file: Path, separator: str) -> pl.DataFrame:
@@ -205,28 +198,44 @@ def _locate_csv_problem(file: Path, separator: str) -> tuple[int | None, str | N
 
 def _canonical_names(
     frame: pl.DataFrame, aliases: Mapping[str, str], mapping: Mapping[str, str], label: str
-) -> tuple[pl.DataFrame, dict[str, str]]:
-    """Rename columns: explicit mapping first, then aliases. Returns the frame and {canonical: original}."""
+) -> tuple[pl.DataFrame, dict[str, str], tuple[str, ...]]:
+    """Rename columns: explicit mapping first, then aliases. Returns the frame, {canonical: original} and the
+    columns that map to nothing (dropped)."""
+    renames, dropped = column_renames(frame.columns, aliases, mapping, label)
+    keep = [c for c in frame.columns if c in renames or c in PROVENANCE_COLUMNS]
+    return frame.select(keep).rename(renames), {ours: theirs for theirs, ours in renames.items()}, dropped
+
+
+def column_renames(
+    columns: list[str], aliases: Mapping[str, str], mapping: Mapping[str, str], label: str
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """{their column: canonical name} (explicit mapping first, then aliases; the first column to claim a name wins)
+    and the columns that map to nothing. Raises when a mapped column is not in the file."""
     renames: dict[str, str] = {}
-    for column in frame.columns:
+    for column in columns:
         target = mapping.get(column) or aliases.get(_normalise(column))
         if target is None or target in renames.values():
             continue
         renames[column] = target
     for theirs in mapping:
-        if theirs not in frame.columns:
+        if theirs not in columns:
             raise DataValidationError(
-                f"mapped column '{theirs}' is not in the file; it has {frame.columns}", file=label, field=theirs
+                f"mapped column '{theirs}' is not in the file; it has {columns}", file=label, field=theirs
             )
-    keep = [c for c in frame.columns if c in renames or c in PROVENANCE_COLUMNS]
-    return frame.select(keep).rename(renames), {ours: theirs for theirs, ours in renames.items()}
+    dropped = tuple(c for c in columns if c not in renames and c not in PROVENANCE_COLUMNS)
+    return renames, dropped
+
+
+def numeric_columns(renames: Mapping[str, str]) -> list[str]:
+    """Their names of the columns that map to numeric canonical columns (prices, volume)."""
+    return [theirs for theirs, ours in renames.items() if ours in NUMERIC_COLUMNS]
 
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def _stem(file: Path) -> str:
+def file_stem(file: Path) -> str:
     name = file.name
     for suffix in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
         if name.lower().endswith(suffix):
@@ -234,30 +243,12 @@ def _stem(file: Path) -> str:
     return file.stem
 
 
-@dataclass
-class FileIngest:
-    """Ingest a CSV/Parquet file or folder as bars or text with the given options (used directly and by archives)."""
-
-    lake: Lake
-    kind: str
-    mapping: dict[str, str]
-    bar_options: BarOptions
-    text_options: TextOptions
-
-    def __call__(self, path: Path, dataset: str) -> IngestReport:
-        if self.kind == "text":
-            raw, rename = read_raw(path, aliases=TEXT_ALIASES, mapping=self.mapping)
-            return ingest_texts(self.lake, raw, replace(self.text_options, dataset=dataset), rename=rename)
-        raw, rename = read_raw(path, aliases=BAR_ALIASES, mapping=self.mapping, symbol_from_filename=True)
-        return ingest_bars(self.lake, raw, replace(self.bar_options, dataset=dataset), rename=rename)
-
-
 def read_actions(path: Path) -> pl.DataFrame:
     """A corporate-actions file [symbol, ex_date, split_ratio, dividend] as [symbol, ex_ts, split_ratio, dividend].
 
     ex_ts is midnight UTC of the ex-date: before that session's bar closes and after the previous session's.
     """
-    raw, rename = read_raw(path, aliases={"symbol": "symbol", "ticker": "symbol", "ex_date": "ex_date",
+    raw, rename, _ = read_raw(path, aliases={"symbol": "symbol", "ticker": "symbol", "ex_date": "ex_date",
                                           "date": "ex_date", "split_ratio": "split_ratio", "split": "split_ratio",
                                           "dividend": "dividend"})  # fmt: skip
     require_columns(raw, ["symbol", "ex_date"], str(path), rename)

@@ -36,7 +36,7 @@ def price_folder(root: Path) -> Path:
 
 def ingest_kdd17(lake: Lake, root: Path, dataset: str = "kdd17") -> list[IngestReport]:
     aliases = {**BAR_ALIASES, "original_open": "open"}  # listed before Open, so it wins where both exist
-    raw, rename = read_raw(price_folder(root), aliases=aliases, symbol_from_filename=True)
+    raw, rename, unmapped = read_raw(price_folder(root), aliases=aliases, symbol_from_filename=True)
     raw = raw.sort(SOURCE_FILE, pl.col(SOURCE_ROW), descending=[False, True])
     options = BarOptions(
         dataset=dataset,
@@ -44,5 +44,6 @@ def ingest_kdd17(lake: Lake, root: Path, dataset: str = "kdd17") -> list[IngestR
         missing_bars="drop",
         source=SOURCE,
         notes=["files are in descending date order and are read ascending"],
+        unmapped=unmapped,
     )
     return [ingest_bars(lake, raw, options, rename=rename)]

@@ -88,13 +88,14 @@ def ingest_stocknet(lake: Lake, root: Path, dataset: str = "stocknet") -> list[I
     """Prices and tweets of a StockNet copy into bars/<dataset>/1d and text/<dataset>."""
     if not is_stocknet(root):
         raise DataValidationError("not a StockNet copy: expected price/raw and tweet/preprocessed folders", file=root)
-    raw, rename = read_raw(root / "price" / "raw", aliases=BAR_ALIASES, symbol_from_filename=True)
+    raw, rename, unmapped = read_raw(root / "price" / "raw", aliases=BAR_ALIASES, symbol_from_filename=True)
     bar_options = BarOptions(
         dataset=dataset,
         freq="1d",
         missing_bars="drop",
         source=SOURCE,
         notes=["StockNet price/raw rows whose values are all 'null' are dropped and counted"],
+        unmapped=unmapped,
     )
     tweets = read_tweets(root)
     text_options = TextOptions(dataset=dataset, source=SOURCE, notes=["one post per line of tweet/preprocessed"])

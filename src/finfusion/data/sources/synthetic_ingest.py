@@ -12,6 +12,7 @@ from finfusion.data.ingest import (
     BarOptions,
     Prepared,
     TextOptions,
+    ingest_policy,
     prepare_bar_ingest,
     prepare_text_ingest,
     write_prepared,
@@ -72,7 +73,7 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
             prepare_text_ingest(
                 _with_provenance(market.texts, f"synthetic:{config.seed}:texts"), TextOptions(dataset, SOURCE)
             ),
-            Prepared(EVENTS, market.events, None, {"source": SOURCE, "seed": config.seed}, events),
+            Prepared(EVENTS, market.events, None, {"source": SOURCE, "seed": config.seed}, events, ingest_policy()),
         ]
     return write_prepared(lake, prepared)
 
