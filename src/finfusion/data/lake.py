@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from finfusion.data.ordering import strictly_ordered
 from finfusion.data.schema import SCHEMAS, TableSchema
 from finfusion.errors import LakeError
 
+#: Threads writing a transaction's partition files.
+WRITERS = min(8, os.cpu_count() or 1)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,31}$")
 
@@ -283,7 +286,7 @@ class Transaction:
         self.version = base.version + 1
         self.tables: dict[str, TableState | None] = dict(base.tables)
         self.changes: dict[str, TableChange] = {}
-        self.staged: list[Path] = []
+        self.staged: dict[Path, None] = {}
 
     def write(
         self,
@@ -315,6 +318,7 @@ class Transaction:
         result = WriteResult(rows=table.height)
         base = self.lake.root / key
         groups = table.partition_by(part_cols, as_dict=True) if part_cols else {(): table}
+        writes: list[tuple[Path, pl.DataFrame]] = []
         for values, part in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
             partition = "/".join(f"{c}={_partition_value(c, v)}" for c, v in zip(part_cols, values, strict=True))
             stored = base / partition / state.files[partition] if partition in state.files else None
@@ -324,14 +328,12 @@ class Transaction:
                 result.files_unchanged += 1
                 continue
             target = base / partition / commits.part_name(self.version)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temporary_sibling(target)
-            merged.write_parquet(tmp, compression="zstd", compression_level=1)
-            os.replace(tmp, target)
-            if target not in self.staged:
-                self.staged.append(target)
+            writes.append((target, merged))
+            self.staged[target] = None
             state.files[partition] = target.name
             result.files_written += 1
+        with ThreadPoolExecutor(WRITERS) as pool:  # polars writes outside the GIL: partitions in parallel
+            list(pool.map(_write_part, writes))
         if current is None and not result.files_written:
             return result
         new_metadata = {**state.metadata, **(metadata or {}), "kind": schema.kind, "dataset": dataset}
@@ -386,6 +388,15 @@ def _ignore_os_error() -> Iterator[None]:
         yield
     except OSError:
         return
+
+
+def _write_part(job: tuple[Path, pl.DataFrame]) -> None:
+    """Write one staged partition file (through a temporary sibling, so a half-written file never has its name)."""
+    target, frame = job
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(target)
+    frame.write_parquet(tmp, compression="zstd", compression_level=1)
+    os.replace(tmp, target)
 
 
 def _merge(

@@ -75,6 +75,8 @@ def parse_instants(
 def _refuse_ambiguous_order(df: pl.DataFrame, text: pl.Series, column: str, rename: Mapping[str, str]) -> None:
     """Slashed dates (M/D/YYYY or D/M/YYYY) read without --date-format: refused unless some row's second field is
     above 12 (so the file is month-first); never guessed."""
+    if not text.str.contains("/", literal=True).any():
+        return
     fields = text.str.extract_groups(SLASHED_DATE)
     first, second = (fields.struct.field(name).cast(pl.Int32) for name in ("1", "2"))
     slashed = first.is_not_null()
@@ -95,6 +97,8 @@ def session_dates(series: pl.Series) -> pl.Series:
     day of another time zone (text, or a time-zone-aware column whose values are all midnight)."""
     if series.dtype == pl.String:
         text = series.str.strip_chars()
+        if not (text.str.len_bytes() > 10).any():  # dates alone: nothing to rewrite
+            return text.alias(series.name)
         return text.str.replace(MIDNIGHT_WITH_OFFSET, "${1}").alias(series.name)
     if isinstance(series.dtype, pl.Datetime) and series.dtype.time_zone is not None:
         local = series.dt.replace_time_zone(None)

@@ -93,8 +93,8 @@ def read_raw(
     for (header, sep), files in groups.items():
         names = [n.strip().strip('"') for n in header.decode("utf-8", errors="replace").split(sep)]
         numeric = numeric_columns(column_renames(names, aliases, mapping or {}, str(files[0]))[0])
-        group = _read_csv_group(files, sep, numeric)
-        frame, names, dropped = _canonical_names(group, aliases, mapping or {}, str(files[0]))
+        group = read_csv_group(files, sep, numeric)
+        frame, names, dropped = canonical_names(group, aliases, mapping or {}, str(files[0]))
         frames.append(frame)
         rename.update(names)
         unmapped.update(dict.fromkeys(dropped))
@@ -118,7 +118,7 @@ def csv_header(file: Path) -> bytes:
     return header
 
 
-def _read_csv_group(files: list[Path], separator: str, numeric: list[str]) -> pl.DataFrame:
+def read_csv_group(files: list[Path], separator: str, numeric: list[str]) -> pl.DataFrame:
     """Files with the same header as one frame with `_file` and `_row` (1-based data row within its file).
 
     Fast path: one multi-threaded scan that parses the numeric columns as it reads. Any problem (a value that is not
@@ -167,7 +167,7 @@ def read_file(
         csv_header(file)
         frame = _read_csv(file, separator or ("\t" if file.suffix.lower() == ".tsv" else ","))
     frame = _with_provenance(frame, label)
-    return _canonical_names(frame, aliases, mapping, label) if aliases is not None else (frame, {}, ())
+    return canonical_names(frame, aliases, mapping, label) if aliases is not None else (frame, {}, ())
 
 
 def _read_csv(file: Path, separator: str) -> pl.DataFrame:
@@ -196,7 +196,7 @@ def _locate_csv_problem(file: Path, separator: str) -> tuple[int | None, str | N
     return None, None
 
 
-def _canonical_names(
+def canonical_names(
     frame: pl.DataFrame, aliases: Mapping[str, str], mapping: Mapping[str, str], label: str
 ) -> tuple[pl.DataFrame, dict[str, str], tuple[str, ...]]:
     """Rename columns: explicit mapping first, then aliases. Returns the frame, {canonical: original} and the

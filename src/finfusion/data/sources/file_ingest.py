@@ -1,23 +1,30 @@
 """`finfusion data ingest csv|parquet`: files or folders of bars or texts, streamed so that memory is bounded by a
 bucket, not by the files.
 
-Pass 1 streams every file (polars' streaming CSV/Parquet scan) into the ingest's staging folder, split into buckets:
-bars by a hash of the symbol, so each symbol's rows land whole in one bucket and in file order; texts by a hash of the
-row. The number of buckets grows with the input's size (one per `bucket_bytes` of input). Pass 2 validates and cleans
-one bucket at a time with the same `prepare_bars` / `prepare_texts` as every other source and stages its partitions in
-one lake transaction: nothing is visible until every bucket passed, and a bad row anywhere leaves the lake as it was.
-Peak memory is about one bucket plus the largest symbol, whatever the files' length.
+Pass 1 reads every file in chunks (CSV: blocks of text cut at row ends outside quotes, parsed by polars; Parquet:
+row batches) and splits the rows into buckets: bars by a hash of the symbol, so each symbol's rows land whole in one
+bucket and in file order; texts by a hash of the row. Buckets stay in memory up to a budget and are spilled to the
+ingest's staging folder beyond it. The number of buckets grows with the input's size (one per `bucket_bytes`).
 
-Hand-written because no library does validation-then-atomic-merge by bucket; the streaming itself is polars'.
+Pass 2 validates and cleans one bucket at a time with the same `prepare_bars` / `prepare_texts` as every other source
+and stages its partitions in one lake transaction: nothing is visible until every bucket passed, and a bad row
+anywhere leaves the lake as it was. Peak memory is about one bucket plus the largest symbol, whatever the files'
+length.
+
+Hand-written because no library does validation-then-atomic-merge by bucket, and the streaming readers tried
+(polars' `sink_parquet` with `PartitionBy`, pyarrow's `open_csv`) hold memory in proportion to the file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import io
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from finfusion.data.commits import remove_staging, staging_folder
 from finfusion.data.ingest import (
@@ -39,17 +46,23 @@ from finfusion.data.sources.csv_parquet import (
     BAR_ALIASES,
     PARQUET_SUFFIXES,
     TEXT_ALIASES,
+    canonical_names,
     column_renames,
     csv_header,
     file_stem,
     list_files,
     numeric_columns,
+    read_csv_group,
     read_file,
 )
 from finfusion.errors import DataValidationError
 
-#: Input bytes per bucket: the unit of memory of an ingest.
+#: Input bytes per bucket: the unit of memory of pass 2.
 BUCKET_BYTES = 16 << 20
+#: Bytes of CSV text (rows of Parquet) read at a time, and the in-memory rows kept before spilling to disk (pass 1).
+CHUNK_BYTES = 8 << 20
+CHUNK_ROWS = 131_072
+SPILL_BYTES = 64 << 20
 BUCKET = "__bucket"
 
 
@@ -83,23 +96,20 @@ def ingest_files(
     buckets = max(1, sum(f.stat().st_size for f in files) // bucket_bytes + 1)
     staging = staging_folder(lake.root)
     try:
-        rename: dict[str, str] = {}
-        unmapped: dict[str, None] = {}
-        for number, file in enumerate(files):
-            target = staging / f"file={number:06d}"
-            names, dropped = _spill(file, target, buckets, BAR_ALIASES if bars else TEXT_ALIASES, mapping, bars)
-            rename.update(names)
-            unmapped.update(dict.fromkeys(dropped))
-        options = replace(options, unmapped=tuple(unmapped))
+        spill = Buckets(staging, buckets, BAR_ALIASES if bars else TEXT_ALIASES, mapping, by_symbol=bars)
+        for file in files:
+            spill.read(file)
+        spill.close()
+        rename = spill.rename
+        options = replace(options, unmapped=tuple(spill.unmapped))
         report = start_report("bars" if bars else "text", options)
         policy = ingest_policy(options.update)
         total = WriteResult()
         with lake.transaction() as transaction:
             for bucket in range(buckets):
-                parts = sorted(staging.glob(f"file=*/{BUCKET}={bucket}/*.parquet"))
-                if not parts:
+                raw = spill.bucket(bucket)
+                if raw is None:
                     continue
-                raw = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
                 if isinstance(options, BarOptions):
                     frame = prepare_bars(raw, options, report, rename)
                     schema, freq, metadata = BARS, options.freq, bar_metadata(options, report)
@@ -115,56 +125,149 @@ def ingest_files(
         remove_staging(staging)
 
 
-def _spill(
-    file: Path, target: Path, buckets: int, aliases: Mapping[str, str], mapping: Mapping[str, str], by_symbol: bool
-) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Stream one file into `target/__bucket=K/*.parquet` with canonical names, `_file` and `_row`; bars get the
-    symbol from the file's name when it has no symbol column and are bucketed by symbol (texts by row). Returns the
-    rename {canonical: theirs} and the unmapped columns."""
-    label = str(file)
-    if file.stat().st_size == 0:
-        raise DataValidationError("file is empty", file=label)
-    parquet = file.suffix.lower() in PARQUET_SUFFIXES
-    if parquet:
-        try:
-            columns = list(pl.read_parquet_schema(file))
-        except Exception:  # pyarrow and polars raise many types for corrupt files; read_file names the problem
-            read_file(file, aliases=aliases, mapping=mapping)
-            raise
-    else:
+class Buckets:
+    """Rows on their way to pass 2, by bucket, with canonical names, `_file` and `_row`. Bars get the symbol from the
+    file's name when it has no symbol column and are bucketed by symbol, texts by row. Small CSV files are read
+    together (one multi-threaded scan per group of SPILL_BYTES / 4), large ones and Parquet files chunk by chunk.
+    Buckets stay in memory up to SPILL_BYTES, and are written to Parquet files under `folder` beyond it."""
+
+    def __init__(
+        self, folder: Path, count: int, aliases: Mapping[str, str], mapping: Mapping[str, str], *, by_symbol: bool
+    ) -> None:
+        self.folder, self.count, self.aliases, self.mapping, self.by_symbol = folder, count, aliases, mapping, by_symbol
+        self.rename: dict[str, str] = {}
+        self.unmapped: dict[str, None] = {}
+        self.pending: dict[int, list[pl.DataFrame]] = {}
+        self.size = 0
+        self.flushes = 0
+        self.groups: dict[tuple[bytes, str], list[Path]] = {}
+
+    def read(self, file: Path) -> None:
+        """Add one file's rows (small CSV files wait for their group)."""
+        size = file.stat().st_size
+        if size == 0:
+            raise DataValidationError("file is empty", file=file)
+        if file.suffix.lower() in PARQUET_SUFFIXES or size > CHUNK_BYTES:
+            self._read_chunked(file)
+            return
         separator = "\t" if file.suffix.lower() == ".tsv" else ","
-        columns = [n.strip().strip('"') for n in csv_header(file).decode("utf-8").split(separator)]
-    renames, dropped = column_renames(columns, aliases, mapping, label)
-    rename = {ours: theirs for theirs, ours in renames.items()}
-    numeric = numeric_columns(renames)
+        group = self.groups.setdefault((csv_header(file), separator), [])
+        group.append(file)
+        if sum(f.stat().st_size for f in group) > SPILL_BYTES // 4:
+            self._read_group(group, separator)
+            group.clear()
 
-    def scan(typed: bool) -> pl.LazyFrame:
-        if parquet:
-            return pl.scan_parquet(file)
-        overrides = dict.fromkeys(numeric, pl.Float64) if typed else None
-        return pl.scan_csv(file, infer_schema=False, schema_overrides=overrides, separator=separator)
+    def close(self) -> None:
+        """Read the small files still waiting."""
+        for (_, separator), group in self.groups.items():
+            if group:
+                self._read_group(group, separator)
+        self.groups = {}
 
-    def sink(frame: pl.LazyFrame) -> None:
-        frame = frame.select(list(renames)).rename(renames).with_row_index(SOURCE_ROW, offset=1)
-        frame = frame.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64), pl.lit(label).alias(SOURCE_FILE))
-        if by_symbol and "symbol" not in renames.values():
-            frame = frame.with_columns(pl.lit(file_stem(file)).alias("symbol"))
-        spread = pl.col("symbol") if by_symbol else pl.col(SOURCE_ROW)
-        frame = frame.with_columns((spread.hash(seed=0) % buckets).alias(BUCKET))
-        frame.sink_parquet(pl.PartitionBy(target, key=BUCKET, include_key=False), mkdir=True)
+    def bucket(self, bucket: int) -> pl.DataFrame | None:
+        """The bucket's rows in input order (None when it has none); its memory is released."""
+        frames = [pl.read_parquet(p) for p in sorted(self.folder.glob(f"{BUCKET}={bucket}/*.parquet"))]
+        frames += self.pending.pop(bucket, [])
+        return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
+    def _read_group(self, files: list[Path], separator: str) -> None:
+        header = csv_header(files[0])
+        columns = [n.strip().strip('"') for n in header.decode("utf-8").split(separator)]
+        renames, _ = column_renames(columns, self.aliases, self.mapping, str(files[0]))
+        raw = read_csv_group(files, separator, numeric_columns(renames))
+        frame, names, dropped = canonical_names(raw, self.aliases, self.mapping, str(files[0]))
+        if self.by_symbol and "symbol" not in frame.columns:
+            stems = {str(f): file_stem(f) for f in files}
+            frame = frame.with_columns(
+                pl.col(SOURCE_FILE).replace_strict(stems, return_dtype=pl.String).alias("symbol")
+            )
+        self._add(frame, names, dropped)
+
+    def _read_chunked(self, file: Path) -> None:
+        label, rows = str(file), 0
+        try:
+            if file.suffix.lower() in PARQUET_SUFFIXES:
+                source = pq.ParquetFile(file)
+                renames, dropped = column_renames(source.schema_arrow.names, self.aliases, self.mapping, label)
+                batches = source.iter_batches(CHUNK_ROWS, columns=list(renames))
+                chunks: Iterator[pl.DataFrame] = (pl.DataFrame(pl.from_arrow(batch)) for batch in batches)
+            else:
+                separator = "\t" if file.suffix.lower() == ".tsv" else ","
+                header = csv_header(file)
+                columns = [n.strip().strip('"') for n in header.decode("utf-8").split(separator)]
+                renames, dropped = column_renames(columns, self.aliases, self.mapping, label)
+                chunks = _csv_chunks(file, header, separator, dict.fromkeys(numeric_columns(renames), pl.Float64))
+            names = {ours: theirs for theirs, ours in renames.items()}
+            for chunk in chunks:
+                frame = chunk.select(list(renames)).rename(renames)
+                frame = frame.with_columns(
+                    pl.int_range(rows + 1, rows + 1 + frame.height, dtype=pl.Int64).alias(SOURCE_ROW),
+                    pl.lit(label).alias(SOURCE_FILE),
+                )
+                rows += frame.height
+                if self.by_symbol and "symbol" not in frame.columns:
+                    frame = frame.with_columns(pl.lit(file_stem(file)).alias("symbol"))
+                self._add(frame, names, dropped)
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
+            read_file(file, aliases=self.aliases, mapping=self.mapping)  # reads it whole to name the problem's row
+            raise
+        if rows == 0:
+            raise DataValidationError("file has a header but no data rows", file=label)
+
+    def _add(self, frame: pl.DataFrame, names: dict[str, str], dropped: tuple[str, ...]) -> None:
+        self.rename.update(names)
+        self.unmapped.update(dict.fromkeys(dropped))
+        spread = pl.col("symbol") if self.by_symbol else pl.col(SOURCE_ROW)
+        frame = frame.with_columns((spread.hash(seed=0) % self.count).alias(BUCKET))
+        for (bucket,), part in frame.partition_by(BUCKET, as_dict=True, include_key=False).items():
+            self.pending.setdefault(int(bucket), []).append(part)
+            self.size += part.estimated_size()
+        if self.size > SPILL_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        for bucket, parts in self.pending.items():
+            target = self.folder / f"{BUCKET}={bucket}" / f"{self.flushes:08d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pl.concat(parts, how="diagonal_relaxed").write_parquet(target, compression="lz4")
+        self.pending, self.size = {}, 0
+        self.flushes += 1
+
+
+def _csv_chunks(
+    file: Path, header: bytes, separator: str, typed: Mapping[str, type[pl.Float64]]
+) -> Iterator[pl.DataFrame]:
+    """The file's data rows as frames of about CHUNK_BYTES of text each, cut at row ends outside quotes."""
+    with open(file, "rb") as handle:
+        handle.readline()
+        carry = b""
+        while block := handle.read(CHUNK_BYTES):
+            data = carry + block
+            cut = _last_row_end(data)
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            yield _parse_csv(header, data[: cut + 1], separator, typed)
+        if carry.strip():
+            yield _parse_csv(header, carry, separator, typed)
+
+
+def _parse_csv(header: bytes, rows: bytes, separator: str, typed: Mapping[str, type[pl.Float64]]) -> pl.DataFrame:
+    """Rows of text under `header`: numeric columns parsed as read, or every column as text when a value is not a
+    plain number (prepare_bars then names its row)."""
+    text = header + b"\n" + rows
     try:
-        sink(scan(typed=not parquet))
-    except pl.exceptions.PolarsError:
-        if parquet:
-            read_file(file, aliases=aliases, mapping=mapping)  # raises the located problem
-            raise
-        try:  # a value that is not a plain number: read as text; prepare_bars names its row
-            sink(scan(typed=False))
-        except pl.exceptions.PolarsError:
-            read_file(file, aliases=aliases, mapping=mapping)  # raises the located problem (bytes, ragged rows)
-            raise
-    written = sorted(target.rglob("*.parquet"))
-    if not written or not pl.scan_parquet(written).select(pl.len()).collect().item():
-        raise DataValidationError("file has a header but no data rows", file=label)
-    return rename, dropped
+        return pl.read_csv(io.BytesIO(text), infer_schema=False, schema_overrides=dict(typed), separator=separator)
+    except pl.exceptions.ComputeError:
+        return pl.read_csv(io.BytesIO(text), infer_schema=False, separator=separator)
+
+
+def _last_row_end(data: bytes) -> int:
+    """The position of the last newline of `data` outside quotes (-1 when there is none)."""
+    end = data.rfind(b"\n")
+    if b'"' not in data:
+        return end
+    while end >= 0 and data.count(b'"', 0, end) % 2:
+        end = data.rfind(b"\n", 0, end)
+    return end
