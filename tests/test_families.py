@@ -54,6 +54,9 @@ TINY: dict[str, list[str]] = {
         *FORECAST_DATA, *WALK_FORWARD, "model.d_model=16", "model.n_layers=1",
     ],
     "multimodal_tiny": [*FORECAST_DATA, *WALK_FORWARD, *MULTIMODAL, "evaluation.walk_forward.max_folds=1"],
+    "moirai_synthetic": [
+        "data.dataset=synthetic", *FORECAST_DATA, *WALK_FORWARD, "model.num_samples=8", "model.task.val_num_samples=4",
+    ],
     "cga_daily": ["task.k=2", "data.batch_size=16"],
     "cga_3min": ["task.k=2", "data.bars=synthetic_3m", "data.texts=synthetic_3m", "data.train_end=2020-01-09",
                  "data.val_end=2020-01-13", "data.lookback=20", "data.horizon=10", "data.stride=5", "task.hold=10"],

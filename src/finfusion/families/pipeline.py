@@ -61,6 +61,20 @@ def model_for(cfg: DictConfig, data: FamilyData) -> Capabilities:
     return build_model(cfg.model, data.model_arguments, data.sample_keys)
 
 
+def with_stored_options(cfg: DictConfig, model: Capabilities) -> DictConfig:
+    """`cfg` with the model part's settings replaced by what the model stores (`Capabilities.stored_options`)."""
+    updates = model.stored_options()
+    if not updates:
+        return cfg
+    from omegaconf import OmegaConf, open_dict
+
+    stored = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(stored):
+        for key, value in updates.items():
+            stored.model[key] = value
+    return stored
+
+
 def train_run(
     cfg: DictConfig,
     run_dir: str | Path,
@@ -79,6 +93,7 @@ def train_run(
     data = data or family.data(cfg)
     seed_everything(cfg)
     model = model_for(cfg, data)
+    cfg = with_stored_options(cfg, model)
     if initial_weights is not None:
         model.load_state_dict(dict(initial_weights), strict=True)
     fitted = fit_model(cfg, model, data.train, data.val, data.loader, run, resume, callbacks)

@@ -154,6 +154,7 @@ class ExperimentData:
     val_end_us: int
     batch_size: int
     num_workers: int
+    freq: str = "1d"
     aligned: AlignedText | None = None
 
     @property
@@ -176,12 +177,13 @@ class ExperimentData:
     @property
     def model_arguments(self) -> dict[str, Any]:
         """Constructor arguments these windows determine: n_channels (C), target_index [T], context_length (L),
-        horizon (H)."""
+        horizon (H) and the bars' frequency."""
         return {
             "n_channels": self.n_channels,
             "target_index": self.target_index,
             "context_length": self.config.lookback,
             "horizon": self.config.horizon,
+            "freq": self.freq,
         }
 
     def state(self) -> dict[str, Any]:
@@ -260,5 +262,6 @@ def build_experiment_data(
         val_end_us=val_end,
         batch_size=int(options["batch_size"]),
         num_workers=int(options["num_workers"]),
+        freq=str(options["freq"]),
         aligned=aligned,
     )

@@ -177,6 +177,7 @@ def fold_data(
         val_end_us=int(windows.origins_us[split.test].min()),
         batch_size=int(options["batch_size"]),
         num_workers=int(options["num_workers"]),
+        freq=str(options["freq"]),
         aligned=aligned,
     )
 

@@ -17,7 +17,7 @@ Statistical baselines that are not trained by gradient descent implement `fit(da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from finfusion.errors import FinfusionError
 
@@ -36,6 +36,11 @@ class Capabilities:
         """The batch keys this instance reads (its class's `inputs`; a model whose settings decide, e.g. whether it
         reads text, narrows them). The builder checks them against the samples' keys."""
         return type(self).inputs
+
+    def stored_options(self) -> dict[str, Any]:
+        """Model-part settings a run folder stores in place of the config's (e.g. the architecture read from a
+        checkpoint folder), so that the run rebuilds the model from its own files; none by default."""
+        return {}
 
 
 def target_positions(target_index: Sequence[int] | None, n_channels: int) -> list[int]:

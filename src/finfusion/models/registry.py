@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "movement_price": "finfusion.models.movement.price:MovementPrice",
     "movement_text": "finfusion.models.movement.text:MovementText",
     "movement_fusion": "finfusion.models.movement.fusion:MovementFusion",
+    "moirai": "finfusion.models.moirai.forecaster:Moirai",
 }
 
 

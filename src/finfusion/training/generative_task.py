@@ -8,11 +8,13 @@ update, while frozen), so the optimizer state and the warm-up/cosine schedule ar
 checkpoint resumes in either.
 
 Validation, with a fixed generator per batch so that epochs compare: `val_loss` (and `val_<part>`) from the same
-losses, then `val_num_samples` paths per sample (`val_steps` steps of `val_sampler`) scored against `future` on the
-steps where `future_mask` holds: `val_crps` (mean CRPS of the sampled distribution per step and target),
-`val_coverage80` (share inside the central 80% sample interval) and `val_directional_accuracy` (sign of the median
-sampled cumulative return of target `return_channel` over the horizon against the realised one, both denormalised
-with `scale_loc` / `scale_scale` when the batch has them). Prediction returns `samples` and `point` (see `_Task`).
+losses, then `val_num_samples` paths per sample scored against `future` on the steps where `future_mask` holds
+(a diffusion model's `val_steps` steps of `val_sampler` at `val_guidance_scale`; each one left out takes the model's
+own default, and a model whose `sampler_options` do not name one refuses it): `val_crps` (mean CRPS of the sampled
+distribution per step and target), `val_coverage80` (share inside the central 80% sample interval) and
+`val_directional_accuracy` (sign of the median sampled cumulative return of target `return_channel` over the horizon
+against the realised one, both denormalised with `scale_loc` / `scale_scale` when the batch has them). Prediction
+returns `samples` and `point` (see `_Task`).
 """
 
 from __future__ import annotations
@@ -47,14 +49,20 @@ class GenerativeForecastTask(_Task):
         text_lr: float = 5e-5,
         unfreeze_text_epoch: int | None = None,
         val_num_samples: int = 16,
-        val_steps: int = 20,
-        val_sampler: str = "ddim",
+        val_steps: int | None = None,
+        val_sampler: str | None = None,
         val_guidance_scale: float | None = None,
         val_seed: int = 0,
         return_channel: int = 0,
     ) -> None:
         super().__init__(model, None, None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
         self._val: dict[str, list[Any]] = {}
+        given = {"steps": val_steps, "sampler": val_sampler, "guidance_scale": val_guidance_scale}
+        self._sampler = {key: value for key, value in given.items() if value is not None}
+        takes = getattr(model, "sampler_options", frozenset())
+        refused = sorted(set(self._sampler) - takes)
+        if refused:
+            raise ValueError(f"{type(model).__name__} takes no sampler option val_{refused[0]}")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         parts = self.model.training_losses(batch)
@@ -99,9 +107,7 @@ class GenerativeForecastTask(_Task):
         for name, value in parts.items():
             if name != "loss":
                 self.log(f"val_{name}", value, on_epoch=True, batch_size=size)
-        samples = self.model.sample(
-            batch, hp.val_num_samples, hp.val_steps, hp.val_guidance_scale, generator, hp.val_sampler
-        )  # [B, S, H, T]
+        samples = self.model.sample(batch, hp.val_num_samples, generator=generator, **self._sampler)  # [B, S, H, T]
         future = batch[FUTURE].float()
         mask = batch.get(FUTURE_MASK)
         step_mask = torch.ones(future.shape[:2], dtype=torch.bool, device=future.device) if mask is None else mask

@@ -81,6 +81,8 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
 
     inputs: ClassVar[frozenset[str]] = frozenset({PAST, PAST_MASK, TEXT_EMB, TEXT_MASK, TEXT_IDS, TEXT_IDS_MASK})
     outputs: ClassVar[frozenset[str]] = frozenset({"samples", "point"})
+    #: Keyword options of `sample` the generative task may set for validation.
+    sampler_options: ClassVar[frozenset[str]] = frozenset({"steps", "guidance_scale", "sampler"})
     trainable: ClassVar[bool] = True
 
     def __init__(

@@ -1,0 +1,167 @@
+"""The published Moirai 1.x checkpoints, read from a local folder (`config.json` + `model.safetensors`, as the hub
+holds them). Nothing here downloads: `finfusion models download NAME` fetches a folder when asked.
+
+The config is read as plain JSON. Its distribution is described by uni2ts class paths (`_target_`); they are
+matched by name against the components finfusion implements and never imported or instantiated, so a crafted
+config cannot run code. Weights are read with safetensors and loaded strictly: a missing, extra or misshapen tensor
+is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finfusion.errors import FinfusionError
+from finfusion.models.moirai.distribution import FIXED_SCALE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+#: uni2ts distribution class names -> finfusion mixture components.
+COMPONENT_CLASSES = {
+    "StudentTOutput": "student_t",
+    "NormalFixedScaleOutput": "normal_fixed_scale",
+    "NegativeBinomialOutput": "negative_binomial",
+    "LogNormalOutput": "log_normal",
+    "NormalOutput": "normal",
+}
+#: Published checkpoints `finfusion models download` knows: name -> hub repository.
+PUBLISHED = {
+    "moirai-1.0-R-small": "Salesforce/moirai-1.0-R-small",
+    "moirai-1.0-R-base": "Salesforce/moirai-1.0-R-base",
+    "moirai-1.0-R-large": "Salesforce/moirai-1.0-R-large",
+    "moirai-1.1-R-small": "Salesforce/moirai-1.1-R-small",
+    "moirai-1.1-R-base": "Salesforce/moirai-1.1-R-base",
+    "moirai-1.1-R-large": "Salesforce/moirai-1.1-R-large",
+}
+
+
+@dataclass(frozen=True)
+class PublishedConfig:
+    """`MoiraiModule` arguments read from a published config.json."""
+
+    d_model: int
+    num_layers: int
+    patch_sizes: tuple[int, ...]
+    max_seq_len: int
+    attn_dropout_p: float
+    dropout_p: float
+    scaling: bool
+    components: tuple[str, ...]
+    fixed_scale: float
+
+    def module_arguments(self) -> dict[str, Any]:
+        return {
+            "d_model": self.d_model,
+            "num_layers": self.num_layers,
+            "patch_sizes": self.patch_sizes,
+            "max_seq_len": self.max_seq_len,
+            "attn_dropout_p": self.attn_dropout_p,
+            "dropout_p": self.dropout_p,
+            "scaling": self.scaling,
+            "components": self.components,
+            "fixed_scale": self.fixed_scale,
+        }
+
+
+def _field(raw: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    if key not in raw:
+        raise FinfusionError(f"{path}: field '{key}' is missing")
+    value = raw[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise FinfusionError(f"{path}: field '{key}' is {value!r}, expected an integer")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise FinfusionError(f"{path}: field '{key}' is {value!r}, expected a number")
+    if kind is bool and not isinstance(value, bool):
+        raise FinfusionError(f"{path}: field '{key}' is {value!r}, expected true or false")
+    return value
+
+
+def _components(raw: Any, path: Path) -> tuple[tuple[str, ...], float]:
+    """The mixture's component names and the fixed normal's scale, from `distr_output` (class paths matched by
+    their last name only)."""
+    if not isinstance(raw, dict) or not str(raw.get("_target_", "")).endswith(".MixtureOutput"):
+        raise FinfusionError(f"{path}: field 'distr_output' is not a MixtureOutput ({raw!r})")
+    parts = raw.get("components")
+    if not isinstance(parts, list) or not parts:
+        raise FinfusionError(f"{path}: field 'distr_output.components' is not a list of components")
+    names, fixed_scale = [], FIXED_SCALE
+    for index, part in enumerate(parts):
+        target = str(part.get("_target_", "")) if isinstance(part, dict) else ""
+        name = COMPONENT_CLASSES.get(target.rsplit(".", 1)[-1])
+        if name is None:
+            raise FinfusionError(
+                f"{path}: field 'distr_output.components[{index}]' is {target or part!r}; "
+                f"known: {', '.join(COMPONENT_CLASSES)}"
+            )
+        if name == "normal_fixed_scale":
+            fixed_scale = float(_field(part, "scale", float, path)) if "scale" in part else FIXED_SCALE
+        names.append(name)
+    return tuple(names), fixed_scale
+
+
+def read_config(folder: Path) -> PublishedConfig:
+    """The checkpoint folder's config.json as `PublishedConfig`; one FinfusionError line naming the file and field
+    for anything missing or malformed."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FinfusionError(
+            f"{folder}: no {CONFIG_FILE} (a Moirai checkpoint folder holds config.json and "
+            f"{WEIGHTS_FILE}; `finfusion models download moirai-1.1-R-small` fetches one)"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FinfusionError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise FinfusionError(f"{path}: expected a JSON object")
+    sizes = raw.get("patch_sizes")
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(p, int) and p > 0 for p in sizes):
+        raise FinfusionError(f"{path}: field 'patch_sizes' is {sizes!r}, expected a list of positive integers")
+    components, fixed_scale = _components(raw.get("distr_output"), path)
+    return PublishedConfig(
+        d_model=_field(raw, "d_model", int, path),
+        num_layers=_field(raw, "num_layers", int, path),
+        patch_sizes=tuple(sizes),
+        max_seq_len=_field(raw, "max_seq_len", int, path),
+        attn_dropout_p=float(_field(raw, "attn_dropout_p", float, path)),
+        dropout_p=float(_field(raw, "dropout_p", float, path)),
+        scaling=_field(raw, "scaling", bool, path) if "scaling" in raw else True,
+        components=components,
+        fixed_scale=fixed_scale,
+    )
+
+
+def load_published(folder: str | Path, **overrides: float) -> Any:
+    """A `MoiraiModule` with the weights of the checkpoint in `folder` (strict: every tensor must match);
+    `overrides` set the dropouts for fine-tuning."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from finfusion.models.moirai.module import MoiraiModule
+
+    folder = Path(folder)
+    config = read_config(folder)
+    module = MoiraiModule(**{**config.module_arguments(), **overrides})
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise FinfusionError(f"{folder}: no {WEIGHTS_FILE}")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise FinfusionError(f"{path}: not a safetensors file ({exc})") from exc
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        what = f"missing tensor '{missing[0]}'" if missing else f"unexpected tensor '{extra[0]}'"
+        raise FinfusionError(f"{path}: {what} for the architecture of {folder / CONFIG_FILE}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise FinfusionError(
+                f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
+            )
+    module.load_state_dict(state, strict=True)
+    return module
