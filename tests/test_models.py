@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from finfusion.errors import FinfusionError
 from finfusion.models.base import target_positions
-from finfusion.models.baselines import Drift, RandomWalk
+from finfusion.models.baselines import Drift, RandomWalk, SeasonalNaive
 from finfusion.models.dlinear import DLinear
 from finfusion.models.hf_time_series import HFTimeSeriesTransformer
 from finfusion.models.lightgbm_baseline import LightGBMForecaster
@@ -201,6 +201,35 @@ def test_drift_golden_values() -> None:
     assert torch.allclose(returns, torch.tensor([[[7.0 / 3.0], [7.0 / 3.0]]]))
     with pytest.raises(ValueError, match="space"):
         Drift(horizon=1, space="price")  # type: ignore[arg-type]
+
+
+def test_seasonal_naive_golden_values() -> None:
+    past = torch.tensor([[[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]]])
+    mask = torch.tensor([[True, True, True, True, False, True]])
+    point = SeasonalNaive(horizon=5, season=3).predict({"past": past, "past_mask": mask})["point"]
+    # steps repeat past[3], past[4] (not observed: NaN), past[5], then again
+    values = point[0, :, 0].tolist()
+    assert values[0] == 4.0 and values[2] == 6.0 and values[3] == 4.0
+    assert math.isnan(values[1]) and math.isnan(values[4])
+    with pytest.raises(ValueError, match="at least season 7"):
+        SeasonalNaive(horizon=2, season=7).predict({"past": past})
+
+
+def test_baseline_quantiles_are_the_point_plus_the_windows_own_errors() -> None:
+    returns = torch.tensor([[[-2.0], [0.0], [1.0], [5.0], [1.0]]])  # mean 1
+    levels = [0.25, 0.5, 0.75]
+    batch = {"past": returns, "past_mask": torch.ones(1, 5, dtype=torch.bool)}
+    walk = RandomWalk(horizon=2, quantile_levels=levels).predict(batch)
+    centred = torch.quantile(returns[0, :, 0] - 1.0, torch.tensor(levels))
+    assert walk["quantiles"].shape == (1, 2, 1, 3)
+    torch.testing.assert_close(walk["quantiles"][0, 1, 0], centred)
+    drift = Drift(horizon=2, quantile_levels=levels).predict(batch)
+    torch.testing.assert_close(drift["quantiles"][0, 0, 0], 1.0 + centred)
+    seasonal = SeasonalNaive(horizon=1, season=2, quantile_levels=levels).predict(batch)
+    differences = torch.tensor([3.0, 5.0, 0.0])  # r_t - r_(t-2)
+    torch.testing.assert_close(seasonal["quantiles"][0, 0, 0], 5.0 + torch.quantile(differences, torch.tensor(levels)))
+    with pytest.raises(ValueError, match="space 'return' only"):
+        RandomWalk(horizon=1, space="level", quantile_levels=levels)
 
 
 def test_lightgbm_fits_predicts_finite_and_deterministic() -> None:

@@ -239,6 +239,16 @@ class Lake:
                 paths += [base / partition / name for partition, name in table.files.items()]
         return sorted(paths)
 
+    def symbols(self, kind: str, dataset: str, freq: str | None = None) -> list[str]:
+        """The symbols of a symbol-partitioned dataset, sorted, read off its committed files' paths (no data read)."""
+        found = {
+            part.split("=", 1)[1]
+            for path in self.files(kind, dataset, freq)
+            for part in path.parent.parts
+            if part.startswith("symbol=")
+        }
+        return sorted(found)
+
     def read(
         self,
         kind: str,

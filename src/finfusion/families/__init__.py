@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "forecast": "finfusion.families.forecast:FAMILY",
     "movement": "finfusion.families.movement:FAMILY",
     "portfolio": "finfusion.families.portfolio:FAMILY",
+    "universal": "finfusion.families.universal:FAMILY",
 }
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from finfusion.families.pipeline import LoadedRun
     from finfusion.forecasting.data import ExperimentData
     from finfusion.forecasting.forecast import Forecasts
+    from finfusion.forecasting.walk_forward import Evaluation
 
 
 def _data_keys() -> dict[str, Any]:
@@ -156,26 +157,32 @@ class ForecastFamily(Family):
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.evaluation.run_layout import missing_parts
-        from finfusion.forecasting.results import write_results
         from finfusion.forecasting.walk_forward import evaluate_experiment
 
         evaluation = evaluate_experiment(cfg, run_dir, progress=progress)
-        notes = [
-            f"Diebold-Mariano {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}"
-            for test in evaluation.metrics.significance
-        ]
-        notes.append(f"report: {run_dir / 'report' / 'report.html'}")
-        notes += [f"  missing: {part}" for part in missing_parts(run_dir)]
+        return scored_result(evaluation, cfg, run_dir, [f"  missing: {part}" for part in missing_parts(run_dir)])
 
-        def page(path: Path, command: str, title: str) -> Path:
-            return write_results(path, evaluation, cfg, command, title)
 
-        return EvaluationResult(
-            models=evaluation.metrics.models,
-            baselines=tuple(evaluation.metrics.baselines),
-            notes=tuple(notes),
-            write_page=page,
-        )
+def scored_result(evaluation: Evaluation, cfg: DictConfig, run_dir: Path, extra: list[str]) -> EvaluationResult:
+    """The `EvaluationResult` of scored forecasts: metrics, one line per Diebold-Mariano test (its loss named), the
+    report's path and the results page writer."""
+    from finfusion.forecasting.results import write_results
+
+    notes = [
+        f"Diebold-Mariano ({test['loss']}) {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}"
+        for test in evaluation.metrics.significance
+    ]
+    notes.append(f"report: {run_dir / 'report' / 'report.html'}")
+
+    def page(path: Path, command: str, title: str) -> Path:
+        return write_results(path, evaluation, cfg, command, title)
+
+    return EvaluationResult(
+        models=evaluation.metrics.models,
+        baselines=tuple(evaluation.metrics.baselines),
+        notes=tuple(notes + extra),
+        write_page=page,
+    )
 
 
 FAMILY = ForecastFamily()

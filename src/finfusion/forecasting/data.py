@@ -88,9 +88,9 @@ def synthetic_config(options: Mapping[str, Any]) -> SyntheticConfig:
     return SyntheticConfig(**values)
 
 
-def load_bars(options: Mapping[str, Any]) -> pl.DataFrame:
-    """The bars of the data part, making the synthetic market in the lake first when asked and absent (a stored one
-    must have been made with the same `synthetic` settings)."""
+def ensure_bars(options: Mapping[str, Any]) -> Lake:
+    """The data part's lake, with the synthetic market made in it first when the source is synthetic and it is absent
+    (a stored one must have been made with the same `synthetic` settings)."""
     lake = Lake(options["lake"])
     dataset, freq = str(options["dataset"]), str(options["freq"])
     if options["source"] == "synthetic":
@@ -100,6 +100,13 @@ def load_bars(options: Mapping[str, Any]) -> pl.DataFrame:
             make_and_ingest(lake, synthetic_config(options["synthetic"]), dataset=dataset)
     elif options["source"] not in ("lake", "synthetic"):
         raise FinfusionError(f"data.source must be 'lake' or 'synthetic', got {options['source']!r}")
+    return lake
+
+
+def load_bars(options: Mapping[str, Any]) -> pl.DataFrame:
+    """The bars of the data part (`ensure_bars`)."""
+    lake = ensure_bars(options)
+    dataset, freq = str(options["dataset"]), str(options["freq"])
     symbols = options["symbols"]
     bars = lake.read("bars", dataset, freq=freq, symbols=list(symbols) if symbols else None)
     if bars.height == 0:

@@ -47,7 +47,7 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "",
         f"Machine: {machine()}.",
         "",
-        f"Walk-forward with refit: {evaluation.folds} folds, {evaluation.windows:,} scored test windows "
+        f"Design: {evaluation.design}; {evaluation.folds} fold(s), {evaluation.windows:,} scored test windows "
         "(every model scored on the same windows).",
         "",
         "| fold | first test decision | last test decision |",

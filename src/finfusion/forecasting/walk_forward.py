@@ -237,6 +237,8 @@ class Evaluation:
     windows: int
     forecasts: dict[str, Forecasts] = field(repr=False)
     fold_bounds: list[tuple[int, int]] = field(default_factory=list)
+    #: How the test windows were produced, for the results page.
+    design: str = "walk-forward with refit"
 
 
 def fit_fold(cfg: DictConfig, data: ExperimentData, run_dir: Path) -> Capabilities:

@@ -15,6 +15,7 @@ _BUILTIN: dict[str, str] = {
     "dlinear": "finfusion.models.dlinear:DLinear",
     "random_walk": "finfusion.models.baselines:RandomWalk",
     "drift": "finfusion.models.baselines:Drift",
+    "seasonal_naive": "finfusion.models.baselines:SeasonalNaive",
     "lightgbm": "finfusion.models.lightgbm_baseline:LightGBMForecaster",
     "hf_tst": "finfusion.models.hf_time_series:HFTimeSeriesTransformer",
     "multimodal_diffusion": "finfusion.models.multimodal.forecaster:MultimodalDiffusionForecaster",

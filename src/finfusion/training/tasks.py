@@ -269,6 +269,8 @@ TASKS: dict[str, type[_Task] | str] = {
     "forecast": ForecastTask,
     "movement": MovementTask,
     "generative": "finfusion.training.generative_task:GenerativeForecastTask",
+    # the universal family's pre-training: the same NLL training of a generative model on its shards
+    "pretrain": "finfusion.training.generative_task:GenerativeForecastTask",
     "portfolio": "finfusion.training.portfolio_task:PortfolioTask",
 }
 

@@ -1,5 +1,6 @@
 """The published Moirai 1.x checkpoints, read from a local folder (`config.json` + `model.safetensors`, as the hub
-holds them). Nothing here downloads: `finfusion models download NAME` fetches a folder when asked.
+holds them), or a finfusion run of a Moirai model (a pre-training run: `config.yaml` + `model.safetensors`). Nothing
+here downloads: `finfusion models download NAME` fetches a folder when asked.
 
 The config is read as plain JSON. Its distribution is described by uni2ts class paths (`_target_`); they are
 matched by name against the components finfusion implements and never imported or instantiated, so a crafted
@@ -19,6 +20,9 @@ from finfusion.models.moirai.distribution import FIXED_SCALE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: A finfusion run folder of a Moirai model: its config and the prefix of the module's weights in its state dict.
+RUN_CONFIG = "config.yaml"
+RUN_PREFIX = "module."
 #: uni2ts distribution class names -> finfusion mixture components.
 COMPONENT_CLASSES = {
     "StudentTOutput": "student_t",
@@ -102,10 +106,37 @@ def _components(raw: Any, path: Path) -> tuple[tuple[str, ...], float]:
     return tuple(names), fixed_scale
 
 
+def _run_config(folder: Path) -> PublishedConfig:
+    """The architecture a finfusion run of a Moirai model stored (`model.architecture` of its config.yaml)."""
+    from finfusion.config import load_config
+
+    path = folder / RUN_CONFIG
+    model = load_config(path).get("model") or {}
+    architecture = model.get("architecture")
+    if model.get("name") != "moirai" or architecture is None:
+        raise FinfusionError(f"{path}: not a run of a Moirai model (no model.architecture)")
+    try:
+        return PublishedConfig(
+            d_model=int(architecture["d_model"]),
+            num_layers=int(architecture["num_layers"]),
+            patch_sizes=tuple(int(p) for p in architecture["patch_sizes"]),
+            max_seq_len=int(architecture["max_seq_len"]),
+            attn_dropout_p=float(model.get("attn_dropout", 0.0)),
+            dropout_p=float(model.get("dropout", 0.0)),
+            scaling=bool(architecture["scaling"]),
+            components=tuple(str(c) for c in architecture["components"]),
+            fixed_scale=float(architecture["fixed_scale"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FinfusionError(f"{path}: field 'model.architecture' is incomplete or malformed ({exc})") from exc
+
+
 def read_config(folder: Path) -> PublishedConfig:
-    """The checkpoint folder's config.json as `PublishedConfig`; one FinfusionError line naming the file and field
-    for anything missing or malformed."""
+    """The checkpoint folder's config.json (or, for a finfusion run folder, its config.yaml) as `PublishedConfig`;
+    one FinfusionError line naming the file and field for anything missing or malformed."""
     path = folder / CONFIG_FILE
+    if not path.is_file() and (folder / RUN_CONFIG).is_file():
+        return _run_config(folder)
     if not path.is_file():
         raise FinfusionError(
             f"{folder}: no {CONFIG_FILE} (a Moirai checkpoint folder holds config.json and "
@@ -152,6 +183,8 @@ def load_published(folder: str | Path, **overrides: float) -> Any:
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
         raise FinfusionError(f"{path}: not a safetensors file ({exc})") from exc
+    if not (folder / CONFIG_FILE).is_file():  # a finfusion run: the forecaster's weights, the module under "module."
+        state = {key.removeprefix(RUN_PREFIX): value for key, value in state.items() if key.startswith(RUN_PREFIX)}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

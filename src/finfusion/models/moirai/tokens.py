@@ -7,8 +7,8 @@ N = T (Nc + Nh) + (C - T) Nc tokens per sample.
 Per sample, each target variate is Nc context patches then Nh patches to forecast (`prediction_mask`); each other
 channel is a past-only covariate of Nc context patches. The context is left-padded to Nc p bars and the horizon
 right-padded to Nh p; leading patches with no bar at all are padding (sample_id 0), other missing bars are
-unobserved values. Time ids count the patches from the first one with a bar; the horizon's continue them. Variate
-ids: the targets 0..T-1, then the covariates.
+unobserved values, as are values that are not finite (a covariate's warm-up). Time ids count the patches from the
+first one with a bar; the horizon's continue them. Variate ids: the targets 0..T-1, then the covariates.
 
 Packing puts several samples' non-padding tokens into one row (first fit, longest first), each with its own
 sample id, so that short samples (early windows, few variates) waste no compute; attention and the scaler never mix
@@ -69,9 +69,9 @@ def window_tokens(
     batch, _, channels = past.shape
     targets = list(target_index)
     covariates = [c for c in range(channels) if c not in targets]
-    bar_exists = past_mask.bool()[..., None].expand(-1, -1, channels)
-    values = torch.where(bar_exists, past, torch.zeros_like(past))
-    context, context_seen = _patches(values, bar_exists, patch, width, left=True)  # [B, C, Nc, P]
+    seen = past_mask.bool()[..., None] & torch.isfinite(past)  # a missing value (e.g. in a warm-up) is unobserved
+    values = torch.where(seen, past, torch.zeros_like(past))
+    context, context_seen = _patches(values, seen, patch, width, left=True)  # [B, C, Nc, P]
     n_context = context.shape[2]
     any_bar = context_seen.any(-1)  # [B, C, Nc]
     started = any_bar.any(1).cumsum(-1) > 0  # [B, Nc]: at or after the first patch with a bar
@@ -82,7 +82,7 @@ def window_tokens(
         future_mask = torch.zeros(batch, horizon, dtype=torch.bool, device=past.device)
     elif future_mask is None:
         future_mask = torch.ones(batch, horizon, dtype=torch.bool, device=past.device)
-    ahead_seen = future_mask.bool()[..., None].expand(-1, -1, len(targets))
+    ahead_seen = future_mask.bool()[..., None] & torch.isfinite(future)
     ahead, ahead_seen = _patches(torch.where(ahead_seen, future, 0.0), ahead_seen, patch, width, left=False)
     ahead_time = context_time.max(-1, keepdim=True).values + 1 + torch.arange(n_horizon, device=past.device)
 

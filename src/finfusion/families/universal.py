@@ -1,0 +1,151 @@
+"""The universal family: pre-training a forecaster on many assets of a lake (Moirai, seed 003), forecasting assets it
+never saw.
+
+- Config: `data` (forecasting/universal.py UNIVERSAL_DEFAULTS), `model` (a generative forecaster: moirai), `task`
+  (pretrain: the generative task's NLL training on these samples), `optim`, `trainer`, `evaluation`
+  (UNIVERSAL_EVALUATION: the assets to forecast, baselines, Diebold-Mariano settings).
+- Samples: windows from the iterative per-asset builder's shards (samples/universal.py): `past` [L, C] (the target
+  ret_1 then the covariates), `past_mask` [L], `future` [H, 1], `future_mask` [H], `symbol_index`, `origin_us`.
+- State: the split instants, the universe and the columns.
+- Predictions: the lake's forecasts table (dataset = run name), like the forecast family's.
+- Evaluation: pre-training with selection on validation, then the test span of `evaluation.symbols` forecast once.
+
+A pre-training run is also a checkpoint folder: a forecast experiment starts from it with `model.pretrained=RUN`
+(zero-shot with `trainer.max_epochs=0`, fine-tuned otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+from finfusion.errors import FinfusionError
+from finfusion.families.base import (
+    FREE,
+    EvaluationResult,
+    Family,
+    FamilyData,
+    LazySections,
+    Progress,
+    Sources,
+    trainer_keys,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from finfusion.data.lake import Lake
+    from finfusion.families.forecast import ForecastPredictions
+    from finfusion.families.pipeline import LoadedRun
+
+
+def _data_keys() -> dict[str, Any]:
+    from finfusion.forecasting.universal import UNIVERSAL_DEFAULTS
+
+    return {**UNIVERSAL_DEFAULTS, "split": dict.fromkeys(("train_end", "val_end")), "synthetic": FREE}
+
+
+def _evaluation_keys() -> dict[str, Any]:
+    from finfusion.forecasting.universal import UNIVERSAL_EVALUATION
+
+    return {**UNIVERSAL_EVALUATION, "baselines": FREE, "costs": FREE}
+
+
+class UniversalFamily(Family):
+    name = "universal"
+    table = "forecasts"
+    tasks = ("pretrain",)
+    spans = ("test", "val")
+    sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
+
+    def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
+        from torch.utils.data import DataLoader
+
+        from finfusion.forecasting.universal import shards_for, split_instants, split_masks, universal_options
+        from finfusion.samples.universal import ShardWindows
+        from finfusion.samples.windows import collate
+
+        options = universal_options(cfg.data)
+        if state is None:
+            train_end, val_end = split_instants(options)
+            index = shards_for(options)
+        else:
+            train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
+            index = shards_for(options, list(state["symbols"]))
+            if index.columns != list(state["columns"]):
+                raise FinfusionError(
+                    f"the run was trained on columns {state['columns']}, the data gives {index.columns}"
+                )
+        windows = ShardWindows(index)
+        masks = split_masks(windows, train_end, val_end)
+        batch_size, workers = int(options["batch_size"]), int(options["num_workers"])
+
+        def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
+            del seed  # shuffled by torch's global RNG, seeded per (seed, epoch) by the trainer (training/resume.py)
+            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate)
+
+        return FamilyData(
+            train=windows.subset(masks["train"]),
+            val=windows.subset(masks["val"]),
+            test=windows.subset(masks["test"]),
+            loader=loader,
+            model_arguments={
+                "n_channels": len(index.columns),
+                "target_index": [0],
+                "context_length": int(options["lookback"]),
+                "horizon": int(options["horizon"]),
+                "freq": str(options["freq"]),
+            },
+            state={
+                "train_end_us": train_end,
+                "val_end_us": val_end,
+                "symbols": index.symbols,
+                "columns": index.columns,
+            },
+            extra={"options": options},
+        )
+
+    def predict(self, run: LoadedRun, span: str) -> ForecastPredictions:
+        from finfusion.families.forecast import ForecastPredictions
+        from finfusion.forecasting.universal import forecasts_of
+
+        return ForecastPredictions(forecasts_of(run.model, getattr(run.data, span)), None)
+
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        from finfusion.families.forecast import FAMILY as FORECAST
+
+        return FORECAST.serving_config(cfg, lake, sources, train_end, val_end)  # the same data keys: lake, split
+
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        import numpy as np
+        import polars as pl
+
+        from finfusion.data.calendar import to_us
+        from finfusion.forecasting.forecast import lake_frame
+        from finfusion.forecasting.universal import forecasts_of
+        from finfusion.samples.universal import ShardWindows
+
+        everything = ShardWindows(run.data.test.index)
+        origins = everything.column("origin_us")
+        first = -np.inf if start is None else int(to_us(pl.Series([start]))[0])
+        chosen = everything.subset((origins > first) & (origins <= int(to_us(pl.Series([end]))[0])))
+        return lake_frame(forecasts_of(run.model, chosen))
+
+    def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
+        from finfusion.families.forecast import scored_result
+        from finfusion.families.pipeline import train_run
+        from finfusion.forecasting.universal import score_test_span
+
+        progress(f"pre-training {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
+        run = train_run(cfg, run_dir / "model", resume="never")
+        evaluation = score_test_span(cfg, run.model, run.data.model_arguments, run_dir, progress)
+        return scored_result(evaluation, cfg, run_dir, [])
+
+
+FAMILY = UniversalFamily()
