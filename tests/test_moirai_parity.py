@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner, Result
 
+from finfusion.cli import app
 from finfusion.errors import FinfusionError
 from finfusion.models.moirai.published import load_published, read_config
 from finfusion.models.registry import build_model
@@ -98,3 +100,42 @@ def test_the_forecaster_starts_from_a_published_checkpoint_and_stores_its_archit
     assert stored["pretrained"] is None and stored["architecture"]["patch_sizes"] == [4, 8]
     rebuilt = build_model("moirai", n_channels=2, context_length=16, horizon=4, patch_size=4, **stored)
     assert rebuilt.module.state_dict().keys() == model.module.state_dict().keys()
+
+
+def hub_copy(www: Path, name: str, weights: bytes | None = None) -> None:
+    """The fixture checkpoint laid out as a hub serves it: <repository>/resolve/main/<file>."""
+    folder = www / "Salesforce" / name / "resolve" / "main"
+    folder.mkdir(parents=True)
+    shutil.copy(FIXTURES / "checkpoint" / "config.json", folder / "config.json")
+    if weights is None:
+        shutil.copy(FIXTURES / "checkpoint" / "model.safetensors", folder / "model.safetensors")
+    else:
+        (folder / "model.safetensors").write_bytes(weights)
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_models_download_fetches_checks_and_places_a_checkpoint(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, www = http_folder
+    hub_copy(www, "moirai-1.1-R-small")
+    result = cli("models", "download", "moirai-1.1-R-small", "--to", str(tmp_path / "models"), "--endpoint", url)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "models" / "moirai-1.1-R-small"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert f"model.pretrained={folder}" in result.output
+    assert load_published(folder).d_model == 128
+
+
+def test_a_download_that_does_not_load_leaves_nothing(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, www = http_folder
+    hub_copy(www, "moirai-1.1-R-base", weights=b"not weights")
+    result = cli("models", "download", "moirai-1.1-R-base", "--to", str(tmp_path / "models"), "--endpoint", url)
+    assert result.exit_code != 0
+    assert "model.safetensors: not a safetensors file" in result.stderr
+    assert list((tmp_path / "models").iterdir()) == []
+    missing = cli("models", "download", "moirai-1.1-R-large", "--to", str(tmp_path / "models"), "--endpoint", url)
+    assert missing.exit_code != 0 and "could not download" in missing.stderr
+    unknown = cli("models", "download", "moirai-9", "--endpoint", url)
+    assert unknown.exit_code != 0 and "unknown checkpoint 'moirai-9'" in unknown.stderr

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import io
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,29 +130,6 @@ def test_news_price_download_through_datasets_from_a_local_folder(tmp_path: Path
     assert pl.read_parquet(out / "train.parquet").height == 2
     with pytest.raises(DownloadError):
         download_news_price(tmp_path / "out2", str(tmp_path / "no-such-repo"))
-
-
-@pytest.fixture
-def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP server over a temporary folder: (base url, folder)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_download_checks_digests_before_ingesting(tmp_path: Path, http_folder: tuple[str, Path]) -> None:

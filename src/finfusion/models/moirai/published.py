@@ -31,6 +31,8 @@ COMPONENT_CLASSES = {
     "LogNormalOutput": "log_normal",
     "NormalOutput": "normal",
 }
+#: Where published checkpoints are fetched from (a mirror: `--endpoint` or HF_ENDPOINT).
+HUB = "https://huggingface.co"
 #: Published checkpoints `finfusion models download` knows: name -> hub repository.
 PUBLISHED = {
     "moirai-1.0-R-small": "Salesforce/moirai-1.0-R-small",
@@ -198,3 +200,29 @@ def load_published(folder: str | Path, **overrides: float) -> Any:
             )
     module.load_state_dict(state, strict=True)
     return module
+
+
+def download_published(name: str, folder: Path, endpoint: str = HUB) -> Path:
+    """Fetch the published checkpoint `name` (PUBLISHED) into `folder` (config.json + model.safetensors from
+    `endpoint`/<repository>/resolve/main/), then load it strictly; a download that does not load is removed.
+    Runs only when a user asks (`finfusion models download`)."""
+    from finfusion.data.download import fetch
+
+    if name not in PUBLISHED:
+        raise FinfusionError(f"unknown checkpoint '{name}'; known: {', '.join(PUBLISHED)}")
+    base = f"{endpoint.rstrip('/')}/{PUBLISHED[name]}/resolve/main"
+    staging = folder.with_name(f".{folder.name}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        for file in (CONFIG_FILE, WEIGHTS_FILE):
+            fetch(f"{base}/{file}", staging / file)
+        load_published(staging)
+    except FinfusionError:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        raise FinfusionError(f"{folder} already exists: remove it or download to another folder (--to)")
+    staging.rename(folder)
+    return folder
