@@ -104,3 +104,26 @@ def test_a_pretraining_run_is_a_checkpoint_a_forecast_model_starts_from(market: 
                           pretrained=str(tmp_path / "run"))  # fmt: skip
     for name, tensor in run.model.module.state_dict().items():
         torch.testing.assert_close(started.module.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_two_process_ddp_on_cpu_trains_the_universal_family(market: Path, tmp_path: Path) -> None:
+    """`trainer.strategy=ddp` with 2 CPU processes (gloo) through `finfusion train`: both ranks train on their share
+    of the batches and rank 0 writes the run folder."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "finfusion", "train", "--config", "moirai_pretrain_synthetic", "--run", str(run),
+        "--lake", str(market), "data.source=lake", "data.dataset=syn", "data.symbols=3", "data.lookback=32",
+        "data.horizon=4", "data.stride=4", "data.split.train_end=2019-06-01", "data.split.val_end=2019-09-01",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+        "trainer.loggers=[csv]", "model.num_samples=4", "task.val_num_samples=2", "data.batch_size=16",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MEMBER: 1/2" in done.stderr and "MEMBER: 2/2" in done.stderr
+    assert {"config.yaml", "model.safetensors", "state.json"} <= {p.name for p in run.iterdir()}

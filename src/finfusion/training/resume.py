@@ -7,7 +7,8 @@ What a resumed step computes is a pure function of the checkpoint and the traine
   python (and the loader's own generator, if it has one) from (seed, epoch) and hands the epoch to every sampler and
   the dataset of the loader that have `set_epoch`, so an epoch's batches depend on (seed, epoch) only, never on how
   many epochs this process ran. The checkpoint records how many batches of which epoch were served, and a resumed
-  run skips those;
+  run skips those. In a distributed run (DDP / FSDP through Lightning) every process orders the epoch alike and
+  serves every world-th batch (rank r: batches r, r + world, ...), the same number in each (the remainder dropped);
 - **the randomness of a step** (dropout, sampling): `ExactResume` seeds torch, numpy and python from
   (seed, epoch, batch) before each training batch, so nothing drawn outside the training steps (validation, a
   loader's worker seed, the skipped batches) shifts it;
@@ -57,6 +58,13 @@ def seed_all(*key: int) -> int:
     return seed
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, number of processes) of a distributed run (DDP / FSDP through Lightning), else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class ResumableBatches:
     """The training batches of `loader`, epoch after epoch, as a pure function of (seed, epoch); see the module
     docstring. Lightning calls `sampler.set_epoch` before each epoch (`sampler` is this object) and
@@ -84,7 +92,8 @@ class ResumableBatches:
                 part.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        _, world = _rank_and_world()
+        return len(self.loader) // world if world > 1 else len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         seed = seed_all(self.seed, _EPOCH_STREAM, self.epoch)
@@ -93,7 +102,11 @@ class ResumableBatches:
         skip = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
         self._resume = None
         self.served = 0
-        for batch in self.loader:
+        rank, world = _rank_and_world()
+        share = len(self)
+        for position, batch in enumerate(self.loader):
+            if world > 1 and (position % world != rank or position >= share * world):
+                continue  # another process's batch (every process orders the epoch alike, from the same seed)
             self.served += 1
             if self.served > skip:
                 yield batch

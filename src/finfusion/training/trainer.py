@@ -68,6 +68,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "max_steps": -1,
     "accelerator": "auto",
     "devices": 1,
+    # Lightning strategies: auto, ddp (several processes; gloo on CPUs), fsdp, deepspeed, ...
+    "strategy": "auto",
     "precision": "auto",
     "gradient_clip_val": 1.0,
     "gradient_clip_algorithm": "norm",
@@ -91,6 +93,7 @@ _PASSTHROUGH = (
     "max_steps",
     "accelerator",
     "devices",
+    "strategy",
     "gradient_clip_val",
     "gradient_clip_algorithm",
     "accumulate_grad_batches",
@@ -111,6 +114,13 @@ def trainer_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     given = plain(cfg)
     merged = OmegaConf.merge(OmegaConf.create(TRAINER_DEFAULTS), OmegaConf.create(given))
     return OmegaConf.to_container(merged, resolve=True)
+
+
+def is_global_zero() -> bool:
+    """True in the one process that writes a run's files: rank 0 of a distributed run, or a single process."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
 
 
 def resolve_precision(requested: str | int) -> str:
