@@ -187,7 +187,7 @@ def test_the_packed_nll_averages_series_and_packing_does_not_change_it() -> None
     torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-6)
     tokens = model._tokens(batch, with_future=True)
     with torch.no_grad():
-        mixture = model.distribution(tokens)
+        mixture = model.module(*tokens.as_arguments())
     log_prob = mixture.log_prob(tokens.target)
     per_series = []
     for row in range(4):

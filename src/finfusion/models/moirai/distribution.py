@@ -90,21 +90,6 @@ class PatchMixture:
     loc: Tensor
     scale: Tensor
 
-    def select(self, tokens: Tensor, width: int) -> PatchMixture:
-        """The mixture of tokens at positions `tokens` [M] (the same in every row), first `width` values each:
-        parameters [B, M, width]."""
-
-        def cut(x: Tensor) -> Tensor:
-            return x[:, tokens, :width] if x.shape[2] > 1 else x[:, tokens]
-
-        return PatchMixture(
-            self.components,
-            self.log_weights[:, tokens, :width],
-            tuple({name: cut(value) for name, value in params.items()} for params in self.parameters),
-            self.loc[:, tokens],
-            self.scale[:, tokens],
-        )
-
     def log_prob(self, value: Tensor) -> Tensor:
         """Log-density [B, N, P] of values [B, N, P] in the series' units."""
         scaled = (value - self.loc) / self.scale
@@ -162,11 +147,14 @@ class MixtureHead(nn.Module):
             }
         )
 
-    def forward(self, reprs: Tensor, patch_size: Tensor, loc: Tensor, scale: Tensor) -> PatchMixture:
-        logits = self.proj["weights_logits"](reprs, patch_size)  # [B, N, P, K]
+    def forward(
+        self, reprs: Tensor, patch_size: Tensor, loc: Tensor, scale: Tensor, width: int | None = None
+    ) -> PatchMixture:
+        """With `width` (the patch size of every token) the mixture of only the first `width` values of each."""
+        logits = self.proj["weights_logits"](reprs, patch_size, width)  # [B, N, P, K]
         parameters = []
         for name, projections in zip(self.components, self.proj["components"], strict=True):
-            raw = {param: layer(reprs, patch_size).squeeze(-1) for param, layer in projections.items()}
+            raw = {param: layer(reprs, patch_size, width).squeeze(-1) for param, layer in projections.items()}
             parameters.append(component_parameters(name, raw, self.fixed_scale))
         return PatchMixture(self.components, torch.log_softmax(logits, dim=-1), tuple(parameters), loc, scale)
 

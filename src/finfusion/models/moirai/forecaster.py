@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from finfusion.errors import FinfusionError
 from finfusion.models.base import Capabilities, target_positions
-from finfusion.models.moirai.distribution import DEFAULT_COMPONENTS, FIXED_SCALE, PatchMixture, packed_nll
+from finfusion.models.moirai.distribution import DEFAULT_COMPONENTS, FIXED_SCALE, packed_nll
 from finfusion.models.moirai.module import MoiraiModule
 from finfusion.models.moirai.presets import check_token_budget, patch_size_for, preset
 from finfusion.models.moirai.tokens import Tokens, pack, window_tokens
@@ -102,17 +102,22 @@ class Moirai(nn.Module, Capabilities):
             batch.get(FUTURE_MASK) if with_future else None,
         )
 
-    def distribution(self, tokens: Tokens) -> PatchMixture:
-        return self.module(*tokens.as_arguments())
-
     def training_losses(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """{"loss": the mixture NLL of the observed future values, per (window, target) series}."""
         tokens = self._tokens(batch, with_future=True)
         if self.pack_rows:
             tokens = pack(tokens, self.pack_rows)
-        distribution = self.distribution(tokens)
+        keep, width = tokens.prediction_mask, self.patch_size
+        mixture = self.module.predictive(*tokens.as_arguments(), width=width)
+        rows = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+        series = rows * (int(tokens.sample_id.max()) + 1) + tokens.sample_id[keep]  # (row, sample) made unique
         loss = packed_nll(
-            distribution, tokens.target, tokens.prediction_mask, tokens.observed, tokens.sample_id, tokens.variate_id
+            mixture,
+            tokens.target[keep][None, :, :width],
+            torch.ones_like(series, dtype=torch.bool)[None],
+            tokens.observed[keep][None, :, :width],
+            series[None],
+            tokens.variate_id[keep][None],
         )
         return {"loss": loss}
 
@@ -121,8 +126,7 @@ class Moirai(nn.Module, Capabilities):
         """Sampled paths [B, S, H, T]. With `generator` the draws depend only on it (torch's global generator is
         left as it was)."""
         tokens = self._tokens(batch, with_future=False)
-        ahead = self._forecast_tokens(tokens.sample_id.device)
-        distribution = self.distribution(tokens).select(ahead, self.patch_size)
+        distribution = self.module.predictive(*tokens.as_arguments(), width=self.patch_size)  # [1, B T Nh, p]
         count = num_samples or self.num_samples
         if generator is None:
             draws = distribution.sample(count)
@@ -131,14 +135,9 @@ class Moirai(nn.Module, Capabilities):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 draws = distribution.sample(count)
-        paths = draws.unflatten(-2, (len(self.target_index), self.n_horizon)).flatten(-2)[..., : self.horizon]
-        return paths.permute(1, 0, 3, 2)  # [S, B, T, H] -> [B, S, H, T]
-
-    def _forecast_tokens(self, device: torch.device) -> Tensor:
-        """Positions [T Nh] of the forecast tokens in `window_tokens`' layout, target by target."""
-        per_target = self.n_context + self.n_horizon
-        ahead = torch.arange(self.n_context, per_target, device=device)
-        return (torch.arange(len(self.target_index), device=device)[:, None] * per_target + ahead).flatten()
+        shape = (tokens.target.shape[0], len(self.target_index), self.n_horizon)
+        paths = draws[:, 0].unflatten(1, shape).flatten(-2)[..., : self.horizon]  # [S, B, T, H]
+        return paths.permute(1, 0, 3, 2)  # [B, S, H, T]
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         samples = self.sample(batch)

@@ -80,6 +80,14 @@ class MultiSizeOutput(nn.Module):
                 _uniform(self.weight[s, : dim * size], d_model)
                 _uniform(self.bias[s, : dim * size], d_model)
 
-    def forward(self, x: Tensor, patch_size: Tensor) -> Tensor:
+    def forward(self, x: Tensor, patch_size: Tensor, width: int | None = None) -> Tensor:
+        """-> [..., P_max, dim]; with `width` (every token's patch size) only its first `width` positions,
+        [..., width, dim], computed from those rows alone."""
+        if width is not None:
+            s = self.patch_sizes.index(width)
+            starts = torch.arange(self.dim, device=x.device)[:, None] * self.width
+            rows = (starts + torch.arange(width, device=x.device)).flatten()
+            out = x @ (self.weight[s] * self.mask[s])[rows].T + self.bias[s][rows]
+            return out.unflatten(-1, (self.dim, width)).transpose(-1, -2)
         out = _by_size(x, patch_size, self.patch_sizes, self.weight * self.mask, self.bias)
         return out.unflatten(-1, (self.dim, self.width)).transpose(-1, -2)
