@@ -62,6 +62,12 @@ TINY: dict[str, list[str]] = {
         "data.stride=4", "data.split.train_end=2019-06-01", "data.split.val_end=2020-01-01", "model.num_samples=4",
         "task.val_num_samples=2",
     ],
+    "moirai_pretrain_kdd17": [
+        "data.dataset=synthetic", "data.symbols=3", "data.lookback=32", "data.horizon=4", "data.stride=4",
+        "data.split.train_end=2019-06-01", "data.split.val_end=2020-01-01", "model.num_samples=4",
+        "task.val_num_samples=2", "evaluation.finetune_epochs=1",
+        "evaluation.baselines=[{label: random_walk, part: random_walk, set: {quantile_levels: [0.1, 0.5, 0.9]}}]",
+    ],
     "cga_daily": ["task.k=2", "data.batch_size=16"],
     "cga_3min": ["task.k=2", "data.bars=synthetic_3m", "data.texts=synthetic_3m", "data.train_end=2020-01-09",
                  "data.val_end=2020-01-13", "data.lookback=20", "data.horizon=10", "data.stride=5", "task.hold=10"],

@@ -4,6 +4,7 @@ temporary files; a pre-training run is a checkpoint a forecast experiment starts
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def test_shards_hold_the_features_and_market_return_of_a_direct_computation(mark
     assert built.shards == ["part-00000", "part-00001", "part-00002"]  # 5 assets in batches of 2
     assert not list((tmp_path / "shards").glob("_tmp-*"))  # each batch's temporary files were removed
     windows = ShardWindows(built)
+    assert np.isfinite(windows.column("past")).all()  # windows start once every covariate's warm-up is over
     bars = Lake(market).read("bars", "syn", freq="1d")
     features = build_features(bars)
     market_return = features.group_by("ts").agg(pl.col("ret_1").drop_nulls().mean().alias(MARKET))
@@ -127,3 +129,34 @@ def test_two_process_ddp_on_cpu_trains_the_universal_family(market: Path, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MEMBER: 1/2" in done.stderr and "MEMBER: 2/2" in done.stderr
     assert {"config.yaml", "model.safetensors", "state.json"} <= {p.name for p in run.iterdir()}
+
+
+def test_a_forecast_experiment_forecasts_zero_shot_from_a_pretraining_run(market: Path, tmp_path: Path) -> None:
+    from finfusion.config import load_config
+    from finfusion.families.pipeline import predict_run, train_run
+
+    common = [f"data.lake={market}", "data.source=lake", "data.dataset=syn", "data.lookback=32", "data.horizon=4",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+              "model.num_samples=4"]  # fmt: skip
+    pretraining = load_config(
+        "moirai_pretrain_synthetic",
+        [
+            *common,
+            "data.symbols=3",
+            "data.stride=4",
+            "data.split.train_end=2019-06-01",
+            "data.split.val_end=2019-09-01",
+            "trainer.max_epochs=1",
+            "task.val_num_samples=2",
+        ],
+    )
+    pretrained = train_run(pretraining, tmp_path / "pretrained", resume="never")
+    zero_shot = load_config(
+        "moirai_synthetic", [*common, "trainer.max_epochs=0", f"model.pretrained={tmp_path / 'pretrained'}"]
+    )
+    run = train_run(zero_shot, tmp_path / "zero_shot", resume="never")
+    for name, tensor in pretrained.model.module.state_dict().items():
+        torch.testing.assert_close(run.model.module.state_dict()[name], tensor, rtol=0, atol=0)
+    shutil.rmtree(tmp_path / "pretrained")  # the run folder alone predicts: it stored the architecture
+    forecasts = predict_run(tmp_path / "zero_shot", "test").forecasts
+    assert len(forecasts) > 0 and np.isfinite(forecasts.point).all()

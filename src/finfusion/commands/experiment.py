@@ -180,5 +180,5 @@ def evaluate(
         words = ["finfusion", "evaluate", "--config", config, *(overrides or []), "--run", str(run_dir)]
         words += ["--markdown", str(markdown), *(["--lake", str(lake)] if lake is not None else [])]
         command = " ".join(shlex.quote(word) for word in words)
-        title = f"Walk-forward results: {cfg.get('name', Path(config).stem)}"
+        title = f"Results: {cfg.get('name', Path(config).stem)}"
         out.print(f"results: {evaluation.write_page(markdown, command, title)}")

@@ -144,7 +144,7 @@ class UniversalFamily(Family):
 
         progress(f"pre-training {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
         run = train_run(cfg, run_dir / "model", resume="never")
-        evaluation = score_test_span(cfg, run.model, run.data.model_arguments, run_dir, progress)
+        evaluation = score_test_span(cfg, run.model, run.data.model_arguments, run.data.loader, run_dir, progress)
         return scored_result(evaluation, cfg, run_dir, [])
 
 

@@ -15,10 +15,12 @@ The `data` part (UNIVERSAL_DEFAULTS):
 The windows are built by the iterative builder into shards under LAKE/_cache/universal/<key>, where the key is a
 digest of the builder settings and the lake's version, so a build is made once and a grown lake gets a new one.
 
-Evaluation (`evaluation.symbols`: the assets to forecast, e.g. ones the model never saw: zero-shot; null: the
-pre-training universe): pre-train with selection on the validation span, then forecast the test span of those assets
-once, against the random walk and seasonal naive with the empirical quantiles of their own errors; CRPS, MSIS, MSE,
-MAE and Diebold-Mariano (evaluation.compare_to, evaluation.dm_loss), the report and the results page.
+Evaluation (`evaluation.symbols`: the assets to forecast, e.g. `unseen`, the ones the model never saw: zero-shot;
+null: the pre-training universe): pre-train with selection on the validation span, then forecast the test span of
+those assets once, against the random walk and seasonal naive with the empirical quantiles of their own errors and
+any other baseline part (a trained one, e.g. patchtst_cpu, fitted on those assets' training span, selected on their
+validation span); with `finetune_epochs` > 0 also the pre-trained model fine-tuned there. CRPS, MSIS, MSE, MAE and
+Diebold-Mariano (evaluation.compare_to, evaluation.dm_loss), the report and the results page.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from omegaconf import DictConfig, OmegaConf
 from finfusion.config import plain
 from finfusion.errors import FinfusionError
 from finfusion.models.base import Capabilities
-from finfusion.samples.universal import DEFAULT_COVARIATES, TARGET, BuilderConfig, ShardIndex, ShardWindows
+from finfusion.samples.universal import (
+    BUILD_VERSION,
+    DEFAULT_COVARIATES,
+    TARGET,
+    BuilderConfig,
+    ShardIndex,
+    ShardWindows,
+)
 
 UNIVERSAL_DEFAULTS: dict[str, Any] = {
     "source": "lake",
@@ -66,6 +75,7 @@ UNIVERSAL_EVALUATION: dict[str, Any] = {
     ],
     "compare_to": ["random_walk", "seasonal_naive"],
     "dm_loss": ["crps", "absolute"],
+    "finetune_epochs": 0,
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
     "periods_per_year": 252,
     "label": None,
@@ -102,7 +112,7 @@ def shards_for(options: Mapping[str, Any], symbols: list[str] | None = None) -> 
     lake: Lake = ensure_bars(options)
     chosen = symbols if symbols is not None else training_universe(lake, options)
     config = builder_config(options, lake.root, None if chosen is None else sorted(chosen))
-    settings = {**config.__dict__, "lake": None, "version": lake.state().version}
+    settings = {**config.__dict__, "lake": None, "version": lake.state().version, "build": BUILD_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = lake.root / "_cache" / "universal" / key
     if (folder / "index.json").is_file():
@@ -191,7 +201,7 @@ def forecasts_of(model: Capabilities, windows: ShardWindows, batch_size: int = 2
         point=joined["point"],
         realised=realised,
         past=joined["past"],
-        levels=tuple(float(q) for q in getattr(model, "quantile_levels", None) or ()) if "quantiles" in joined else (),
+        levels=tuple(float(q) for q in model.quantile_levels) if "quantiles" in joined else (),  # type: ignore[attr-defined]
         quantiles=joined.get("quantiles"),
         samples=joined.get("samples"),
     )
@@ -205,18 +215,28 @@ def evaluation_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def score_test_span(
-    cfg: DictConfig, model: Capabilities, model_arguments: Mapping[str, Any], run_dir: Path, progress: Any
+    cfg: DictConfig,
+    model: Capabilities,
+    model_arguments: Mapping[str, Any],
+    loader: Any,
+    run_dir: Path,
+    progress: Any,
 ) -> Any:
-    """Forecast the test span of `evaluation.symbols` (default: the pre-training universe) once with the trained
-    `model` and the baselines, score them (forecasting/walk_forward.py `score`) and write the report."""
+    """Forecast the test span of `evaluation.symbols` (default: the pre-training universe) once with the pre-trained
+    `model` (zero-shot on assets it never saw), with a copy of it fine-tuned on those assets' own training span when
+    `evaluation.finetune_epochs` > 0, and with the baselines (trained ones, e.g. PatchTST, fitted on that span too;
+    selection on its validation span), score them (forecasting/walk_forward.py `score`) and write the report."""
+    import copy
+
     from finfusion.evaluation.report import write_report
     from finfusion.forecasting.walk_forward import baseline_labels, model_parts, score
     from finfusion.models.build import build_model
     from finfusion.samples.universal import ShardWindows
+    from finfusion.training.fitting import fit_model, seed_everything
 
     options = universal_options(cfg.data)
     evaluation = evaluation_options(cfg)
-    _, val_end = split_instants(options)
+    train_end, val_end = split_instants(options)
     from finfusion.data.lake import Lake
 
     lake = Lake(options["lake"])
@@ -224,17 +244,30 @@ def score_test_span(
     symbols = evaluation_universe(lake, options, evaluation["symbols"])
     index = shards_for(options, symbols)
     windows = ShardWindows(index)
-    test = windows.subset(windows.column("origin_us") >= val_end)
+    spans = split_masks(windows, train_end, val_end)
+    own_train, own_val, test = (windows.subset(spans[name]) for name in ("train", "val", "test"))
     if len(test) == 0:
         raise FinfusionError("evaluation: no test windows after data.split.val_end for evaluation.symbols")
     unseen = sorted(set(index.symbols) - set(trained or index.symbols))
     progress(f"test span: {len(test):,} windows of {len(index.symbols)} assets ({len(unseen)} never seen in training)")
     parts = model_parts(cfg, list(evaluation["baselines"]))
     label = str(evaluation["label"] or cfg.model.name)
-    forecasts = {label: forecasts_of(model, test)}
+    forecasts = {f"{label}_zero_shot" if unseen else label: forecasts_of(model, test)}
+    epochs = int(evaluation["finetune_epochs"])
+    if epochs > 0:
+        tuned_cfg = cfg.copy()
+        tuned_cfg.trainer.max_epochs = epochs
+        tuned = copy.deepcopy(model)
+        progress(f"  fine-tuning {label} for {epochs} epochs on {len(own_train):,} windows of the test assets")
+        fit_model(tuned_cfg, tuned, own_train, own_val, loader, run_dir / "finetuned", resume="never")
+        forecasts[f"{label}_finetuned"] = forecasts_of(tuned, test)
     for name, part in list(parts.items())[1:]:
+        part_cfg = cfg.copy()
+        part_cfg.model = OmegaConf.create(part)
+        seed_everything(part_cfg)
         baseline = build_model(part, model_arguments)
-        forecasts[name] = forecasts_of(baseline.fit(), test)
+        fit_model(part_cfg, baseline, own_train, own_val, loader, run_dir / "baselines" / name, resume="never")
+        forecasts[name] = forecasts_of(baseline, test)
         progress(f"  {name}: forecast {len(test):,} windows")
     scored = score(forecasts, baseline_labels(evaluation["baselines"]), evaluation, run_dir)
     origins = test.column("origin_us")

@@ -14,7 +14,7 @@ OHLCV columns (gap, body, range, volume z-score), technical indicators (RSI, MAC
 cross-asset features (market return, excess return) and market-regime indicators (realised volatility, its
 z-score, the 60-bar trend). Every value is computed from bars at or before its own instant; the market return at t
 averages returns at t, known at t's close. Values are raw (Moirai standardises each variate of each window itself);
-a value still in its warm-up is NaN, which the model treats as unobserved.
+a window starts once every covariate is past its warm-up, so no value in a window is missing unless its bar is.
 
 A shard is a folder of .npy arrays (read memory-mapped, never unpickled): `past` [n, L, C] float32, `past_mask`
 [n, L], `future` [n, H, 1], `future_mask` [n, H], `symbol_index` [n], `origin_us` [n], `target_us` [n, H] (-1 where
@@ -56,6 +56,8 @@ DEFAULT_COVARIATES = (
     "ma_ratio_60",
 )
 INDEX_FILE = "index.json"
+#: The windows' rules; part of a build's cache key, so a change of them never reuses an older build.
+BUILD_VERSION = 2
 ARRAYS = ("past", "past_mask", "future", "future_mask", "symbol_index", "origin_us", "target_us")
 
 
@@ -170,8 +172,8 @@ def asset_features(bars: pl.DataFrame, market: pl.DataFrame, config: BuilderConf
 
 def asset_windows(frame: pl.DataFrame, symbol_index: int, config: BuilderConfig) -> dict[str, np.ndarray]:
     """Windows of one asset's frame [n bars] every `stride` bars, from the first with `min_history` bars of history
-    after the first bar (default: a full lookback), whose target is observed at every future step: arrays of the
-    shard layout (module docstring)."""
+    after the first bar (default: a full lookback), whose target is observed at every future step and whose past
+    bars hold every column (no covariate still in its warm-up): arrays of the shard layout (module docstring)."""
     values = frame.select(config.columns).to_numpy().astype(np.float32)  # [n, C] (null -> NaN)
     ts = frame["ts"].dt.epoch("us").to_numpy()
     n, lookback, horizon = len(ts), config.lookback, config.horizon
@@ -179,7 +181,9 @@ def asset_windows(frame: pl.DataFrame, symbol_index: int, config: BuilderConfig)
     origins = np.arange(first, n - horizon, config.stride)
     if len(origins):
         ahead = origins[:, None] + 1 + np.arange(horizon)
-        origins = origins[np.isfinite(values[ahead, 0]).all(axis=1)]
+        before = origins[:, None] - np.arange(lookback)[::-1]
+        complete = (np.isfinite(values[np.clip(before, 0, None)]).all(axis=2) | (before < 0)).all(axis=1)
+        origins = origins[np.isfinite(values[ahead, 0]).all(axis=1) & complete]
     count = len(origins)
     past = np.full((count, lookback, values.shape[1]), np.nan, dtype=np.float32)
     past_mask = np.zeros((count, lookback), dtype=bool)
