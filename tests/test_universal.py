@@ -160,3 +160,17 @@ def test_a_forecast_experiment_forecasts_zero_shot_from_a_pretraining_run(market
     shutil.rmtree(tmp_path / "pretrained")  # the run folder alone predicts: it stored the architecture
     forecasts = predict_run(tmp_path / "zero_shot", "test").forecasts
     assert len(forecasts) > 0 and np.isfinite(forecasts.point).all()
+
+
+def test_the_builder_on_ray_data_writes_the_same_shards(market: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    local = ShardWindows(build_shards(config(market), tmp_path / "local"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        distributed = ShardWindows(build_shards(config(market), tmp_path / "ray", engine="ray"))
+    finally:
+        ray.shutdown()
+    assert distributed.index.counts == local.index.counts
+    for name in ("past", "future", "origin_us", "symbol_index", "target_us"):
+        np.testing.assert_array_equal(distributed.column(name), local.column(name))
+    assert not list((tmp_path / "ray").glob("_tmp-*"))

@@ -7,6 +7,7 @@ The `data` part (UNIVERSAL_DEFAULTS):
     start / end: null            the span of bars read (ISO dates)
     lookback, horizon, stride    windows (samples/universal.py)
     batch_assets: 10             assets per builder batch
+    engine: local                where the builder's batches run: local, or ray (Ray Data; the optional extra)
     covariates: [...]            the dynamic covariates (samples/universal.py DEFAULT_COVARIATES)
     split: {train_end, val_end}  training windows end (future included) before train_end; validation windows start
                                  at train_end and end before val_end; test windows start at val_end
@@ -60,6 +61,7 @@ UNIVERSAL_DEFAULTS: dict[str, Any] = {
     "horizon": 8,
     "stride": 1,
     "batch_assets": 10,
+    "engine": "local",
     "covariates": list(DEFAULT_COVARIATES),
     "split": {"train_end": None, "val_end": None},
     "batch_size": 64,
@@ -120,7 +122,7 @@ def shards_for(options: Mapping[str, Any], symbols: list[str] | None = None) -> 
         index.root = folder
         return index
     building = folder.with_name(f"{key}.building-{uuid.uuid4().hex[:8]}")
-    build_shards(config, building)
+    build_shards(config, building, str(options["engine"]))
     try:
         building.rename(folder)
     except OSError:  # another process finished the same build first

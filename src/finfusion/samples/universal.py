@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,20 +138,23 @@ def _bars(lake: Lake, config: BuilderConfig, symbols: list[str]) -> pl.DataFrame
     return bars.sort("symbol", "ts")
 
 
-def market_returns(lake: Lake, config: BuilderConfig, symbols: list[str]) -> pl.DataFrame:
-    """[ts, market_ret_1]: the mean one-bar log return over the assets that have one at each instant (pass 1)."""
+def batch_returns(config: BuilderConfig, batch: list[str]) -> pl.DataFrame:
+    """[ts, sum, count]: the sum and number of the batch's one-bar log returns at each instant (pass 1, one batch)."""
+    bars = _bars(Lake(config.lake), config, batch)
+    close = pl.col("close") * pl.col("adj_factor").fill_null(1.0) if "adj_factor" in bars.columns else pl.col("close")
+    return (
+        bars.with_columns((close.log() - close.log().shift(1).over("symbol")).alias("r"))
+        .drop_nulls("r")
+        .group_by("ts")
+        .agg(pl.col("r").sum().alias("sum"), pl.len().alias("count"))
+    )
+
+
+def market_returns(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """[ts, market_ret_1]: the mean one-bar log return over the assets that have one at each instant, from the
+    batches' sums, added one batch at a time (memory: one row per instant)."""
     total: pl.DataFrame | None = None
-    for batch in batches(symbols, config.batch_assets):
-        bars = _bars(lake, config, batch)
-        close = (
-            pl.col("close") * pl.col("adj_factor").fill_null(1.0) if "adj_factor" in bars.columns else pl.col("close")
-        )
-        step = (
-            bars.with_columns((close.log() - close.log().shift(1).over("symbol")).alias("r"))
-            .drop_nulls("r")
-            .group_by("ts")
-            .agg(pl.col("r").sum().alias("sum"), pl.len().alias("count"))
-        )
+    for step in parts:
         total = step if total is None else pl.concat([total, step]).group_by("ts").agg(pl.col("sum", "count").sum())
     if total is None:
         raise FinfusionError("universal data: no assets")
@@ -203,35 +206,51 @@ def asset_windows(frame: pl.DataFrame, symbol_index: int, config: BuilderConfig)
     }
 
 
-def build_shards(config: BuilderConfig, out: Path) -> ShardIndex:
-    """Build the windows of every asset into shards under `out` (replaced if present), a batch at a time."""
+def write_batch(
+    config: BuilderConfig, market: pl.DataFrame, batch: list[str], number: int, out: Path, position: dict[str, int]
+) -> int:
+    """Pass 2 for one batch: features of its assets, each written to a temporary file, then cut into the windows of
+    shard `part-{number}` under `out`; the temporary files are removed. Returns the shard's window count."""
+    temporary = out / f"_tmp-{number:05d}"
+    temporary.mkdir()
+    features = asset_features(_bars(Lake(config.lake), config, batch), market, config)
+    for symbol, frame in features.partition_by("symbol", as_dict=True, maintain_order=True).items():
+        frame.write_parquet(temporary / f"{symbol[0]}.parquet")
+    del features
+    parts = [
+        asset_windows(pl.read_parquet(temporary / f"{symbol}.parquet"), position[symbol], config)
+        for symbol in batch
+        if (temporary / f"{symbol}.parquet").is_file()
+    ]
+    shard = out / f"part-{number:05d}"
+    shard.mkdir()
+    for name in ARRAYS:
+        np.save(shard / f"{name}.npy", np.concatenate([part[name] for part in parts]), allow_pickle=False)
+    shutil.rmtree(temporary)
+    return int(sum(len(part["origin_us"]) for part in parts))
+
+
+def build_shards(config: BuilderConfig, out: Path, engine: str = "local") -> ShardIndex:
+    """Build the windows of every asset into shards under `out` (replaced if present), a batch at a time: in this
+    process (`local`), or each batch's steps as Ray Data tasks (`ray`, the optional extra: on the cluster
+    `ray.init()` connects to, else a local one), for lakes past one machine. Both give the same shards."""
     lake = Lake(config.lake)
     symbols = universe(lake, config)
-    market = market_returns(lake, config, symbols)
+    groups = list(batches(symbols, config.batch_assets))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    index = ShardIndex(out, [], symbols, list(config.columns))
     position = {symbol: i for i, symbol in enumerate(symbols)}
-    for number, batch in enumerate(batches(symbols, config.batch_assets)):
-        temporary = out / f"_tmp-{number:05d}"
-        temporary.mkdir()
-        features = asset_features(_bars(lake, config, batch), market, config)
-        for symbol, frame in features.partition_by("symbol", as_dict=True, maintain_order=True).items():
-            frame.write_parquet(temporary / f"{symbol[0]}.parquet")
-        del features
-        parts = [
-            asset_windows(pl.read_parquet(temporary / f"{symbol}.parquet"), position[symbol], config)
-            for symbol in batch
-            if (temporary / f"{symbol}.parquet").is_file()
-        ]
-        shard = f"part-{number:05d}"
-        (out / shard).mkdir()
-        for name in ARRAYS:
-            np.save(out / shard / f"{name}.npy", np.concatenate([part[name] for part in parts]), allow_pickle=False)
-        index.shards.append(shard)
-        index.counts.append(int(sum(len(part["origin_us"]) for part in parts)))
-        shutil.rmtree(temporary)
+    if engine == "local":
+        market = market_returns(batch_returns(config, batch) for batch in groups)
+        counts = [write_batch(config, market, batch, k, out, position) for k, batch in enumerate(groups)]
+    elif engine == "ray":
+        from finfusion.samples.universal_ray import ray_counts
+
+        counts = ray_counts(config, groups, out, position)
+    else:
+        raise FinfusionError(f"universal data: engine must be 'local' or 'ray', got {engine!r}")
+    index = ShardIndex(out, [f"part-{k:05d}" for k in range(len(groups))], symbols, list(config.columns), counts)
     index.write()
     return index
 
