@@ -60,7 +60,8 @@ TINY: dict[str, list[str]] = {
     "moirai_pretrain_synthetic": [
         "data.dataset=synthetic", "data.source=lake", "data.symbols=3", "data.lookback=32", "data.horizon=4",
         "data.stride=4", "data.split.train_end=2019-06-01", "data.split.val_end=2020-01-01", "model.num_samples=4",
-        "task.val_num_samples=2",
+        "task.val_num_samples=2", "evaluation.finetune_epochs=0",
+        "evaluation.baselines=[{label: random_walk, part: random_walk, set: {quantile_levels: [0.1, 0.5, 0.9]}}]",
     ],
     "moirai_pretrain_kdd17": [
         "data.dataset=synthetic", "data.symbols=3", "data.lookback=32", "data.horizon=4", "data.stride=4",

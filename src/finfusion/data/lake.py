@@ -249,6 +249,40 @@ class Lake:
         }
         return sorted(found)
 
+    def _partitions(
+        self, kind: str, dataset: str, freq: str | None, symbols: list[str] | None
+    ) -> list[tuple[Path, list[pl.Expr]]]:
+        """The committed files of a dataset (those of `symbols` only, when given), each with the columns its
+        partition path holds; raises LakeError when the dataset has no file."""
+        schema = SCHEMAS.get(kind)
+        files = self.files(kind, dataset, freq)
+        if not files:
+            raise LakeError(
+                f"no {kind} dataset '{dataset}'" + (f" at freq {freq}" if freq else "") + f" in {self.root}"
+            )
+        base = self.dataset_dir(kind, dataset, freq)
+        chosen = []
+        for path in files:
+            parts = dict(p.split("=", 1) for p in path.parent.relative_to(base).parts)
+            if symbols is not None and "symbol" in parts and parts["symbol"] not in symbols:
+                continue
+            values = [pl.lit(parts[c]).alias(c) for c in (schema.partition_by if schema else ()) if c in parts]
+            chosen.append((path, values))
+        return chosen
+
+    def scan(
+        self, kind: str, dataset: str, *, freq: str | None = None, symbols: list[str] | None = None
+    ) -> pl.LazyFrame:
+        """A dataset (optionally some symbols) as a lazy scan of its committed files with their partition columns:
+        filters and column selections reach the files, so only what a query keeps is read."""
+        scans = [
+            pl.scan_parquet(path).with_columns(values)
+            for path, values in self._partitions(kind, dataset, freq, symbols)
+        ]
+        if not scans:
+            raise LakeError(f"{kind} dataset '{dataset}' has no files for symbols {symbols}")
+        return pl.concat(scans, how="vertical_relaxed")
+
     def read(
         self,
         kind: str,
@@ -259,23 +293,10 @@ class Lake:
     ) -> pl.DataFrame:
         """A whole dataset (optionally some symbols) as one frame in schema column order."""
         schema = SCHEMAS.get(kind)
-        files = self.files(kind, dataset, freq)
-        if not files:
-            raise LakeError(
-                f"no {kind} dataset '{dataset}'" + (f" at freq {freq}" if freq else "") + f" in {self.root}"
-            )
-        base = self.dataset_dir(kind, dataset, freq)
-        frames = []
-        for path in files:
-            parts = dict(p.split("=", 1) for p in path.parent.relative_to(base).parts)
-            if symbols is not None and "symbol" in parts and parts["symbol"] not in symbols:
-                continue
-            frame = pl.read_parquet(path)
-            partition_values = [
-                pl.lit(parts[c]).alias(c) for c in (schema.partition_by if schema else ()) if c in parts
-            ]
-            frame = frame.with_columns(partition_values)
-            frames.append(frame)
+        frames = [
+            pl.read_parquet(path).with_columns(values)
+            for path, values in self._partitions(kind, dataset, freq, symbols)
+        ]
         if not frames:
             return schema.conform(pl.DataFrame()) if schema else pl.DataFrame()
         out = pl.concat(frames, how="vertical_relaxed")

@@ -259,7 +259,7 @@ def score_test_span(
     if epochs > 0:
         tuned_cfg = cfg.copy()
         tuned_cfg.trainer.max_epochs = epochs
-        tuned = copy.deepcopy(model)
+        tuned = copy.deepcopy(model).train()  # the pre-trained model was left in eval mode
         progress(f"  fine-tuning {label} for {epochs} epochs on {len(own_train):,} windows of the test assets")
         fit_model(tuned_cfg, tuned, own_train, own_val, loader, run_dir / "finetuned", resume="never")
         forecasts[f"{label}_finetuned"] = forecasts_of(tuned, test)

@@ -1,7 +1,8 @@
 """The iterative per-asset dataset builder of seed 003, and the windows it writes.
 
 Pre-training a universal forecaster reads every asset of a lake dataset; holding them all at once does not scale.
-The builder walks the assets in batches (`batch_assets`, 10 by default), reading only that batch's partitions:
+The builder walks the assets in batches (`batch_assets`, 10 by default), scanning only that batch's partitions
+lazily (the span filter reaches the files):
 
 1. pass 1, per batch: each asset's one-bar log return, added into a running sum and count per bar instant, so the
    cross-asset market return (the equal-weight mean over the universe) is known with memory of one row per instant;
@@ -130,12 +131,13 @@ def batches(symbols: Sequence[str], size: int) -> Iterator[list[str]]:
 
 
 def _bars(lake: Lake, config: BuilderConfig, symbols: list[str]) -> pl.DataFrame:
-    bars = lake.read("bars", config.dataset, freq=config.freq, symbols=symbols)
+    """The bars of `symbols` in [start, end): a lazy scan of their partitions, the span filter pushed to the files."""
+    bars = lake.scan("bars", config.dataset, freq=config.freq, symbols=symbols)
     if config.start is not None:
         bars = bars.filter(pl.col("ts") >= pl.lit(config.start).str.to_datetime(time_zone="UTC"))
     if config.end is not None:
         bars = bars.filter(pl.col("ts") < pl.lit(config.end).str.to_datetime(time_zone="UTC"))
-    return bars.sort("symbol", "ts")
+    return bars.sort("symbol", "ts").collect()
 
 
 def batch_returns(config: BuilderConfig, batch: list[str]) -> pl.DataFrame:
