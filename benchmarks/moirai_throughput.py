@@ -20,7 +20,7 @@ lines, inference last:
 {"benchmark": "moirai_train", "ours": windows/s, "reference": windows/s, "unit": "windows/s", "ratio": ours/ref}
 {"benchmark": "moirai_inference", ...}
 
-    python benchmarks/moirai_throughput.py              # Moirai-small, 10 repeats
+    python benchmarks/moirai_throughput.py              # Moirai-small, 5 repeats
     python benchmarks/moirai_throughput.py --quick      # a 2-layer x 128 model, 3 repeats
 """
 
@@ -142,7 +142,7 @@ def ours(module: MoiraiModule, args: dict[str, torch.Tensor], repeats: int) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a 2-layer x 128 model, 3 repeats")
     args = parser.parse_args()
     d_model, layers = (128, 2) if args.quick else (384, 6)
