@@ -48,6 +48,7 @@ class Adjust(StrEnum):
 class Kind(StrEnum):
     bars = "bars"
     text = "text"
+    series = "series"
 
 
 @app.command(
@@ -55,6 +56,7 @@ class Kind(StrEnum):
     "  finfusion data ingest stocknet ../shared/data/stocknet\n\n"
     "  finfusion data ingest csv prices/ --dataset mine --map Ticker=symbol --date-format %d.%m.%Y\n\n"
     "  finfusion data ingest csv news.csv --kind text --dataset news --map headline=title\n\n"
+    "  finfusion data ingest csv gdp.csv --kind series --dataset macro --series GDP --map release=published_at\n\n"
     "  finfusion data ingest archive dump.zip --manifest SHA256SUMS --dataset dump"
 )
 @reports_errors
@@ -62,7 +64,9 @@ def ingest(
     source: Annotated[Source, typer.Argument(help="Layout of PATH.")],
     path: Annotated[Path, typer.Argument(help="File or folder (an archive for 'archive').")],
     dataset: Annotated[str | None, typer.Option(help="Dataset name in the lake (default: the source's name).")] = None,
-    kind: Annotated[Kind, typer.Option(help="csv/parquet/archive: bars or text.")] = Kind.bars,
+    kind: Annotated[
+        Kind, typer.Option(help="csv/parquet/archive: bars, text, or series (point-in-time values with releases).")
+    ] = Kind.bars,
     freq: Annotated[str, typer.Option(help="Bar frequency: 1d (one bar per session), 1m, 5m, 30m, 1h, ...")] = "1d",
     calendar: Annotated[str, typer.Option(help="exchange_calendars code (XNYS, XLON, ...) or 24/7.")] = "XNYS",
     tz: Annotated[
@@ -94,6 +98,9 @@ def ingest(
         Path | None, typer.Option(help="CSV of corporate actions: symbol, ex_date, split_ratio, dividend.")
     ] = None,
     symbol_separator: Annotated[str, typer.Option(help="Text: separator of several symbols in one cell.")] = ",",
+    series: Annotated[
+        str | None, typer.Option(help="Series: the name of a file's one series when it has no series column.")
+    ] = None,
     sha256: Annotated[str | None, typer.Option(help="Archive: expected SHA-256 of the archive.")] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="Archive: sha256sum-style manifest listing the archive.")
@@ -103,6 +110,7 @@ def ingest(
     """Validate, clean and store a dataset in the lake (re-running on the same input changes nothing)."""
     from finfusion.data.ingest import BarOptions, TextOptions
     from finfusion.data.lake import Lake
+    from finfusion.data.series import SeriesOptions
     from finfusion.data.sources.csv_parquet import parse_mapping, read_actions
     from finfusion.data.sources.file_ingest import FileIngest
 
@@ -117,7 +125,11 @@ def ingest(
         dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,
         symbol_separator=symbol_separator, update=update, allow_future=allow_future,
     )  # fmt: skip
-    files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options)
+    series_options = SeriesOptions(
+        dataset=dataset or "", source=source.value, series=series, tz=tz or "UTC", date_format=date_format,
+        update=update, allow_future=allow_future,
+    )  # fmt: skip
+    files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options, series_options)
     if source is Source.stocknet:  # has its own progress bar
         reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     else:
@@ -190,7 +202,7 @@ def list_(lake: LakeOption = None) -> None:
 @reports_errors
 def show(
     dataset: Annotated[str, typer.Argument(help="Dataset name.")],
-    kind: Annotated[str, typer.Option(help="bars, text or events.")] = "bars",
+    kind: Annotated[str, typer.Option(help="bars, text, events or series.")] = "bars",
     freq: Annotated[str | None, typer.Option(help="Bar frequency (default: the dataset's first).")] = None,
     lake: LakeOption = None,
 ) -> None:

@@ -78,14 +78,11 @@ class Catalog:
         return int(self._query(f"SELECT count(DISTINCT s) AS n FROM (SELECT {expr} AS s FROM {src})").item())
 
     def symbols(self, kind: str, dataset: str, freq: str | None = None) -> pl.DataFrame:
-        """Per symbol: rows, first and last instant (for texts, per symbol mentioned)."""
+        """Per symbol: rows, first and last instant (for texts, per symbol mentioned; for series, per series)."""
         src = self._source(kind, dataset, freq)
         time_col = SCHEMAS[kind].time_column
-        inner = (
-            f"SELECT unnest(symbols) AS symbol, {time_col} FROM {src}"
-            if kind == "text"
-            else f"SELECT symbol, {time_col} FROM {src}"
-        )
+        grouping = {"text": "unnest(symbols)", "series": "series"}.get(kind, "symbol")
+        inner = f"SELECT {grouping} AS symbol, {time_col} FROM {src}"
         return self._query(
             f"SELECT symbol, count(*) AS rows, min({time_col}) AS first, max({time_col}) AS last "
             f"FROM ({inner}) GROUP BY symbol ORDER BY symbol"

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -105,7 +105,7 @@ def prepare_bars(
     check_prices(df, rename, price_columns=[c for c in (*PRICE_FIELDS, "adj_close") if c in df.columns])
     df = _within_low_high(df, options.repair, rename, report)
     df = _bar_times(df, options, freq, rename, report)
-    _refuse_future(df, "ts", options.allow_future, rename)
+    refuse_future(df, "ts", options.allow_future, rename)
     df = _order(df, options.repair, rename, report)
     df = df.drop(SOURCE_FILE, SOURCE_ROW, TS_TEXT)
     calendar = calendar_covering(options.calendar, _years(df["ts"]))
@@ -161,7 +161,7 @@ def _within_low_high(df: pl.DataFrame, repair: bool, rename: Mapping[str, str], 
     return df.with_columns(pl.col(c).clip(pl.col("low"), pl.col("high")) for c in ("open", "close"))
 
 
-def _refuse_future(df: pl.DataFrame, column: str, allow: bool, rename: Mapping[str, str]) -> None:
+def refuse_future(df: pl.DataFrame, column: str, allow: bool, rename: Mapping[str, str]) -> None:
     """Rows dated after now (plus FUTURE_TOLERANCE) are errors unless `allow`."""
     if allow:
         return
@@ -278,7 +278,9 @@ def ingest_policy(update: bool = False) -> WritePolicy:
     return WritePolicy(changes="update" if update else "refuse", keep_stored=True)
 
 
-def start_report(kind: str, options: BarOptions | TextOptions) -> IngestReport:
+def start_report(kind: str, options: Any) -> IngestReport:
+    """A report of an ingest of `kind` with `options` (BarOptions, TextOptions, SeriesOptions): its notes and the
+    columns it does not store."""
     report = IngestReport(kind=kind, dataset=options.dataset, source=options.source)
     for text in options.notes:
         report.note(text)
@@ -360,7 +362,7 @@ def prepare_texts(
     df = df.with_columns(
         parse_instants(df, "published_at", tz=options.tz, date_format=options.date_format, rename=rename)
     )
-    _refuse_future(df, "published_at", options.allow_future, rename)
+    refuse_future(df, "published_at", options.allow_future, rename)
     empty = (pl.col("title").fill_null("") == "") & (pl.col("body").fill_null("") == "")
     fail_at(df, empty, "title", "text is empty (both title and body)", rename)
     df = df.with_columns(_symbols(df, options.symbol_separator))

@@ -132,6 +132,21 @@ EVENTS = TableSchema(
     partition_by=(),
 )
 
+#: Point-in-time exogenous series (data/series.py): the value of `series` for the period starting at `period`, as
+#: released at `published_at`; a revision is another row with a later `published_at`.
+SERIES = TableSchema(
+    kind="series",
+    columns=(
+        Column("series", pl.String),
+        Column("period", UTC_TS),
+        Column("published_at", UTC_TS),
+        Column("value", pl.Float64),
+    ),
+    key=("series", "period", "published_at"),
+    time_column="published_at",
+    partition_by=(),
+)
+
 #: Continuous bar features: one Float64 column per feature, point-in-time per (symbol, ts).
 FEATURES = TableSchema(
     kind="features",
@@ -217,5 +232,5 @@ MOVEMENTS = TableSchema(
 )
 
 SCHEMAS: dict[str, TableSchema] = {
-    s.kind: s for s in (BARS, TEXT, EVENTS, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
+    s.kind: s for s in (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
 }

@@ -41,7 +41,8 @@ from finfusion.data.ingest import (
 )
 from finfusion.data.lake import Lake, WriteResult
 from finfusion.data.report import IngestReport
-from finfusion.data.schema import BARS, SOURCE_FILE, SOURCE_ROW, TEXT
+from finfusion.data.schema import BARS, SERIES, SOURCE_FILE, SOURCE_ROW, TEXT
+from finfusion.data.series import SERIES_ALIASES, SeriesOptions, prepare_series, series_metadata
 from finfusion.data.sources.csv_parquet import (
     BAR_ALIASES,
     PARQUET_SUFFIXES,
@@ -76,15 +77,19 @@ class FileIngest:
     bar_options: BarOptions
     text_options: TextOptions
 
+    series_options: SeriesOptions | None = None
+
     def __call__(self, path: Path, dataset: str) -> IngestReport:
-        options = replace(self.text_options if self.kind == "text" else self.bar_options, dataset=dataset)
-        return ingest_files(self.lake, path, options, mapping=self.mapping)
+        chosen = {"text": self.text_options, "series": self.series_options}.get(self.kind, self.bar_options)
+        if chosen is None:
+            raise DataValidationError(f"no options given to ingest {self.kind}")
+        return ingest_files(self.lake, path, replace(chosen, dataset=dataset), mapping=self.mapping)
 
 
 def ingest_files(
     lake: Lake,
     path: Path,
-    options: BarOptions | TextOptions,
+    options: BarOptions | TextOptions | SeriesOptions,
     *,
     mapping: Mapping[str, str],
     bucket_bytes: int = BUCKET_BYTES,
@@ -92,17 +97,19 @@ def ingest_files(
     """Validate, clean and write the files at `path` (a file or folder) as bars or texts (by the options' type) of
     `options.dataset`, one bucket at a time, in one commit; returns the report."""
     bars = isinstance(options, BarOptions)
+    kind = "bars" if bars else "series" if isinstance(options, SeriesOptions) else "text"
+    aliases = {"bars": BAR_ALIASES, "text": TEXT_ALIASES, "series": SERIES_ALIASES}[kind]
     files = list_files(path)
     buckets = max(1, sum(f.stat().st_size for f in files) // bucket_bytes + 1)
     staging = staging_folder(lake.root)
     try:
-        spill = Buckets(staging, buckets, BAR_ALIASES if bars else TEXT_ALIASES, mapping, by_symbol=bars)
+        spill = Buckets(staging, buckets, aliases, mapping, by_symbol=bars)
         for file in files:
             spill.read(file)
         spill.close()
         rename = spill.rename
         options = replace(options, unmapped=tuple(spill.unmapped))
-        report = start_report("bars" if bars else "text", options)
+        report = start_report(kind, options)
         policy = ingest_policy(options.update)
         total = WriteResult()
         with lake.transaction() as transaction:
@@ -113,6 +120,9 @@ def ingest_files(
                 if isinstance(options, BarOptions):
                     frame = prepare_bars(raw, options, report, rename)
                     schema, freq, metadata = BARS, options.freq, bar_metadata(options, report)
+                elif isinstance(options, SeriesOptions):
+                    frame = prepare_series(raw, options, report, rename)
+                    schema, freq, metadata = SERIES, None, series_metadata(options, report)
                 else:
                     frame = prepare_texts(raw, options, report, rename)
                     schema, freq, metadata = TEXT, None, text_metadata(options, report)

@@ -81,10 +81,6 @@ class Moirai(nn.Module, Capabilities):
         self.module = _load_module(pretrained, arguments)
 
     @property
-    def n_context(self) -> int:
-        return -(-self.context_length // self.patch_size)
-
-    @property
     def n_horizon(self) -> int:
         return -(-self.horizon // self.patch_size)
 
