@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import polars as pl
+from fresh_process import run_fresh
 
 from finfusion.data.calendar import US_PER_MINUTE, from_us, get_calendar
 from finfusion.data.ingest import BarOptions, TextOptions
@@ -232,11 +230,7 @@ def _write_long(path: Path, symbols: int, rng: np.random.Generator) -> int:
 
 def run_child(code: str, out: Path, csv: Path) -> tuple[int, float, float]:
     """(rows, seconds, peak MiB) of `code` run in a fresh Python process on `csv`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code, str(out), str(csv)], env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr)
-    rows, seconds, peak_kib = done.stdout.split()
+    rows, seconds, peak_kib = run_fresh(code, str(out), str(csv))
     return int(rows), float(seconds), int(peak_kib) / 1024
 
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import run_fresh
 
 from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
@@ -50,11 +49,7 @@ def make_lake(root: Path, assets: int) -> None:
 
 def measure(lake: Path, out: Path) -> tuple[int, float, float]:
     """(windows, seconds, peak MiB) of the builder in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(lake), str(out)], env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr)
-    windows, seconds, peak_kib = done.stdout.split()
+    windows, seconds, peak_kib = run_fresh(CHILD, str(lake), str(out))
     return int(windows), float(seconds), int(peak_kib) / 1024
 
 

@@ -7,6 +7,7 @@ target's own units: forecasts and realised values are denormalised with each win
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,15 @@ def _denormalise(values: Tensor, loc: Tensor, scale: Tensor) -> np.ndarray:
     return (values.double() * scale.double().reshape(shape) + loc.double().reshape(shape)).numpy()
 
 
+def predicted_batches(
+    model: Capabilities, dataset: Sequence[dict[str, Tensor]], batch_size: int = 256
+) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor]]]:
+    """(batch, the model's outputs) for consecutive batches of `dataset`'s samples, in order (`predict_batch`)."""
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        yield batch, predict_batch(model, batch)
+
+
 def run_forecasts(model: Capabilities, dataset: WindowDataset | TextWindowDataset, batch_size: int = 256) -> Forecasts:
     """Forecast every window of `dataset` with `model` (in window order)."""
     parts: dict[str, list[np.ndarray]] = {}
@@ -95,9 +105,7 @@ def run_forecasts(model: Capabilities, dataset: WindowDataset | TextWindowDatase
     target_cols = dataset.panel.column_index(dataset.config.targets)
     input_cols = list(dataset.config.inputs)
     past_target = [input_cols.index(t) for t in dataset.config.targets if t in input_cols]
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        outputs = predict_batch(model, batch)
+    for batch, outputs in predicted_batches(model, dataset, batch_size):
         loc, scale = batch[SCALE_LOC], batch[SCALE_SCALE]
         future = _denormalise(batch[FUTURE], loc, scale)
         future[~batch[FUTURE_MASK].numpy()] = np.nan

@@ -118,9 +118,7 @@ def shards_for(options: Mapping[str, Any], symbols: list[str] | None = None) -> 
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = lake.root / "_cache" / "universal" / key
     if (folder / "index.json").is_file():
-        index = ShardIndex.read(folder)
-        index.root = folder
-        return index
+        return ShardIndex.read(folder)
     building = folder.with_name(f"{key}.building-{uuid.uuid4().hex[:8]}")
     build_shards(config, building, str(options["engine"]))
     try:
@@ -180,13 +178,10 @@ def split_instants(options: Mapping[str, Any]) -> tuple[int, int]:
 
 def forecasts_of(model: Capabilities, windows: ShardWindows, batch_size: int = 256) -> Any:
     """`Forecasts` of every window (in order): the model's point, quantiles / samples, the realised target path."""
-    from finfusion.forecasting.forecast import Forecasts, predict_batch
-    from finfusion.samples.windows import collate
+    from finfusion.forecasting.forecast import Forecasts, predicted_batches
 
     parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(windows), batch_size):
-        batch = collate([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
-        outputs = predict_batch(model, batch)
+    for batch, outputs in predicted_batches(model, windows, batch_size):
         parts.setdefault("point", []).append(outputs["point"].double().numpy())
         parts.setdefault("past", []).append(batch["past"][..., :1].double().numpy())
         for key in ("quantiles", "samples"):

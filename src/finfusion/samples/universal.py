@@ -60,6 +60,8 @@ INDEX_FILE = "index.json"
 #: The windows' rules; part of a build's cache key, so a change of them never reuses an older build.
 BUILD_VERSION = 2
 ARRAYS = ("past", "past_mask", "future", "future_mask", "symbol_index", "origin_us", "target_us")
+#: The arrays a sample carries (`target_us` is for the forecasts' layout only).
+SAMPLE_ARRAYS = ARRAYS[:-1]
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,4 @@ class ShardWindows:
         row = int(self.rows[i])
         shard = int(np.searchsorted(self.offsets, row, side="right") - 1)
         local = row - int(self.offsets[shard])
-        sample = {name: torch.from_numpy(np.array(self.array(shard, name)[local])) for name in ARRAYS}
-        sample.pop("target_us")
-        return sample
+        return {name: torch.from_numpy(np.array(self.array(shard, name)[local])) for name in SAMPLE_ARRAYS}

@@ -58,7 +58,7 @@ def seed_all(*key: int) -> int:
     return seed
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, number of processes) of a distributed run (DDP / FSDP through Lightning), else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -92,7 +92,7 @@ class ResumableBatches:
                 part.set_epoch(epoch)
 
     def __len__(self) -> int:
-        _, world = _rank_and_world()
+        _, world = rank_and_world()
         return len(self.loader) // world if world > 1 else len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
@@ -102,7 +102,7 @@ class ResumableBatches:
         skip = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
         self._resume = None
         self.served = 0
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         share = len(self)
         for position, batch in enumerate(self.loader):
             if world > 1 and (position % world != rank or position >= share * world):

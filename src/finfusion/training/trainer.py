@@ -53,6 +53,7 @@ from finfusion.training.resume import (
     LastCheckpoint,
     ResumableBatches,
     check_weights,
+    rank_and_world,
     read_checkpoint,
 )
 
@@ -118,9 +119,7 @@ def trainer_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 def is_global_zero() -> bool:
     """True in the one process that writes a run's files: rank 0 of a distributed run, or a single process."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
+    return rank_and_world()[0] == 0
 
 
 def resolve_precision(requested: str | int) -> str:

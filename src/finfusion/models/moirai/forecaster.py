@@ -78,7 +78,13 @@ class Moirai(nn.Module, Capabilities):
         if self.pack_rows and self.pack_rows < self.tokens:
             raise FinfusionError(f"pack_rows {self.pack_rows} is smaller than one window's {self.tokens} tokens")
         self.max_patch = max(sizes)
-        self.module = _load_module(pretrained, arguments)
+        self.module = MoiraiModule(**arguments)
+        if pretrained is not None:
+            from pathlib import Path
+
+            from finfusion.models.moirai.published import load_weights
+
+            load_weights(Path(pretrained), self.module)
 
     @property
     def n_horizon(self) -> int:
@@ -175,11 +181,3 @@ def _module_arguments(
         "scaling": True,
         **dropouts,
     }
-
-
-def _load_module(pretrained: str | None, arguments: Mapping[str, Any]) -> MoiraiModule:
-    if pretrained is None:
-        return MoiraiModule(**arguments)
-    from finfusion.models.moirai.published import load_published
-
-    return load_published(pretrained, dropout_p=arguments["dropout_p"], attn_dropout_p=arguments["attn_dropout_p"])

@@ -27,6 +27,9 @@ from finfusion.models.moirai.scaler import packed_std_scale
 
 
 class MoiraiModule(nn.Module):
+    """`max_seq_len` is the checkpoint's number of time positions: part of its published config, kept for the
+    forecaster's token budget; rotary positions are computed for any time id, so the module itself needs no table."""
+
     def __init__(
         self,
         d_model: int,
@@ -40,10 +43,9 @@ class MoiraiModule(nn.Module):
         fixed_scale: float = FIXED_SCALE,
     ) -> None:
         super().__init__()
+        del max_seq_len  # see the class docstring
         self.d_model = d_model
         self.patch_sizes = tuple(int(p) for p in patch_sizes)
-        self.max_patch = max(self.patch_sizes)
-        self.max_seq_len = max_seq_len
         self.scaling = scaling
         self.mask_encoding = nn.Embedding(1, d_model)
         self.in_proj = MultiSizeInput(self.patch_sizes, d_model)

@@ -167,17 +167,22 @@ def read_config(folder: Path) -> PublishedConfig:
     )
 
 
-def load_published(folder: str | Path, **overrides: float) -> Any:
-    """A `MoiraiModule` with the weights of the checkpoint in `folder` (strict: every tensor must match);
-    `overrides` set the dropouts for fine-tuning."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def load_published(folder: str | Path) -> Any:
+    """A `MoiraiModule` with the architecture and weights of the checkpoint in `folder`."""
     from finfusion.models.moirai.module import MoiraiModule
 
     folder = Path(folder)
-    config = read_config(folder)
-    module = MoiraiModule(**{**config.module_arguments(), **overrides})
+    module = MoiraiModule(**read_config(folder).module_arguments())
+    load_weights(folder, module)
+    return module
+
+
+def load_weights(folder: Path, module: Any) -> None:
+    """Load the weights of the checkpoint in `folder` into `module` (a `MoiraiModule` of its architecture), strictly:
+    a missing, extra or misshapen tensor is one FinfusionError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise FinfusionError(f"{folder}: no {WEIGHTS_FILE}")
@@ -199,7 +204,6 @@ def load_published(folder: str | Path, **overrides: float) -> Any:
                 f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
             )
     module.load_state_dict(state, strict=True)
-    return module
 
 
 def download_published(name: str, folder: Path, endpoint: str = HUB) -> Path:
