@@ -85,6 +85,12 @@ FULL_SHRUNK = [
 ]
 TINY["multimodal_full"] = [*FORECAST_DATA, *WALK_FORWARD, *FULL_SHRUNK]
 #: Configs the generated-data test leaves out, with the reason.
+TINY["dual_tower_synthetic"] = [
+    "data.dataset=synthetic_context", "data.synthetic.n_symbols=4", "data.synthetic.end=2015-12-31",
+    "data.split.train_end=2014-01-01", "data.split.val_end=2015-01-01", "data.batch_size=16",
+    "data.texts.components=2", "evaluation.importance.repeats=1", "evaluation.importance.integrated_gradients_steps=4",
+    "evaluation.importance.max_samples=100",
+]  # fmt: skip
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}

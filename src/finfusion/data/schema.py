@@ -231,6 +231,26 @@ MOVEMENTS = TableSchema(
     partition_by=("symbol",),
 )
 
+#: Relevance scores of the dual-tower family: per stock, decision instant and horizon (days), the score in [-1, 1],
+#: the up and down probabilities, and the label and forward log return when known.
+RELEVANCE = TableSchema(
+    kind="relevance",
+    columns=(
+        Column("symbol", pl.String),
+        Column("origin_ts", UTC_TS),
+        Column("horizon_days", pl.Int64),
+        Column("score", pl.Float64),
+        Column("prob_up", pl.Float64),
+        Column("prob_down", pl.Float64),
+        Column("label", pl.Float64, nullable=True),
+        Column("forward_return", pl.Float64, nullable=True),
+    ),
+    key=("symbol", "origin_ts", "horizon_days"),
+    time_column="origin_ts",
+    partition_by=("symbol",),
+)
+
 SCHEMAS: dict[str, TableSchema] = {
-    s.kind: s for s in (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
+    s.kind: s
+    for s in (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS, RELEVANCE)
 }

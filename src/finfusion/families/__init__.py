@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {
     "movement": "finfusion.families.movement:FAMILY",
     "portfolio": "finfusion.families.portfolio:FAMILY",
     "universal": "finfusion.families.universal:FAMILY",
+    "relevance": "finfusion.families.relevance:FAMILY",
 }
 
 

@@ -95,6 +95,32 @@ class Predictions(Protocol):
 
 
 @dataclass(frozen=True)
+class TableRows:
+    """Predictions held as rows of one lake table: the table's `kind` (data/schema.py) and `what` they are called in
+    messages; a family adds `summary`."""
+
+    rows: pl.DataFrame
+    kind: ClassVar[str] = ""
+    what: ClassVar[str] = ""
+
+    def __len__(self) -> int:
+        return self.rows.height
+
+    def frame(self) -> pl.DataFrame:
+        return self.rows
+
+    def write(self, lake: Lake, name: str, run_dir: Path) -> WriteResult:
+        from finfusion.data.lake import check_name
+        from finfusion.data.schema import SCHEMAS
+
+        metadata = {"run": str(run_dir.resolve())}
+        return lake.write(SCHEMAS[self.kind], check_name(name, "run name"), self.rows, metadata=metadata)
+
+    def export(self, path: Path) -> Path:
+        return export_parquet(self.rows, path, self.what)
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     """A family's evaluation: test metrics per model (baselines named), lines to print (tests, files written), and
     `write_page(path, command, title)`, which writes the results page (Markdown) with the command that made it."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from omegaconf import DictConfig
@@ -31,14 +31,14 @@ from finfusion.families.base import (
     LazySections,
     Progress,
     Sources,
-    export_parquet,
+    TableRows,
     trainer_keys,
 )
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from finfusion.data.lake import Lake, WriteResult
+    from finfusion.data.lake import Lake
     from finfusion.families.pipeline import LoadedRun
     from finfusion.samples.acl18 import ACL18Samples
 
@@ -48,23 +48,12 @@ EVALUATION_KEYS: dict[str, Any] = dict.fromkeys(("seeds",))
 SPLIT_OF_SPAN = {"train": "train", "val": "dev", "test": "test"}
 
 
-@dataclass
-class MovementPredictions:
+@dataclass(frozen=True)
+class MovementPredictions(TableRows):
     """P(up) [M], predicted class [M] and realised label [M] per (symbol, decision instant)."""
 
-    rows: pl.DataFrame
-
-    def __len__(self) -> int:
-        return self.rows.height
-
-    def frame(self) -> pl.DataFrame:
-        return self.rows
-
-    def write(self, lake: Lake, name: str, run_dir: Path) -> WriteResult:
-        from finfusion.data.lake import check_name
-        from finfusion.data.schema import MOVEMENTS
-
-        return lake.write(MOVEMENTS, check_name(name, "run name"), self.rows, metadata={"run": str(run_dir.resolve())})
+    kind: ClassVar[str] = "movements"
+    what: ClassVar[str] = "movement predictions"
 
     def summary(self) -> list[tuple[str, str]]:
         labels, predicted = self.rows["label"].to_numpy(), self.rows["predicted"].to_numpy()
@@ -74,9 +63,6 @@ class MovementPredictions:
             lines += [("predicted up", f"{float(np.mean(predicted)):.2%}")]
             lines += [("accuracy / MCC", f"{result.accuracy:.4f} / {result.mcc:.4f}")]
         return lines
-
-    def export(self, path: Path) -> Path:
-        return export_parquet(self.rows, path, "movement predictions")
 
 
 def movement_rows(model: Any, dataset: Any, symbols: tuple[str, ...], batch_size: int) -> pl.DataFrame:

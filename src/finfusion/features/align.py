@@ -35,7 +35,8 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from finfusion.data.calendar import SessionCalendar, to_us
+from finfusion.data.calendar import SessionCalendar, calendar_covering, to_us
+from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.features.text import vector_matrix
 from finfusion.features.text_tokens import TextTokens
@@ -78,6 +79,14 @@ class AlignedText:
             "no_news": torch.from_numpy(self.no_news[pick].copy()),
             "coverage": torch.from_numpy(self.coverage[pick].astype(np.float32)),
         }
+
+
+def bars_calendar(lake: Lake, dataset: str, ts: pl.Series) -> SessionCalendar:
+    """The exchange calendar of the bars `dataset` (its metadata; XNYS when it names none) covering the years of
+    the instants `ts`."""
+    meta = lake.metadata("bars", dataset)
+    years = (int(ts.dt.year().min()), int(ts.dt.year().max()))
+    return calendar_covering(str(meta.get("calendar", "XNYS")), years)
 
 
 def align_texts_to_bars(

@@ -400,6 +400,20 @@ def load_embeddings(lake: Lake, encoder: Encoder | str, hashes: Iterable[str]) -
     return frame.select("text_hash", "vector", "n_chunks")
 
 
+def embedded_texts(
+    lake: Lake, dataset: str, encoder: str | Path | None, batch_size: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The text dataset with `text_hash` (`with_text_hash`) and its embeddings [text_hash, vector] by `encoder`,
+    embedding first what the cache lacks. Raises FinfusionError when the dataset has no rows."""
+    texts = lake.read("text", dataset)
+    if texts.height == 0:
+        raise FinfusionError(f"text dataset '{dataset}' has no rows")
+    loaded = load_encoder(encoder)
+    embed_texts(lake, texts, loaded, batch_size=batch_size)
+    hashed = with_text_hash(texts)
+    return hashed, load_embeddings(lake, loaded, hashed["text_hash"].unique().to_list())
+
+
 def vector_matrix(vectors: pl.Series) -> np.ndarray:
     """A List(Float32) column of N equal-length vectors as an array [N, D] float32."""
     if vectors.len() == 0:

@@ -39,6 +39,7 @@ from finfusion.config import plain
 from finfusion.data.calendar import to_us
 from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig
+from finfusion.data.sources.synthetic_context import ContextConfig
 from finfusion.data.sources.synthetic_ingest import check_stored_market, make_and_ingest
 from finfusion.errors import FinfusionError
 from finfusion.features.align import AlignedText
@@ -84,7 +85,16 @@ def synthetic_config(options: Mapping[str, Any]) -> SyntheticConfig:
         raise FinfusionError(
             f"data.synthetic: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k != "context"}
+    context = options.get("context")
+    if context is not None:
+        known = {f.name for f in fields(ContextConfig)}
+        unknown = sorted(set(context) - known)
+        if unknown:
+            raise FinfusionError(
+                f"data.synthetic.context: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values["context"] = ContextConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in context.items()})
     return SyntheticConfig(**values)
 
 

@@ -22,13 +22,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import polars as pl
-
-from finfusion.data.calendar import calendar_covering
 from finfusion.data.lake import Lake
-from finfusion.errors import FinfusionError
-from finfusion.features.align import AlignedText, align_texts_to_bars
-from finfusion.features.text import embed_texts, load_embeddings, load_encoder, with_text_hash
+from finfusion.features.align import AlignedText, align_texts_to_bars, bars_calendar
+from finfusion.features.text import embedded_texts
 from finfusion.features.text_tokens import tokenize_by_id
 from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.text_windows import TextWindowDataset
@@ -54,16 +50,8 @@ def align_panel_texts(options: Mapping[str, Any], panel: Panel) -> AlignedText |
         return None
     lake = Lake(options["lake"])
     dataset = str(texts_opts["dataset"] or options["dataset"])
-    texts = lake.read("text", dataset)
-    if texts.height == 0:
-        raise FinfusionError(f"text dataset '{dataset}' has no rows")
-    encoder = load_encoder(texts_opts["encoder"])
-    embed_texts(lake, texts, encoder, batch_size=int(texts_opts["batch_size"]))
-    hashed = with_text_hash(texts)
-    embeddings = load_embeddings(lake, encoder, hashed["text_hash"].unique().to_list())
-    meta = lake.metadata("bars", str(options["dataset"]))
-    years = panel.frame.select(pl.col("ts").dt.year().min().alias("a"), pl.col("ts").dt.year().max().alias("b"))
-    calendar = calendar_covering(str(meta.get("calendar", "XNYS")), (int(years["a"][0]), int(years["b"][0])))
+    hashed, embeddings = embedded_texts(lake, dataset, texts_opts["encoder"], int(texts_opts["batch_size"]))
+    calendar = bars_calendar(lake, str(options["dataset"]), panel.frame["ts"])
     aligned = align_texts_to_bars(
         panel.frame.select("symbol", "ts"),
         hashed,

@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "movement_text": "finfusion.models.movement.text:MovementText",
     "movement_fusion": "finfusion.models.movement.fusion:MovementFusion",
     "moirai": "finfusion.models.moirai.forecaster:Moirai",
+    "dual_tower": "finfusion.models.relevance.module:DualTowerRelevance",
 }
 
 

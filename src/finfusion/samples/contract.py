@@ -33,11 +33,19 @@ Token sequences (samples/masked_lm.py; L tokens):
 - `tokens` [L] int64 price-action token ids; `tokens_mask` [L] bool real tokens; `labels` [L] int64 masked-LM
   targets (-100 where not predicted)
 
+Relevance samples (samples/relevance.py; Fc context features, Fs stock features, K horizons):
+
+- `context` [Fc] float32, `stock` [Fs] float32  normalised feature vectors at the decision instant
+- `relevance` [K] float32 in [-1, 1], `direction` [K] int64 (1 up, 0 down), `label_mask` [K] bool (label known),
+  `forward_return` [K] float32 (the log return behind the label; NaN when unknown), `past_return` [K] float32 (the
+  log return over the h days up to the decision instant)
+
 Every family: `symbol_index` [] int64 (index into the dataset's symbol list; portfolio samples have none),
 `origin_us` [] int64 (the decision instant: the last past bar's close, UTC microseconds).
 
 The decision bar is the last bar of `past`; `future[0]` is the next bar. Nothing in a sample depends on data after
-`origin_us` except `future`, `future_mask`, `label` and `labels`.
+`origin_us` except `future`, `future_mask`, `label`, `labels`, `relevance`, `direction`, `label_mask` and
+`forward_return`.
 """
 
 from __future__ import annotations
@@ -66,3 +74,10 @@ NEWS_MASK = "news_mask"
 NEWS_COVERAGE = "news_coverage"
 TOKENS_MASK = "tokens_mask"
 LABELS = "labels"
+CONTEXT = "context"
+STOCK = "stock"
+RELEVANCE = "relevance"
+DIRECTION = "direction"
+LABEL_MASK = "label_mask"
+FORWARD_RETURN = "forward_return"
+PAST_RETURN = "past_return"

@@ -272,6 +272,7 @@ TASKS: dict[str, type[_Task] | str] = {
     # the universal family's pre-training: the same NLL training of a generative model on its shards
     "pretrain": "finfusion.training.generative_task:GenerativeForecastTask",
     "portfolio": "finfusion.training.portfolio_task:PortfolioTask",
+    "relevance": "finfusion.training.relevance_task:RelevanceTask",
 }
 
 

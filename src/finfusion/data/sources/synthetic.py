@@ -12,7 +12,7 @@ No bar ending at or before p is affected.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from finfusion.data.calendar import (
     parse_freq,
 )
 from finfusion.data.schema import BARS, EVENTS, TEXT
+from finfusion.data.sources.synthetic_context import ContextConfig, ContextPlan, plan_context
 from finfusion.errors import FinfusionError
 
 SOURCE = "synthetic"
@@ -150,16 +151,22 @@ class SyntheticConfig:
     #: AR(1) coefficient of the diffusion shocks (0: independent returns). Variance is kept: shocks are scaled by
     #: sqrt(1 - phi^2). A non-zero value plants price-predictable structure (momentum > 0, mean reversion < 0).
     return_autocorrelation: float = 0.0
+    #: Macro and policy series with effects planted in some stocks (synthetic_context.py); None: no series.
+    context: ContextConfig | None = None
 
 
 @dataclass(frozen=True)
 class SyntheticMarket:
-    """The generated market: `bars` (BARS schema), `texts` (TEXT schema) and `events` (EVENTS schema, ground truth)."""
+    """The generated market: `bars` (BARS schema), `texts` (TEXT schema), `events` (EVENTS schema, ground truth of the
+    news effects), `series` (SERIES schema: the context series, empty without `config.context`) and `sensitive`
+    (context group -> the symbols its planted effects move)."""
 
     bars: pl.DataFrame
     texts: pl.DataFrame
     events: pl.DataFrame
     config: SyntheticConfig
+    series: pl.DataFrame | None = None
+    sensitive: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -244,16 +251,30 @@ def generate_market(config: SyntheticConfig = SyntheticConfig()) -> SyntheticMar
     validate_config(config)
     calendar = calendar_for(config)
     grid = build_grid(calendar, config)
-    name_seq, news_seq, price_seq = np.random.SeedSequence(config.seed).spawn(3)
+    name_seq, news_seq, price_seq, context_seq = np.random.SeedSequence(config.seed).spawn(4)
     universe = make_universe(config.n_symbols, np.random.default_rng(name_seq))
     plan = draw_news(config, calendar, grid, np.random.default_rng(news_seq))
-    paths = simulate_paths(config, grid, plan, np.random.default_rng(price_seq))
+    context = None
+    if config.context is not None:
+        context = plan_context(
+            config.context,
+            calendar,
+            grid.first_session,
+            grid.n_sessions,
+            config.n_symbols,
+            np.random.default_rng(context_seq),
+        )
+    paths = simulate_paths(config, grid, plan, np.random.default_rng(price_seq), context)
     texts = texts_frame(config, universe, plan)
     return SyntheticMarket(
         bars=bars_frame(universe, grid, paths),
         texts=texts,
         events=events_frame(config, universe, grid, plan, texts),
         config=config,
+        series=None if context is None else context.series,
+        sensitive={}
+        if context is None
+        else {group: tuple(universe.symbols[i] for i in idx) for group, idx in context.sensitive.items()},
     )
 
 
@@ -479,14 +500,23 @@ def apply_news_effects(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def simulate_paths(config: SyntheticConfig, grid: BarGrid, plan: NewsPlan, rng: np.random.Generator) -> PricePaths:
-    """Simulate [S, N] bars: regime-switching GBM + jumps + planted news drifts, OHLC, volume, splits, gaps.
+def simulate_paths(
+    config: SyntheticConfig,
+    grid: BarGrid,
+    plan: NewsPlan,
+    rng: np.random.Generator,
+    context: ContextPlan | None = None,
+) -> PricePaths:
+    """Simulate [S, N] bars: regime-switching GBM + jumps + planted news (and context) drifts, OHLC, volume, splits,
+    gaps.
 
-    All random draws come from `rng` in a fixed order that does not depend on `plan`, so removing a news item changes
-    only the bars its effect covers.
+    All random draws come from `rng` in a fixed order that does not depend on `plan` or `context`, so removing a news
+    item changes only the bars its effect covers.
     """
     shape = (config.n_symbols, grid.n_bars)
     sigma = regime_sigma(config, shape, rng) * np.sqrt(grid.bar_years)
+    if context is not None:
+        sigma = sigma * context.vol_scale[:, None]
     jumps = np.sqrt(rng.poisson(config.jump_intensity, size=shape)) * config.jump_scale * rng.standard_normal(shape)
     shocks = autocorrelated(rng.standard_normal(shape), config.return_autocorrelation)
     diffusion = (config.annual_drift * grid.bar_years - 0.5 * sigma**2) + sigma * shocks
@@ -499,6 +529,16 @@ def simulate_paths(config: SyntheticConfig, grid: BarGrid, plan: NewsPlan, rng: 
         plan.effect_return,
         config.effect_horizon,
     )
+    if context is not None:
+        log_returns = apply_news_effects(
+            log_returns,
+            grid.bar_session,
+            grid.n_sessions,
+            context.symbol_idx,
+            context.start_session,
+            context.effect_return,
+            config.context.effect_horizon,
+        )
     log_p0 = rng.uniform(np.log(10.0), np.log(200.0), size=(config.n_symbols, 1))
     log_close = log_p0 + np.cumsum(log_returns, axis=1)
     log_prev = np.concatenate([log_p0, log_close[:, :-1]], axis=1)

@@ -19,7 +19,7 @@ from finfusion.data.ingest import (
 )
 from finfusion.data.lake import Lake
 from finfusion.data.report import IngestReport
-from finfusion.data.schema import EVENTS, SOURCE_FILE, SOURCE_ROW
+from finfusion.data.schema import EVENTS, SERIES, SOURCE_FILE, SOURCE_ROW
 from finfusion.data.sources.synthetic import SyntheticConfig, SyntheticMarket, generate_market
 from finfusion.errors import FinfusionError
 
@@ -29,8 +29,12 @@ FINGERPRINT_NOTE = "synthetic config "
 
 
 def config_fingerprint(config: SyntheticConfig) -> str:
-    """First 16 hex digits of the SHA-256 of the config's fields as sorted JSON: equal settings, equal markets."""
-    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+    """First 16 hex digits of the SHA-256 of the config's fields as sorted JSON: equal settings, equal markets (a
+    market without context series hashes as before the field existed)."""
+    fields = dataclasses.asdict(config)
+    if fields["context"] is None:
+        del fields["context"]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_stored_market(lake: Lake, config: SyntheticConfig, dataset: str = "synthetic") -> None:
@@ -75,7 +79,23 @@ def ingest_market(lake: Lake, market: SyntheticMarket, dataset: str = "synthetic
             ),
             Prepared(EVENTS, market.events, None, {"source": SOURCE, "seed": config.seed}, events, ingest_policy()),
         ]
+    if market.series is not None:
+        series = IngestReport(kind="series", dataset=dataset, source=SOURCE, rows_in=market.series.height)
+        truth = [f"{group}-sensitive: {', '.join(symbols)}" for group, symbols in sorted(market.sensitive.items())]
+        metadata = {"source": SOURCE, "seed": config.seed, "notes": truth}
+        prepared.append(Prepared(SERIES, market.series, None, metadata, series, ingest_policy()))
     return write_prepared(lake, prepared)
+
+
+def planted_sensitivity(lake: Lake, dataset: str = "synthetic") -> dict[str, tuple[str, ...]]:
+    """The synthetic series dataset's ground truth: context group -> the symbols its effects move."""
+    notes = [str(note) for note in lake.metadata("series", dataset).get("notes", [])]
+    truth = {}
+    for note in notes:
+        group, _, symbols = note.partition("-sensitive: ")
+        if symbols:
+            truth[group] = tuple(symbols.split(", "))
+    return truth
 
 
 def make_and_ingest(lake: Lake, config: SyntheticConfig, dataset: str = "synthetic") -> list[IngestReport]:
