@@ -91,6 +91,12 @@ TINY["dual_tower_synthetic"] = [
     "data.texts.components=2", "evaluation.importance.repeats=1", "evaluation.importance.integrated_gradients_steps=4",
     "evaluation.importance.max_samples=100",
 ]  # fmt: skip
+TINY["dual_tower_stocknet"] = [
+    "data.start=2014-01-01", "data.end=2016-01-01", "data.split.train_end=2015-04-01",
+    "data.split.val_end=2015-07-01", "data.batch_size=16", "data.texts.components=2",
+    "evaluation.importance.repeats=1", "evaluation.importance.integrated_gradients_steps=4",
+    "evaluation.importance.max_samples=100",
+]  # fmt: skip
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}

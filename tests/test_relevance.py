@@ -230,3 +230,33 @@ def test_the_multitask_loss_weighs_its_terms_and_skips_unknown_labels() -> None:
     assert float(terms["regression_1"]) == 0.0  # no known 30-day label: the 9s are never read
     assert float(terms["classification_0"]) == pytest.approx(np.log(2.0))
     assert float(terms["loss"]) == pytest.approx(0.125 + 0.5 * np.log(2.0))
+
+
+def test_a_trained_run_predicts_every_week_between_two_instants_from_its_stored_state(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from finfusion.config import load_config
+    from finfusion.families.base import Sources
+    from finfusion.families.pipeline import load_run, train_run
+
+    lake = Lake(tmp_path / "lake")
+    ingest_market(lake, generate_market(CONTEXT_MARKET), "ctx")
+    cfg = load_config(
+        "dual_tower_synthetic",
+        [f"data.lake={lake.root}", "data.source=lake", "data.dataset=ctx", "data.texts.enabled=false",
+         "data.split.train_end=2019-01-01", "data.split.val_end=2019-06-01", "trainer.max_epochs=1",
+         "trainer.enable_progress_bar=false"],
+    )  # fmt: skip
+    trained = train_run(cfg, tmp_path / "run", resume="never")
+    run = load_run(tmp_path / "run")
+    test_rows = run.family.predict(run, "test").frame()
+    start, end = datetime(2019, 6, 1, tzinfo=UTC), datetime(2019, 12, 31, tzinfo=UTC)
+    between = run.family.predict_between(run, start, end)
+    # the latest weeks have no 30-day label yet and are predicted all the same
+    assert between["origin_ts"].max() > test_rows.filter(pl.col("label").is_not_null())["origin_ts"].max()
+    assert between["label"].null_count() > 0
+    shared = between.join(test_rows, on=["symbol", "origin_ts", "horizon_days"], suffix="_test")
+    assert shared.height > 0 and (shared["score"] == shared["score_test"]).all()
+    served = run.family.serving_config(cfg, lake, Sources("ctx", "1d", "features", None), start, end)
+    assert served.data.split.train_end == start.isoformat() and served.data.texts.enabled is False
+    assert trained.data.state == run.data.state  # nothing refitted when the run is loaded

@@ -23,7 +23,7 @@ from finfusion.evaluation.significance import diebold_mariano
 from finfusion.relevance.baselines import DIRECTION_BASELINES, BaselineOutputs, baseline_outputs
 from finfusion.relevance.importance import GroupImportance, group_columns, group_importance
 from finfusion.relevance.predict import model_outputs
-from finfusion.samples.contract import DIRECTION, LABEL_MASK, ORIGIN_US, RELEVANCE
+from finfusion.samples.contract import CONTEXT, DIRECTION, LABEL_MASK, ORIGIN_US, RELEVANCE, STOCK
 
 EVALUATION_DEFAULTS: dict[str, Any] = {
     "baselines": ["zero", "ridge", "lightgbm", "majority_class", "previous_sign"],
@@ -117,6 +117,7 @@ def score_relevance(
         max_samples=int(importance_options["max_samples"]), seed=seed,
     )  # fmt: skip
     notes = [f"{name}: {baseline.note}" for name, baseline in baselines.items() if baseline.note]
+    notes += _outside_training_range(data.train, test, state)
     return RelevanceEvaluation(
         horizons=horizons,
         metrics=metrics,
@@ -130,9 +131,26 @@ def score_relevance(
     )
 
 
+def _outside_training_range(train: Any, test: Any, state: Mapping[str, Any], share: float = 0.05) -> list[str]:
+    """One note per feature whose test values fall outside the training span's range for more than `share` of the
+    test samples (a level that drifted: the model extrapolates there)."""
+    notes = []
+    for key, groups in ((CONTEXT, state["context_groups"]), (STOCK, state["stock_groups"])):
+        names = [name for group in groups.values() for name in group]
+        seen, scored = train.column(key), test.column(key)
+        outside = ((scored < seen.min(axis=0)) | (scored > seen.max(axis=0))).mean(axis=0)
+        notes += [
+            f"{name}: {outside[i]:.0%} of the test samples lie outside its training range"
+            for i, name in enumerate(names)
+            if outside[i] > share
+        ]
+    return notes
+
+
 def planted_ranks(evaluation: RelevanceEvaluation) -> list[dict[str, Any]]:
-    """For each planted group and for the stocks moved by none: how many stocks have each context group ranked
-    first (by per-stock permutation importance, among the context groups)."""
+    """For each planted group and for the stocks moved by none: each context group's mean per-stock permutation
+    importance over those stocks, and how many of them have each context group ranked first (among the context
+    groups)."""
     names = evaluation.importance.groups
     context = [i for i, name in enumerate(names) if name.startswith("context:")]
     sets = {group: set(symbols) for group, symbols in evaluation.planted.items()}
@@ -145,7 +163,10 @@ def planted_ranks(evaluation: RelevanceEvaluation) -> list[dict[str, Any]]:
             if symbol in members and np.isfinite(values).all():
                 top = names[context[int(np.argmax(values))]].removeprefix("context:")
                 firsts[top] = firsts.get(top, 0) + 1
-        rows.append({"stocks": group, "count": len(members), "first": firsts})
+        chosen = [s for s, symbol in enumerate(evaluation.symbols) if symbol in members]
+        means = {names[c].removeprefix("context:"): float(np.nanmean(evaluation.importance.per_stock[chosen, c]))
+                 for c in context} if chosen else {}  # fmt: skip
+        rows.append({"stocks": group, "count": len(members), "first": firsts, "mean": means})
     return rows
 
 

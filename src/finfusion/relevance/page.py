@@ -20,6 +20,28 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _summary(evaluation: RelevanceEvaluation) -> list[str]:
+    """One line per horizon: the best model by MSE and by direction accuracy, and the baselines the dual tower beats
+    at p < 0.05 (one-sided Diebold-Mariano)."""
+    from finfusion.relevance.evaluation import MODEL
+
+    lines = []
+    for days in evaluation.horizons:
+        parts = []
+        for metric, pick, what in (
+            (f"mse_{days}d", min, "lowest MSE"),
+            (f"accuracy_{days}d", max, "highest direction accuracy"),
+        ):
+            values = {model: v[metric] for model, v in evaluation.metrics.items() if metric in v}
+            best = pick(values, key=values.__getitem__)
+            parts.append(f"{what}: {best} ({values[best]:.4f}; the dual tower {values[MODEL]:.4f})")
+        beaten = [f"{t['baseline']} ({t['loss']})" for t in evaluation.tests
+                  if t["horizon"] == days and t["p_value"] < 0.05]  # fmt: skip
+        parts.append(f"the dual tower beats at p < 0.05: {', '.join(beaten) or 'no baseline'}")
+        lines.append(f"- **{days} days**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def relevance_page(evaluation: RelevanceEvaluation, ranks: list[dict[str, Any]], command: str, title: str) -> str:
     """The Markdown page (see the module docstring)."""
     names = list(dict.fromkeys(metric for values in evaluation.metrics.values() for metric in values))
@@ -29,6 +51,10 @@ def relevance_page(evaluation: RelevanceEvaluation, ranks: list[dict[str, Any]],
         f"Samples (stock-weeks): {counts['train']:,} train, {counts['val']:,} validation, {counts['test']:,} test; "
         f"horizons {', '.join(f'{h} days' for h in evaluation.horizons)}. Selection on validation only (early "
         "stopping, best checkpoint, the baselines' penalty and trees); the test span is scored once.",
+        "",
+        "## Summary",
+        "",
+        *_summary(evaluation),
         "",
         "## Test metrics",
         "",
@@ -69,11 +95,16 @@ def relevance_page(evaluation: RelevanceEvaluation, ranks: list[dict[str, Any]],
     lines += [*_table(header, rows), ""]
     if truth:
         lines += ["## Does the model find the planted relevance?", ""]
-        lines += ["The context group with the largest permutation importance, per stock (among news, policy, macro):"]
-        lines.append("")
-        rows = [[r["stocks"], str(r["count"]), ", ".join(f"{g}: {n}" for g, n in sorted(r["first"].items()))]
-                for r in ranks]  # fmt: skip
-        lines += [*_table(["planted effect", "stocks", "context group ranked first (stocks)"], rows), ""]
+        lines += [
+            "Per set of stocks (by the effect planted in them): the mean per-stock permutation importance of each "
+            "context group, and how many stocks have each context group ranked first among the context groups.",
+            "",
+        ]
+        groups = list(ranks[0]["mean"]) if ranks else []
+        rows = [[r["stocks"], str(r["count"]), *(_number(r["mean"].get(g)) for g in groups),
+                 ", ".join(f"{g}: {n}" for g, n in sorted(r["first"].items()))] for r in ranks]  # fmt: skip
+        header = ["planted effect", "stocks", *(f"{g} ΔMSE" for g in groups), "ranked first (stocks)"]
+        lines += [*_table(header, rows), ""]
     if evaluation.notes:
         lines += ["## Notes", "", *(f"- {note}" for note in evaluation.notes), ""]
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Relevance samples (seed 004): one sample per stock and week, a context vector and a stock vector, and labels from
 the forward returns over `horizons` calendar days.
 
-Decision instants: the last bar of each calendar week (Monday to Sunday) of each stock; a trailing week of the data
-counts only when its last bar falls on a Friday or later (otherwise more bars of that week may still come).
+Decision instants: the last bar of each calendar week (Monday to Sunday) of each stock, within [`start`, `end`) when
+given; a trailing week of the data counts only when its last bar falls on a Friday or later (otherwise more bars of
+that week may still come). Labels may read bars after `end`.
 
 Context vector (groups `news`, `policy`, `macro`):
 - `news`: the mean embedding of the stock's texts published in (t - `texts.window_days`, t], reduced to
@@ -56,6 +57,7 @@ from finfusion.samples.contract import (
     STOCK,
     SYMBOL_INDEX,
 )
+from finfusion.samples.portfolio import instant_us
 from finfusion.samples.windows import LOG_RETURN, build_panel
 
 US_PER_DAY = 86_400_000_000
@@ -67,6 +69,8 @@ RELEVANCE_DEFAULTS: dict[str, Any] = {
     "freq": "1d",
     "lake": None,
     "symbols": None,
+    "start": None,
+    "end": None,
     "horizons": [7, 30],
     "texts": {"enabled": True, "dataset": None, "encoder": None, "components": 8, "window_days": 7, "batch_size": 64},
     "series": {"dataset": None, "policy": [], "macro": []},
@@ -199,7 +203,12 @@ def raw_samples(options: Mapping[str, Any], lake: Lake, symbols: Sequence[str] |
         parts["forward_return"].append(forward_returns(ts, cum, at, options["horizons"]))
         parts["past_return"].append(backward_returns(ts, cum, at, options["horizons"]))
     joined = {key: np.concatenate(value) for key, value in parts.items()}
+    within = np.ones(len(joined["origin_us"]), dtype=bool)
+    for bound, keep in ((options["start"], np.greater_equal), (options["end"], np.less)):
+        if bound is not None:
+            within &= keep(joined["origin_us"], instant_us(bound))
     order = np.lexsort((joined["symbol_index"], joined["origin_us"]))
+    order = order[within[order]]
     joined = {key: value[order] for key, value in joined.items()}
     news_mean, news_count = _news(options, lake, bars, universe, joined["symbol_index"], joined["origin_us"])
     series_names, series = _series(options, lake, joined["origin_us"])
@@ -274,8 +283,6 @@ def context_groups(options: Mapping[str, Any], components: int) -> dict[str, lis
 
 def split_instants(options: Mapping[str, Any], origin_us: np.ndarray) -> tuple[int, int]:
     """(train_end, val_end) µs: the split's dates, or fractions of the distinct decision instants."""
-    from finfusion.samples.portfolio import instant_us
-
     split = options["split"]
     if "train_end" in split:
         bounds = (instant_us(split["train_end"]), instant_us(split.get("val_end", split["train_end"])))
