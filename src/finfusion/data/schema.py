@@ -250,7 +250,25 @@ RELEVANCE = TableSchema(
     partition_by=("symbol",),
 )
 
-SCHEMAS: dict[str, TableSchema] = {
-    s.kind: s
-    for s in (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS, RELEVANCE)
-}
+#: Masked-LM scores of a token model per chunk of a symbol's tokens: the chunk's first and last bar, its tokens, the
+#: masked positions, how many the model restored and their mean surprisal (bits).
+TOKEN_SCORES = TableSchema(
+    kind="token_scores",
+    columns=(
+        Column("symbol", pl.String),
+        Column("first_ts", UTC_TS),
+        Column("last_ts", UTC_TS),
+        Column("tokens", pl.Int64),
+        Column("masked", pl.Int64),
+        Column("restored", pl.Int64),
+        Column("surprisal_bits", pl.Float64, nullable=True),
+    ),
+    key=("symbol", "first_ts"),
+    time_column="first_ts",
+    partition_by=("symbol",),
+)
+
+#: Every table kind; predictions of the families last.
+ALL_SCHEMAS = (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
+ALL_SCHEMAS += (RELEVANCE, TOKEN_SCORES)
+SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in ALL_SCHEMAS}

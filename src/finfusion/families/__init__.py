@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "portfolio": "finfusion.families.portfolio:FAMILY",
     "universal": "finfusion.families.universal:FAMILY",
     "relevance": "finfusion.families.relevance:FAMILY",
+    "tokens": "finfusion.families.tokens:FAMILY",
 }
 
 

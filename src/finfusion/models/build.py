@@ -62,16 +62,15 @@ def build_model(
 
 def save_model_state(model: Capabilities, run_dir: Path) -> Path | None:
     """Write what `model` learned into `run_dir`; returns the file (None for a model with no state)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
     from torch import nn
 
     from finfusion.models.lightgbm_baseline import LightGBMForecaster
 
     if isinstance(model, nn.Module):
         path = run_dir / WEIGHTS_FILE
-        state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
         with atomic_path(path) as tmp:
-            save_file(state, str(tmp))
+            save_model(model, str(tmp))  # a tensor shared by several names (tied embeddings) is stored once
         return path
     if isinstance(model, LightGBMForecaster):
         return model.save(run_dir / LIGHTGBM_FILE)
@@ -80,7 +79,7 @@ def save_model_state(model: Capabilities, run_dir: Path) -> Path | None:
 
 def load_model_state(model: Capabilities, run_dir: Path) -> Capabilities:
     """Restore what `save_model_state` wrote for `model` (strict: every tensor must match)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
     from torch import nn
 
     from finfusion.models.lightgbm_baseline import LightGBMForecaster
@@ -89,7 +88,10 @@ def load_model_state(model: Capabilities, run_dir: Path) -> Capabilities:
         path = run_dir / WEIGHTS_FILE
         if not path.is_file():
             raise FinfusionError(f"{run_dir} has no {WEIGHTS_FILE}: train the run first")
-        model.load_state_dict(load_file(str(path)), strict=True)
+        missing, unexpected = load_model(model, str(path), strict=False, device="cpu")
+        if missing or unexpected:
+            names = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            raise FinfusionError(f"{path}: the weights do not match the model ({names})")
         model.eval()
     elif isinstance(model, LightGBMForecaster):
         model.load(run_dir / LIGHTGBM_FILE)

@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "movement_fusion": "finfusion.models.movement.fusion:MovementFusion",
     "moirai": "finfusion.models.moirai.forecaster:Moirai",
     "dual_tower": "finfusion.models.relevance.module:DualTowerRelevance",
+    "token_bert": "finfusion.models.token_bert:TokenBert",
 }
 
 

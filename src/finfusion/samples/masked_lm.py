@@ -1,7 +1,9 @@
 """Masked-LM samples over price-action token ids, and length-bucketed dynamic batching.
 
 `MaskedTokenDataset` cuts each symbol's id sequence (time order) into consecutive chunks of at most `max_len` ids
-and applies BERT masking to each: every non-special position is chosen with probability `mask_prob` (15%); a chosen
+(with `random_lengths`, chunks of lengths drawn uniformly in [min_len, max_len], seeded: contexts of varied length,
+as BERT's short sequences, which length-bucketed batches then pad little) and applies BERT masking to each: every
+non-special position is chosen with probability `mask_prob` (15%); a chosen
 position becomes <mask> with probability 0.8, a random non-special id with 0.1, and keeps its id with 0.1. `labels`
 holds the original id at chosen positions and -100 elsewhere. The masking of chunk i depends only on (seed, epoch,
 i), so an epoch is reproducible and `set_epoch` draws new masks.
@@ -27,7 +29,8 @@ IGNORE_INDEX = -100
 
 
 class MaskedTokenDataset(Dataset[dict[str, torch.Tensor]]):
-    """BERT-masked chunks of per-symbol token id sequences; item i: tokens [n], labels [n], symbol_index []."""
+    """BERT-masked chunks of per-symbol token id sequences; item i: tokens [n], tokens_mask [n] (all True), labels
+    [n], symbol_index []."""
 
     def __init__(
         self,
@@ -40,6 +43,7 @@ class MaskedTokenDataset(Dataset[dict[str, torch.Tensor]]):
         mask_prob: float = 0.15,
         min_len: int = 2,
         seed: int = 0,
+        random_lengths: bool = False,
     ) -> None:
         if max_len < 1 or not 1 <= min_len <= max_len:
             raise FinfusionError("masked LM: need 1 <= min_len <= max_len")
@@ -53,11 +57,12 @@ class MaskedTokenDataset(Dataset[dict[str, torch.Tensor]]):
         self.symbols = tuple(sequences)
         self.mask_id, self.mask_prob, self.seed, self.epoch = mask_id, mask_prob, seed, 0
         self.chunks: list[tuple[int, torch.Tensor]] = []
+        #: (symbol index, first position, end position) of each chunk in its symbol's sequence.
+        self.bounds: list[tuple[int, int, int]] = []
         for s, ids in enumerate(sequences.values()):
-            for start in range(0, len(ids), max_len):
-                chunk = ids[start : start + max_len].to(torch.int64)
-                if len(chunk) >= min_len:
-                    self.chunks.append((s, chunk))
+            for start, stop in _chunk_bounds(len(ids), max_len, min_len, random_lengths, (seed, s)):
+                self.chunks.append((s, ids[start:stop].to(torch.int64)))
+                self.bounds.append((s, start, stop))
         self.lengths = np.array([len(chunk) for _, chunk in self.chunks], dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,7 +85,26 @@ class MaskedTokenDataset(Dataset[dict[str, torch.Tensor]]):
         random = chosen & (action >= 0.8) & (action < 0.9)
         tokens[random] = replacement[random]
         labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
-        return {TOKENS: tokens, LABELS: labels, SYMBOL_INDEX: torch.tensor(symbol, dtype=torch.int64)}
+        return {
+            TOKENS: tokens,
+            TOKENS_MASK: torch.ones(len(tokens), dtype=torch.bool),
+            LABELS: labels,
+            SYMBOL_INDEX: torch.tensor(symbol, dtype=torch.int64),
+        }
+
+
+def _chunk_bounds(
+    n: int, max_len: int, min_len: int, random_lengths: bool, key: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """[start, stop) of the chunks of a sequence of n ids (chunks shorter than min_len dropped)."""
+    if random_lengths:
+        lengths = np.random.default_rng(list(key)).integers(min_len, max_len + 1, size=n // min_len + 1)
+        stops = np.minimum(np.cumsum(lengths), n)
+        starts = np.concatenate([[0], stops[:-1]])
+    else:
+        starts = np.arange(0, n, max_len)
+        stops = np.minimum(starts + max_len, n)
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True) if b - a >= min_len]
 
 
 class LengthBucketSampler(Sampler[list[int]]):

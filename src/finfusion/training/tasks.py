@@ -273,6 +273,7 @@ TASKS: dict[str, type[_Task] | str] = {
     "pretrain": "finfusion.training.generative_task:GenerativeForecastTask",
     "portfolio": "finfusion.training.portfolio_task:PortfolioTask",
     "relevance": "finfusion.training.relevance_task:RelevanceTask",
+    "masked_lm": "finfusion.training.masked_lm_task:MaskedLMTask",
 }
 
 
