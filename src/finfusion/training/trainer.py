@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader
 
 from finfusion.config import plain, save_config
 from finfusion.errors import FinfusionError
+from finfusion.training.augmentation import AUGMENTATION_DEFAULTS, Augmentation
 from finfusion.training.resume import (
     RESUME_KEYS,
     AtomicCheckpointIO,
@@ -85,6 +86,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "checkpoint": {"monitor": "val_loss", "mode": "min", "save_top_k": 3, "every_n_train_steps": None},
     "early_stopping": {"enabled": True, "monitor": "val_loss", "mode": "min", "patience": 5, "min_delta": 0.0},
     "swa": {"enabled": False, "swa_lrs": 1e-3, "swa_epoch_start": 0.8},
+    # temporal mixup and feature noise on training batches only (training/augmentation.py)
+    "augmentation": AUGMENTATION_DEFAULTS,
     "loggers": ["csv", "tensorboard"],
     "mlflow": {"experiment_name": "finfusion", "tracking_uri": None},
 }
@@ -192,6 +195,8 @@ def _callbacks(options: Mapping[str, Any], run_dir: Path) -> list[Callback]:
     swa = options["swa"]
     if swa["enabled"]:
         callbacks.append(StochasticWeightAveraging(swa_lrs=swa["swa_lrs"], swa_epoch_start=swa["swa_epoch_start"]))
+    if Augmentation.wanted(options["augmentation"]):
+        callbacks.append(Augmentation(options["augmentation"], int(options["seed"])))
     return callbacks
 
 
