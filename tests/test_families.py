@@ -103,6 +103,12 @@ TINY["token_mlm_synthetic"] = [
     "data.synthetic.seed=0", "data.synthetic.return_autocorrelation=0.0", "data.batch_size=8",
     "+model.hidden_size=16", "+model.num_heads=2", "+model.num_layers=1", "+model.intermediate_size=32",
 ]  # fmt: skip
+TINY["token_direction_synthetic"] = [
+    "data.bars=synthetic", "data.dataset=synthetic_brooks_tiny", "data.source=synthetic",
+    "data.synthetic.n_symbols=4", "data.synthetic.start=2018-01-01", "data.synthetic.end=2020-12-31",
+    "data.synthetic.seed=0", "data.synthetic.return_autocorrelation=0.0", "data.batch_size=16", "data.window=8",
+    "+model.hidden_size=16", "+model.num_heads=2", "+model.num_layers=1", "+model.intermediate_size=32",
+]  # fmt: skip
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}

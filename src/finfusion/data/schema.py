@@ -268,7 +268,24 @@ TOKEN_SCORES = TableSchema(
     partition_by=("symbol",),
 )
 
+#: Class predictions of a token classifier per symbol, decision instant and label set: the probability of class 1
+#: (up / high volatility / trend), the predicted class and the label when known.
+CLASSIFICATIONS = TableSchema(
+    kind="classifications",
+    columns=(
+        Column("symbol", pl.String),
+        Column("origin_ts", UTC_TS),
+        Column("label_set", pl.String),
+        Column("prob_positive", pl.Float64),
+        Column("predicted", pl.Int64),
+        Column("label", pl.Int64, nullable=True),
+    ),
+    key=("symbol", "origin_ts", "label_set"),
+    time_column="origin_ts",
+    partition_by=("symbol",),
+)
+
 #: Every table kind; predictions of the families last.
 ALL_SCHEMAS = (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
-ALL_SCHEMAS += (RELEVANCE, TOKEN_SCORES)
+ALL_SCHEMAS += (RELEVANCE, TOKEN_SCORES, CLASSIFICATIONS)
 SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in ALL_SCHEMAS}

@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "universal": "finfusion.families.universal:FAMILY",
     "relevance": "finfusion.families.relevance:FAMILY",
     "tokens": "finfusion.families.tokens:FAMILY",
+    "token_classification": "finfusion.families.token_classification:FAMILY",
 }
 
 

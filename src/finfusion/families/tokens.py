@@ -93,7 +93,7 @@ class TokensFamily(Family):
 
         merged = OmegaConf.merge(OmegaConf.create(TOKEN_DEFAULTS), OmegaConf.create(plain(cfg.data)))
         options = OmegaConf.to_container(merged, resolve=True)
-        lake = _token_lake(options)
+        lake = token_lake(options)
         symbols = options["symbols"] if state is None else state["symbols"]
         frame = lake.read("tokens", str(options["dataset"]), freq=str(options["freq"]), symbols=symbols)
         if frame.height == 0:
@@ -186,7 +186,7 @@ class TokensFamily(Family):
         )
 
 
-def _token_lake(options: Mapping[str, Any]) -> Lake:
+def token_lake(options: Mapping[str, Any]) -> Lake:
     """The lake, with the synthetic bars made and tokenized first when the source is synthetic and they are absent."""
     from finfusion.data.lake import Lake
     from finfusion.data.schema import TOKENS

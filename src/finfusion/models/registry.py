@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "moirai": "finfusion.models.moirai.forecaster:Moirai",
     "dual_tower": "finfusion.models.relevance.module:DualTowerRelevance",
     "token_bert": "finfusion.models.token_bert:TokenBert",
+    "token_bert_classifier": "finfusion.models.token_bert_classifier:TokenBertClassifier",
 }
 
 

@@ -11,7 +11,7 @@ Outputs: `logits` [B, L, V], `mlm_loss` [] (cross-entropy over the predicted pos
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -23,6 +23,31 @@ PRESETS: dict[str, dict[str, int]] = {
     "cpu": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 256},
     "gpu": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024},
 }
+
+
+def bert_config(
+    vocab_size: int, positions: int, pad_id: int, preset: str, sizes: dict[str, int | None], dropout: float
+) -> Any:
+    """A `BertConfig` from a preset, with the sizes given (not None) replacing the preset's."""
+    from transformers import BertConfig
+
+    if preset not in PRESETS:
+        raise FinfusionError(f"token_bert: unknown preset '{preset}'; known: {', '.join(PRESETS)}")
+    chosen = {**PRESETS[preset], **{key: value for key, value in sizes.items() if value is not None}}
+    if chosen["hidden_size"] % chosen["num_heads"]:
+        raise FinfusionError(f"token_bert: hidden_size {chosen['hidden_size']} is not a multiple of num_heads")
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=chosen["hidden_size"],
+        num_hidden_layers=chosen["num_layers"],
+        num_attention_heads=chosen["num_heads"],
+        intermediate_size=chosen["intermediate_size"],
+        max_position_embeddings=positions,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=pad_id,
+        type_vocab_size=1,
+    )
 
 
 class TokenBert(nn.Module, Capabilities):
@@ -44,28 +69,11 @@ class TokenBert(nn.Module, Capabilities):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        from transformers import BertConfig, BertForMaskedLM
+        from transformers import BertForMaskedLM
 
-        if preset not in PRESETS:
-            raise FinfusionError(f"token_bert: unknown preset '{preset}'; known: {', '.join(PRESETS)}")
-        given = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+        sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
                  "intermediate_size": intermediate_size}  # fmt: skip
-        sizes = {**PRESETS[preset], **{key: value for key, value in given.items() if value is not None}}
-        if sizes["hidden_size"] % sizes["num_heads"]:
-            raise FinfusionError(f"token_bert: hidden_size {sizes['hidden_size']} is not a multiple of num_heads")
-        self.config = BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=sizes["hidden_size"],
-            num_hidden_layers=sizes["num_layers"],
-            num_attention_heads=sizes["num_heads"],
-            intermediate_size=sizes["intermediate_size"],
-            max_position_embeddings=max_len,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            pad_token_id=pad_id,
-            type_vocab_size=1,
-        )
-        self.bert = BertForMaskedLM(self.config)
+        self.bert = BertForMaskedLM(bert_config(vocab_size, max_len, pad_id, preset, sizes, dropout))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         out = self.bert(

@@ -39,7 +39,7 @@ class BaselineOutputs:
 
 
 def features(dataset: object) -> np.ndarray:
-    """[N, Fc + Fs] the concatenated context and stock vectors of a RelevanceSamples."""
+    """[N, Fc + Fs] the concatenated context and stock vectors of relevance samples (TensorSamples)."""
     return np.concatenate([dataset.column(CONTEXT), dataset.column(STOCK)], axis=1).astype(np.float64)
 
 

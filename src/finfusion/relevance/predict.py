@@ -49,7 +49,7 @@ def model_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> 
 def relevance_rows(
     model: nn.Module, dataset: Any, symbols: Sequence[str], horizons: Sequence[int], batch_size: int = 512
 ) -> pl.DataFrame:
-    """RELEVANCE rows of `model` over `dataset` (samples/relevance.py RelevanceSamples)."""
+    """RELEVANCE rows of `model` over `dataset` (relevance samples: samples/tensors.py TensorSamples)."""
     outputs = model_outputs(model, dataset, batch_size)
     n, k = outputs.score.shape
     known = dataset.column(LABEL_MASK)

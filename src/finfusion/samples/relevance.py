@@ -39,7 +39,6 @@ import numpy as np
 import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset
 
 from finfusion.config import plain
 from finfusion.data.lake import Lake
@@ -58,6 +57,7 @@ from finfusion.samples.contract import (
     SYMBOL_INDEX,
 )
 from finfusion.samples.portfolio import instant_us
+from finfusion.samples.tensors import TensorSamples
 from finfusion.samples.windows import LOG_RETURN, build_panel
 
 US_PER_DAY = 86_400_000_000
@@ -120,26 +120,6 @@ class RawSamples:
     series_names: list[str]
     forward_return: np.ndarray
     past_return: np.ndarray
-
-
-class RelevanceSamples(Dataset[dict[str, torch.Tensor]]):
-    """Samples as tensors (module docstring); `subset(mask)` keeps some."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return int(self.tensors[ORIGIN_US].shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {key: value[index] for key, value in self.tensors.items()}
-
-    def subset(self, mask: np.ndarray) -> RelevanceSamples:
-        chosen = torch.from_numpy(np.flatnonzero(mask))
-        return RelevanceSamples({key: value[chosen] for key, value in self.tensors.items()})
-
-    def column(self, key: str) -> np.ndarray:
-        return self.tensors[key].numpy()
 
 
 def weekly_decisions(ts_us: np.ndarray) -> np.ndarray:
@@ -365,7 +345,7 @@ def _spread(values: np.ndarray) -> np.ndarray:
     return np.where(std > 0, std, 1.0)
 
 
-def samples_from(raw: RawSamples, state: Mapping[str, Any]) -> tuple[RelevanceSamples, np.ndarray]:
+def samples_from(raw: RawSamples, state: Mapping[str, Any]) -> tuple[TensorSamples, np.ndarray]:
     """The normalised samples of the rows with every feature, and the mask [N] of those rows."""
     context = _context_matrix(raw, state["news_projection"])
     names = [name for group in state["context_groups"].values() for name in group]
@@ -387,4 +367,4 @@ def samples_from(raw: RawSamples, state: Mapping[str, Any]) -> tuple[RelevanceSa
         SYMBOL_INDEX: torch.from_numpy(raw.symbol_index[finite]),
         ORIGIN_US: torch.from_numpy(raw.origin_us[finite]),
     }
-    return RelevanceSamples(tensors), finite
+    return TensorSamples(tensors), finite

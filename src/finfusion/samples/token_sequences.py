@@ -25,7 +25,8 @@ from finfusion.errors import FinfusionError
 from finfusion.features.vocabulary import MASK, Vocabulary
 from finfusion.samples.masked_lm import MaskedTokenDataset
 
-TOKEN_DEFAULTS: dict[str, Any] = {
+#: Where a family's tokens come from (shared by the token families' data parts).
+TOKEN_SOURCE_DEFAULTS: dict[str, Any] = {
     "source": "lake",
     "dataset": "synthetic_brooks",
     "bars": "synthetic",
@@ -33,6 +34,9 @@ TOKEN_DEFAULTS: dict[str, Any] = {
     "freq": "1d",
     "lake": None,
     "symbols": None,
+}
+TOKEN_DEFAULTS: dict[str, Any] = {
+    **TOKEN_SOURCE_DEFAULTS,
     "max_len": 64,
     "min_len": 8,
     "random_lengths": True,

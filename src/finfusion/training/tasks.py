@@ -274,6 +274,8 @@ TASKS: dict[str, type[_Task] | str] = {
     "portfolio": "finfusion.training.portfolio_task:PortfolioTask",
     "relevance": "finfusion.training.relevance_task:RelevanceTask",
     "masked_lm": "finfusion.training.masked_lm_task:MaskedLMTask",
+    # the token-classification family's fine-tuning: the movement task's classification of `logits` [B, K]
+    "token_classification": MovementTask,
 }
 
 

@@ -1,0 +1,267 @@
+"""The token-classification family: a BERT encoder over price-action tokens, started from a masked-LM run (the
+tokens family) or from scratch, fine-tuned on direction, volatility-regime or trend/range labels (seed 001).
+
+- Config: `data` (samples/token_labels.py CLASSIFICATION_DEFAULTS: the tokens dataset, the label set, the window of
+  tokens, the horizon k, the vocabulary of a pre-training run), `model` (token_bert_classifier, `pretrained` RUN),
+  `task` (token_classification: the movement task's cross-entropy or focal loss, label smoothing), `optim`,
+  `trainer`.
+- Samples: `tokens` [W], `tokens_mask` [W], `label` [] (-1 ignored), `symbol_index`, `origin_us`.
+- State: split instants, universe, vocabulary, the label thresholds fitted on the training samples.
+- Predictions: the lake's `classifications` table (dataset = run name).
+- Evaluation: fine-tuning with selection on validation, the test span scored once: accuracy, MCC and F1 against the
+  majority class of the training span and, for direction, the previous k-bar sign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omegaconf import DictConfig
+
+from finfusion.errors import FinfusionError
+from finfusion.families.base import (
+    FREE,
+    EvaluationResult,
+    Family,
+    FamilyData,
+    LazySections,
+    Progress,
+    Sources,
+    TableRows,
+    trainer_keys,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from finfusion.data.lake import Lake
+    from finfusion.families.pipeline import LoadedRun
+
+
+def _data_keys() -> dict[str, Any]:
+    from finfusion.samples.token_labels import CLASSIFICATION_DEFAULTS
+
+    split = dict.fromkeys(("train", "val", "train_end", "val_end"))
+    return {**CLASSIFICATION_DEFAULTS, "split": split, "synthetic": FREE}
+
+
+@dataclass(frozen=True)
+class ClassPredictions(TableRows):
+    """Class predictions per (symbol, decision, label set) (see families/base.py Predictions)."""
+
+    kind: ClassVar[str] = "classifications"
+    what: ClassVar[str] = "class predictions"
+
+    def summary(self) -> list[tuple[str, str]]:
+        import polars as pl
+
+        rows = self.rows
+        known = rows.filter(pl.col("label").is_not_null() & (pl.col("label") >= 0))
+        lines = [("decisions", f"{rows.height:,} over {rows['symbol'].n_unique():,} symbols")]
+        if known.height:
+            lines.append(("accuracy", f"{(known['predicted'] == known['label']).mean():.2%} of {known.height:,}"))
+        return lines
+
+
+class TokenClassificationFamily(Family):
+    name = "token_classification"
+    table = "classifications"
+    tasks = ("token_classification",)
+    spans = ("test", "val", "train")
+    sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=lambda: {})
+
+    def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
+        import numpy as np
+        import polars as pl
+        from omegaconf import OmegaConf
+        from torch.utils.data import DataLoader
+
+        from finfusion.config import plain
+        from finfusion.data.calendar import to_us
+        from finfusion.families.run_folder import STATE_FILE, read_json
+        from finfusion.families.tokens import token_lake
+        from finfusion.features.vocabulary import Vocabulary
+        from finfusion.samples import token_labels as tl
+        from finfusion.samples.tensors import TensorSamples
+        from finfusion.samples.token_sequences import split_instants, vocabulary_of, vocabulary_state
+        from finfusion.samples.windows import collate
+
+        merged = OmegaConf.merge(OmegaConf.create(tl.CLASSIFICATION_DEFAULTS), OmegaConf.create(plain(cfg.data)))
+        options = OmegaConf.to_container(merged, resolve=True)
+        lake = token_lake(options)
+        freq = str(options["freq"])
+        symbols = options["symbols"] if state is None else state["symbols"]
+        tokens = lake.read("tokens", str(options["dataset"]), freq=freq, symbols=symbols)
+        bars = lake.read("bars", str(options["bars"]), freq=freq, symbols=symbols)
+        if tokens.height == 0 or bars.height == 0:
+            raise FinfusionError(f"no tokens or bars for the requested symbols in '{options['dataset']}'")
+        if state is None:
+            train_end, val_end = split_instants(options, to_us(tokens["ts"]))
+            if options["vocabulary"] is not None:
+                vocabulary = vocabulary_of(read_json(Path(options["vocabulary"]), STATE_FILE))
+            else:
+                early = tokens.filter(pl.Series(to_us(tokens["ts"]) < train_end))
+                vocabulary = Vocabulary.build(early["token"], min_freq=int(options["min_freq"]))
+            universe = sorted(set(tokens["symbol"].to_list()) & set(bars["symbol"].to_list()))
+        else:
+            train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
+            vocabulary, universe = vocabulary_of(state), list(state["symbols"])
+        window, horizon = int(options["window"]), int(options["horizon"])
+        raw = tl.raw_windows(tokens, bars, vocabulary, universe, window, horizon)
+        masks = tl.split_masks(raw, train_end, val_end)
+        if state is None:
+            train_returns = returns_before(bars, universe, train_end)
+            state = {
+                "train_end_us": train_end,
+                "val_end_us": val_end,
+                "symbols": universe,
+                "vocabulary": vocabulary_state(vocabulary),
+                "thresholds": tl.fit_thresholds(raw, train_returns, masks["train"]),
+            }
+        label = tl.labels(raw, str(options["label"]), options, state["thresholds"])
+        everything = TensorSamples(tl.window_tensors(raw, label, np.arange(len(label))))
+        batch_size, workers = int(options["batch_size"]), int(options["num_workers"])
+
+        def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
+            del seed  # shuffled by torch's global RNG, seeded per (seed, epoch) by the trainer (training/resume.py)
+            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate)
+
+        return FamilyData(
+            train=everything.subset(masks["train"]),
+            val=everything.subset(masks["val"]),
+            test=everything.subset(masks["test"]),
+            loader=loader,
+            model_arguments={"vocab_size": len(vocabulary), "max_len": window, "pad_id": vocabulary.pad_id},
+            state=dict(state),
+            extra={"options": options, "everything": everything, "forward": raw.forward, "masks": masks},
+        )
+
+    def predict(self, run: LoadedRun, span: str) -> ClassPredictions:
+        return ClassPredictions(_class_rows(run, getattr(run.data, span)))
+
+    def serving_config(
+        self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
+    ) -> DictConfig:
+        from omegaconf import OmegaConf, open_dict
+
+        served = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        with open_dict(served):
+            served.data.source, served.data.lake = "lake", str(lake.root)
+            served.data.bars, served.data.freq = sources.bars, sources.freq
+            served.data.split = {"train_end": train_end.isoformat(), "val_end": val_end.isoformat()}
+        return served
+
+    def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
+        import numpy as np
+
+        from finfusion.samples.contract import ORIGIN_US
+        from finfusion.samples.portfolio import instant_us
+
+        everything = run.data.extra["everything"]
+        origins = everything.column(ORIGIN_US)
+        first = np.iinfo(np.int64).min if start is None else instant_us(start)
+        return _class_rows(run, everything.subset((origins > first) & (origins <= instant_us(end))))
+
+    def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
+        import numpy as np
+
+        from finfusion.evaluation.metric_registry import metric_table
+        from finfusion.families.pipeline import train_run
+
+        progress(f"fine-tuning {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
+        run = train_run(cfg, run_dir / "model", resume="never")
+        rows = _class_rows(run, run.data.test)
+        known = rows["label"].is_not_null().to_numpy()
+        labels, predicted = rows["label"].to_numpy()[known].astype(np.int64), rows["predicted"].to_numpy()[known]
+        if labels.size == 0:
+            raise FinfusionError("the test span has no labelled samples")
+        names = ("accuracy", "mcc", "f1_up")
+        train_labels = run.data.train.column("label")
+        majority = int(np.mean(train_labels[train_labels >= 0]) >= 0.5)
+        models = {
+            str(cfg.model.name): metric_table(labels=labels, predicted=predicted, names=names),
+            "majority_class": metric_table(labels=labels, predicted=np.full_like(labels, majority), names=names),
+        }
+        baselines = ["majority_class"]
+        if str(run.data.extra["options"]["label"]) == "direction":
+            previous = _previous_sign(run)
+            models["previous_sign"] = metric_table(labels=labels, predicted=previous[known], names=names)
+            baselines.append("previous_sign")
+        return EvaluationResult(
+            models=models,
+            baselines=tuple(baselines),
+            notes=(f"test span scored once: {labels.size:,} labelled decisions; selection on validation",),
+        )
+
+
+def returns_before(bars: Any, universe: list[str], end_us: int) -> Any:
+    """One-bar log returns of the universe's bars before `end_us` (the training span's), for the trend scale."""
+    import numpy as np
+    import polars as pl
+
+    from finfusion.data.calendar import to_us
+
+    factor = pl.col("adj_factor").fill_null(1.0) if "adj_factor" in bars.columns else pl.lit(1.0)
+    chosen = bars.filter(pl.col("symbol").is_in(universe)).sort("symbol", "ts")
+    chosen = chosen.filter(pl.Series(to_us(chosen["ts"]) < end_us))
+    returns = chosen.select(((pl.col("close") * factor).log().diff().over("symbol")).alias("r"))["r"].to_numpy()
+    return returns[np.isfinite(returns)]
+
+
+def _previous_sign(run: LoadedRun) -> Any:
+    """The sign of each test decision's previous k-bar return: 1 when it rose."""
+    import numpy as np
+
+    test = run.data.test
+    everything = run.data.extra["everything"]
+    horizon = int(run.data.extra["options"]["horizon"])
+    forward = run.data.extra["forward"]
+    symbols, origins = everything.column("symbol_index"), everything.column("origin_us")
+    position = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(symbols, origins, strict=True))}
+    out = []
+    for s, t in zip(test.column("symbol_index"), test.column("origin_us"), strict=True):
+        i = position[(int(s), int(t))]
+        earlier = i - horizon
+        same = earlier >= 0 and symbols[earlier] == s
+        out.append(int(same and np.nan_to_num(forward[earlier]) > 0))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _class_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
+    """CLASSIFICATIONS rows of the run's model over `dataset`."""
+    import numpy as np
+    import polars as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    from finfusion.data.calendar import from_us
+    from finfusion.data.schema import CLASSIFICATIONS
+    from finfusion.samples.windows import collate
+
+    model = run.model
+    model.eval()
+    probs = []
+    with torch.inference_mode():
+        for batch in DataLoader(dataset, batch_size=256, shuffle=False, collate_fn=collate):
+            probs.append(torch.softmax(model(batch)["logits"].float(), dim=-1)[:, 1].numpy())
+    prob = np.concatenate(probs) if probs else np.zeros(0)
+    symbols = np.asarray(run.data.state["symbols"], dtype=object)
+    label = dataset.column("label")
+    rows = pl.DataFrame(
+        {
+            "symbol": symbols[dataset.column("symbol_index")].tolist(),
+            "origin_ts": from_us(dataset.column("origin_us"), "origin_ts"),
+            "label_set": str(run.data.extra["options"]["label"]),
+            "prob_positive": prob.astype(np.float64),
+            "predicted": (prob > 0.5).astype(np.int64),
+            "label": pl.Series([int(x) if x >= 0 else None for x in label], dtype=pl.Int64),
+        }
+    )
+    return CLASSIFICATIONS.conform(rows)
+
+
+FAMILY = TokenClassificationFamily()

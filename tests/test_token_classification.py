@@ -1,0 +1,85 @@
+"""Fine-tuning token models (issue 19, part 2): the three label sets by hand, windows and labels that never see
+the future, and the encoder started from a masked-LM run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from finfusion.data.calendar import to_us
+from finfusion.data.sources.synthetic import SyntheticConfig, generate_market
+from finfusion.errors import FinfusionError
+from finfusion.features.brooks import tokenize_bars
+from finfusion.features.vocabulary import Vocabulary
+from finfusion.models.build import save_model_state
+from finfusion.models.token_bert import TokenBert
+from finfusion.models.token_bert_classifier import TokenBertClassifier
+from finfusion.samples.token_labels import RawWindows, fit_thresholds, labels, raw_windows, split_masks
+
+OPTIONS = {"dead_band": 0.01, "trend_threshold": 1.0, "horizon": 4}
+
+
+def test_the_three_label_sets_by_hand() -> None:
+    raw = RawWindows(
+        ids=np.zeros((5, 2), dtype=np.int64), symbol_index=np.zeros(5, dtype=np.int64),
+        origin_us=np.arange(5), label_end_us=np.array([4, 5, 6, 7, -1]),
+        forward=np.array([0.05, -0.002, -0.03, 0.009, np.nan]), volatility=np.array([0.01, 0.02, 0.03, 0.04, np.nan]),
+    )  # fmt: skip
+    thresholds = fit_thresholds(raw, np.array([0.01, -0.01, 0.01, -0.01]), np.array([True, True, True, True, False]))
+    assert thresholds["volatility_median"] == pytest.approx(0.025) and thresholds["return_std"] == pytest.approx(0.01)
+    assert labels(raw, "direction", OPTIONS, thresholds).tolist() == [1, -1, 0, -1, -1]  # dead band, unknown
+    assert labels(raw, "volatility", OPTIONS, thresholds).tolist() == [0, 0, 1, 1, -1]
+    # trend: |R| > 1.0 x 0.01 x sqrt(4) = 0.02
+    assert labels(raw, "trend", OPTIONS, thresholds).tolist() == [1, 0, 1, 0, -1]
+    with pytest.raises(FinfusionError, match="unknown label set 'regime'"):
+        labels(raw, "regime", OPTIONS, thresholds)
+
+
+def test_windows_and_labels_never_see_bars_after_their_own(tmp_path: Path) -> None:
+    bars = generate_market(SyntheticConfig(n_symbols=3, start="2019-01-01", end="2020-06-30", seed=2)).bars
+    cut = datetime(2020, 1, 15, 21, tzinfo=UTC)
+    rng = np.random.default_rng(0)
+    late = pl.col("ts") > cut
+    changed = bars.with_columns(
+        [pl.when(late).then(pl.col(c) * pl.Series(rng.uniform(0.7, 1.3, bars.height))).otherwise(pl.col(c)).alias(c)
+         for c in ("open", "high", "low", "close")]
+    ).with_columns(pl.max_horizontal("open", "close", "high").alias("high"),
+                   pl.min_horizontal("open", "close", "low").alias("low"))  # fmt: skip
+    runs = []
+    for version in (bars, changed):
+        tokens = tokenize_bars(version)
+        vocabulary = Vocabulary.build(tokens.filter(pl.col("ts") <= cut)["token"], min_freq=1)
+        symbols = sorted(set(tokens["symbol"]))
+        runs.append((raw_windows(tokens, version, vocabulary, symbols, 16, 5), vocabulary))
+    (a, vocab_a), (b, vocab_b) = runs
+    assert vocab_a.tokens == vocab_b.tokens
+    cut_us = int(to_us(pl.Series([cut]))[0])
+    seen = a.origin_us <= cut_us
+    np.testing.assert_array_equal(a.ids[seen], b.ids[seen])
+    labelled = (a.label_end_us >= 0) & (a.label_end_us <= cut_us)
+    np.testing.assert_array_equal(a.forward[labelled], b.forward[labelled])
+    np.testing.assert_array_equal(a.volatility[labelled], b.volatility[labelled])
+    assert not np.array_equal(np.nan_to_num(a.forward[~labelled]), np.nan_to_num(b.forward[~labelled]))
+    masks = split_masks(a, cut_us, cut_us + 1)
+    assert (a.label_end_us[masks["train"]] < cut_us).all() and (a.origin_us[masks["test"]] >= cut_us + 1).all()
+
+
+def test_the_encoder_starts_from_a_masked_lm_run_and_a_size_mismatch_is_named(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
+    pretrained = TokenBert(30, max_len=24, **sizes)
+    save_model_state(pretrained, tmp_path)
+    classifier = TokenBertClassifier(30, max_len=16, max_positions=24, pretrained=str(tmp_path), **sizes)
+    source = pretrained.bert.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(classifier.bert.bert.embeddings.word_embeddings.weight, source)
+    layer = "encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(classifier.bert.bert.state_dict()[layer], pretrained.bert.bert.state_dict()[layer])
+    with pytest.raises(FinfusionError, match="position_embeddings"):
+        TokenBertClassifier(30, max_len=16, pretrained=str(tmp_path), **sizes)  # 16 positions, the run has 24
+    with pytest.raises(FinfusionError, match=r"has no model\.safetensors"):
+        TokenBertClassifier(30, max_len=16, pretrained=str(tmp_path / "nothing"), **sizes)
