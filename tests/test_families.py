@@ -249,5 +249,6 @@ def test_a_model_that_reads_a_key_the_samples_lack_is_refused_when_built(market:
 
 def test_an_unknown_task_names_the_known_ones() -> None:
     cfg = load_config("dlinear_synthetic", ["task.name=forecsat"])
-    with pytest.raises(FinfusionError, match=r"forecsat.*known tasks: forecast, generative, movement, portfolio"):
+    known = "forecast, generative, masked_lm, movement, portfolio, pretrain, relevance, token_classification"
+    with pytest.raises(FinfusionError, match=rf"forecsat.*known tasks: {known}"):
         family_of(cfg)

@@ -83,3 +83,19 @@ def test_the_encoder_starts_from_a_masked_lm_run_and_a_size_mismatch_is_named(tm
         TokenBertClassifier(30, max_len=16, pretrained=str(tmp_path), **sizes)  # 16 positions, the run has 24
     with pytest.raises(FinfusionError, match=r"has no model\.safetensors"):
         TokenBertClassifier(30, max_len=16, pretrained=str(tmp_path / "nothing"), **sizes)
+
+
+def test_transition_statistics_measure_the_grammars_memory() -> None:
+    from finfusion.features.transitions import transition_stats
+
+    cycle = [f"t{i % 4}" for i in range(400)]  # t0 t1 t2 t3 t0 ...: the next token is certain
+    vocabulary = Vocabulary.build(cycle, min_freq=1)
+    ordered = transition_stats({"A": vocabulary.encode(cycle)}, vocabulary)
+    assert ordered.conditional_entropy_bits == pytest.approx(0.0)
+    assert ordered.mutual_information_bits == pytest.approx(2.0, abs=1e-3)  # log2(4): all of H(next)
+    assert ordered.top[0][3] == pytest.approx(1.0) and ordered.n_transitions == 399
+    shuffled = list(np.random.default_rng(0).permutation(cycle))
+    loose = transition_stats({"A": vocabulary.encode(shuffled)}, vocabulary)
+    assert loose.mutual_information_bits < 0.05  # no memory left: the sequence is a random order
+    split = transition_stats({"A": vocabulary.encode(cycle[:2]), "B": vocabulary.encode(cycle[2:4])}, vocabulary)
+    assert split.n_transitions == 2  # no transition across symbols

@@ -12,6 +12,7 @@ from finfusion.commands.common import LakeOption, busy, out, reports_errors
 from finfusion.errors import FinfusionError
 
 if TYPE_CHECKING:
+    from finfusion.features.transitions import TransitionStats
     from finfusion.features.vocabulary import Vocabulary
 
 app = typer.Typer(help="Turn bars into token sequences for language-model style training.", no_args_is_help=True)
@@ -68,6 +69,7 @@ def brooks(
     from finfusion.data.lake import Lake
     from finfusion.data.schema import TOKENS
     from finfusion.features.brooks import BrooksConfig, tokenize_bars
+    from finfusion.features.transitions import transition_stats
     from finfusion.features.vocabulary import Vocabulary, vocabulary_path
 
     store = Lake(lake)
@@ -90,6 +92,7 @@ def brooks(
     out.print(f"vocabulary: {path}")
     _print_top(vocabulary, top)
     _print_entropy(vocabulary)
+    _print_transitions(transition_stats(vocabulary.export_sequences(tokens), vocabulary, top=min(top, 10)))
 
 
 def _print_top(vocabulary: Vocabulary, top: int) -> None:
@@ -99,6 +102,17 @@ def _print_top(vocabulary: Vocabulary, top: int) -> None:
     for row in vocabulary.frequency_table().head(top).iter_rows(named=True):
         ident = "" if row["id"] is None else str(row["id"])
         table.add_row(str(row["rank"]), escape(row["token"]), f"{row['count']:,}", f"{row['share']:.2%}", ident)
+    out.print(table)
+
+
+def _print_transitions(stats: TransitionStats) -> None:
+    table = Table("statistic", "value", title="transitions (within each symbol)", title_justify="left")
+    table.add_row("transitions", f"{stats.n_transitions:,}")
+    table.add_row("H(next) (bits)", f"{stats.next_entropy_bits:.3f}")
+    table.add_row("H(next | current) (bits)", f"{stats.conditional_entropy_bits:.3f}")
+    table.add_row("mutual information (bits)", f"{stats.mutual_information_bits:.3f}")
+    for current, following, count, probability in stats.top:
+        table.add_row(f"  {escape(current)} -> {escape(following)}", f"{count:,} (P = {probability:.2f})")
     out.print(table)
 
 
