@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from finfusion import __version__
-from finfusion.commands import benchmark, data, features, models, serve, tokenize, vq
+from finfusion.commands import benchmark, data, features, models, orderbook, serve, tokenize, vq
 from finfusion.commands.backtest import backtest
 from finfusion.commands.embed import EPILOG as EMBED_EPILOG
 from finfusion.commands.embed import embed
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features", help="Continuous bar features: build them into the lake.")
 app.add_typer(tokenize.app, name="tokenize", help="Rule-based Brooks price-action tokens and their vocabulary.")
+app.add_typer(orderbook.app, name="orderbook", help="Limit-order books: ingest LOBSTER files, make the synthetic book.")
 app.add_typer(vq.app, name="vq", help="Learned VQ-VAE tokenizer of candle patches: fit and encode.")
 app.add_typer(benchmark.app, name="benchmark", help="Public benchmarks, built exactly as published (StockNet).")
 app.add_typer(models.app, name="models", help="Published model weights (Moirai): list, download when asked.")

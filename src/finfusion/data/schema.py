@@ -285,7 +285,26 @@ CLASSIFICATIONS = TableSchema(
     partition_by=("symbol",),
 )
 
+#: Limit-order-book snapshots after each event (data/sources/lobster.py): per side the level prices (null at an
+#: empty level) and sizes as lists, best level first; `event` numbers the events of a symbol's day.
+ORDERBOOKS = TableSchema(
+    kind="orderbooks",
+    columns=(
+        Column("symbol", pl.String),
+        Column("ts", UTC_TS),
+        Column("event", pl.Int64),
+        Column("event_type", pl.Int64),
+        Column("ask_price", pl.List(pl.Float64)),
+        Column("bid_price", pl.List(pl.Float64)),
+        Column("ask_size", pl.List(pl.Float64)),
+        Column("bid_size", pl.List(pl.Float64)),
+    ),
+    key=("symbol", "ts", "event"),
+    time_column="ts",
+    partition_by=("symbol",),
+)
+
 #: Every table kind; predictions of the families last.
-ALL_SCHEMAS = (BARS, TEXT, EVENTS, SERIES, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
+ALL_SCHEMAS = (BARS, TEXT, EVENTS, SERIES, ORDERBOOKS, FEATURES, TOKENS, EMBEDDINGS, FORECASTS, WEIGHTS, MOVEMENTS)
 ALL_SCHEMAS += (RELEVANCE, TOKEN_SCORES, CLASSIFICATIONS)
 SCHEMAS: dict[str, TableSchema] = {s.kind: s for s in ALL_SCHEMAS}
