@@ -109,6 +109,11 @@ TINY["token_direction_synthetic"] = [
     "data.synthetic.seed=0", "data.synthetic.return_autocorrelation=0.0", "data.batch_size=16", "data.window=8",
     "+model.hidden_size=16", "+model.num_heads=2", "+model.num_layers=1", "+model.intermediate_size=32",
 ]  # fmt: skip
+TINY["translob_synthetic"] = [
+    "data.dataset=lob_tiny", "data.synthetic.days=3", "data.synthetic.events=1500", "data.levels=3",
+    "data.window=20", "data.horizon=5", "data.stride=5", "data.batch_size=32", "model.d_model=8",
+    "evaluation.bootstrap.resamples=50",
+]  # fmt: skip
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}
@@ -249,6 +254,8 @@ def test_a_model_that_reads_a_key_the_samples_lack_is_refused_when_built(market:
 
 def test_an_unknown_task_names_the_known_ones() -> None:
     cfg = load_config("dlinear_synthetic", ["task.name=forecsat"])
-    known = "forecast, generative, masked_lm, movement, portfolio, pretrain, relevance, token_classification"
+    known = (
+        "forecast, generative, lob_movement, masked_lm, movement, portfolio, pretrain, relevance, token_classification"
+    )
     with pytest.raises(FinfusionError, match=rf"forecsat.*known tasks: {known}"):
         family_of(cfg)

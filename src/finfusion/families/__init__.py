@@ -26,6 +26,7 @@ FAMILIES: dict[str, str] = {
     "relevance": "finfusion.families.relevance:FAMILY",
     "tokens": "finfusion.families.tokens:FAMILY",
     "token_classification": "finfusion.families.token_classification:FAMILY",
+    "orderbook": "finfusion.families.orderbook:FAMILY",
 }
 
 

@@ -188,6 +188,23 @@ class Family(ABC):
         its future known or not (none: an empty frame)."""
 
 
+def shuffled_loader(batch_size: int, workers: int, drop_short_last: bool = False) -> Callable[..., DataLoader]:
+    """A `FamilyData.loader` batching sample dicts (samples/windows.py collate); shuffled by torch's global RNG,
+    which the trainer seeds per (seed, epoch) (training/resume.py). `drop_short_last`: the shuffled loader drops a
+    short last batch (a model with batch normalisation cannot train on a batch of one)."""
+
+    def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        from torch.utils.data import DataLoader
+
+        from finfusion.samples.windows import collate
+
+        del seed  # the order comes from torch's global RNG, seeded by the trainer
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and drop_short_last,
+                          num_workers=workers, collate_fn=collate)  # fmt: skip
+
+    return loader
+
+
 def export_parquet(rows: pl.DataFrame, path: Path, what: str) -> Path:
     """Write a family's prediction rows to `path` atomically; `what` names them in the error for another suffix."""
     from finfusion.data.atomic import atomic_path

@@ -35,6 +35,7 @@ from finfusion.families.base import (
     Progress,
     Sources,
     TableRows,
+    shuffled_loader,
     trainer_keys,
 )
 
@@ -88,7 +89,6 @@ class RelevanceFamily(Family):
 
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
         import numpy as np
-        from torch.utils.data import DataLoader
 
         from finfusion.forecasting.data import ensure_bars
         from finfusion.samples.relevance import (
@@ -99,7 +99,6 @@ class RelevanceFamily(Family):
             split_instants,
             split_masks,
         )
-        from finfusion.samples.windows import collate
 
         options = relevance_options(cfg.data)
         lake = ensure_bars(options)
@@ -117,20 +116,8 @@ class RelevanceFamily(Family):
         if state is None:
             state = fit_state(raw, options, masks["train"], train_end, val_end)
         samples, finite = samples_from(raw, state)
-        batch_size, workers = int(options["batch_size"]), int(options["num_workers"])
-
-        def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
-            del seed  # shuffled by torch's global RNG, seeded per (seed, epoch) by the trainer (training/resume.py)
-            # a training batch of one sample cannot be batch-normalised: the shuffled loader drops a short last batch
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=shuffle,
-                drop_last=shuffle,
-                num_workers=workers,
-                collate_fn=collate,
-            )
-
+        # a training batch of one sample cannot be batch-normalised: the shuffled loader drops a short last batch
+        loader = shuffled_loader(int(options["batch_size"]), int(options["num_workers"]), drop_short_last=True)
         context_names = [name for names in state["context_groups"].values() for name in names]
         stock_names = [name for names in state["stock_groups"].values() for name in names]
         return FamilyData(

@@ -32,6 +32,7 @@ from finfusion.families.base import (
     Progress,
     Sources,
     TableRows,
+    shuffled_loader,
     trainer_keys,
 )
 
@@ -78,7 +79,6 @@ class TokenClassificationFamily(Family):
         import numpy as np
         import polars as pl
         from omegaconf import OmegaConf
-        from torch.utils.data import DataLoader
 
         from finfusion.config import plain
         from finfusion.data.calendar import to_us
@@ -88,7 +88,6 @@ class TokenClassificationFamily(Family):
         from finfusion.samples import token_labels as tl
         from finfusion.samples.tensors import TensorSamples
         from finfusion.samples.token_sequences import split_instants, vocabulary_of, vocabulary_state
-        from finfusion.samples.windows import collate
 
         merged = OmegaConf.merge(OmegaConf.create(tl.CLASSIFICATION_DEFAULTS), OmegaConf.create(plain(cfg.data)))
         options = OmegaConf.to_container(merged, resolve=True)
@@ -124,17 +123,11 @@ class TokenClassificationFamily(Family):
             }
         label = tl.labels(raw, str(options["label"]), options, state["thresholds"])
         everything = TensorSamples(tl.window_tensors(raw, label, np.arange(len(label))))
-        batch_size, workers = int(options["batch_size"]), int(options["num_workers"])
-
-        def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
-            del seed  # shuffled by torch's global RNG, seeded per (seed, epoch) by the trainer (training/resume.py)
-            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate)
-
         return FamilyData(
             train=everything.subset(masks["train"]),
             val=everything.subset(masks["val"]),
             test=everything.subset(masks["test"]),
-            loader=loader,
+            loader=shuffled_loader(int(options["batch_size"]), int(options["num_workers"])),
             model_arguments={"vocab_size": len(vocabulary), "max_len": window, "pad_id": vocabulary.pad_id},
             state=dict(state),
             extra={"options": options, "everything": everything, "forward": raw.forward, "masks": masks},

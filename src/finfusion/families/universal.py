@@ -32,6 +32,7 @@ from finfusion.families.base import (
     LazySections,
     Progress,
     Sources,
+    shuffled_loader,
     trainer_keys,
 )
 
@@ -63,11 +64,9 @@ class UniversalFamily(Family):
     sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
 
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
-        from torch.utils.data import DataLoader
 
         from finfusion.forecasting.universal import shards_for, split_instants, split_masks, universal_options
         from finfusion.samples.universal import ShardWindows
-        from finfusion.samples.windows import collate
 
         options = universal_options(cfg.data)
         if state is None:
@@ -82,17 +81,11 @@ class UniversalFamily(Family):
                 )
         windows = ShardWindows(index)
         masks = split_masks(windows, train_end, val_end)
-        batch_size, workers = int(options["batch_size"]), int(options["num_workers"])
-
-        def loader(dataset: Any, shuffle: bool = False, seed: int = 0) -> DataLoader:
-            del seed  # shuffled by torch's global RNG, seeded per (seed, epoch) by the trainer (training/resume.py)
-            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate)
-
         return FamilyData(
             train=windows.subset(masks["train"]),
             val=windows.subset(masks["val"]),
             test=windows.subset(masks["test"]),
-            loader=loader,
+            loader=shuffled_loader(int(options["batch_size"]), int(options["num_workers"])),
             model_arguments={
                 "n_channels": len(index.columns),
                 "target_index": [0],

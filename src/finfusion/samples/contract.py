@@ -40,6 +40,11 @@ Relevance samples (samples/relevance.py; Fc context features, Fs stock features,
   `forward_return` [K] float32 (the log return behind the label; NaN when unknown), `past_return` [K] float32 (the
   log return over the h days up to the decision instant)
 
+Order-book windows (samples/orderbook.py; T snapshots, L levels):
+
+- `book` [T, L, 4] float32  (ask price, ask size, bid price, bid size) per level, normalised; `label` [] int64
+  (0 down, 1 stationary, 2 up; -1 unknown)
+
 Every family: `symbol_index` [] int64 (index into the dataset's symbol list; portfolio samples have none),
 `origin_us` [] int64 (the decision instant: the last past bar's close, UTC microseconds).
 
@@ -81,3 +86,4 @@ DIRECTION = "direction"
 LABEL_MASK = "label_mask"
 FORWARD_RETURN = "forward_return"
 PAST_RETURN = "past_return"
+BOOK = "book"

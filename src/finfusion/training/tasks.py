@@ -276,6 +276,8 @@ TASKS: dict[str, type[_Task] | str] = {
     "masked_lm": "finfusion.training.masked_lm_task:MaskedLMTask",
     # the token-classification family's fine-tuning: the movement task's classification of `logits` [B, K]
     "token_classification": MovementTask,
+    # the order-book family's mid-price movement (down, stationary, up)
+    "lob_movement": MovementTask,
 }
 
 
