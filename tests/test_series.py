@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import Result
 
+from finfusion.data.catalog import Catalog
 from finfusion.data.lake import Lake
 from finfusion.data.series import as_of
 from tests.conftest import snapshot, write_text
@@ -48,6 +49,8 @@ def test_a_revised_value_reads_as_the_vintage_known_at_the_instant(
     assert value(datetime(2024, 6, 1, tzinfo=UTC), q1) == 1.3
     assert value(datetime(2024, 6, 1, tzinfo=UTC), q2) is None
     assert value(datetime(2024, 8, 1, tzinfo=UTC), q2) == 2.8
+    listed = Catalog(Lake(lake_root)).datasets().filter(pl.col("kind") == "series")
+    assert listed["symbols"].to_list() == [1] and listed["rows"].to_list() == [3]  # one series, three releases
     before = snapshot(lake_root)
     again = ingest(cli, path)
     assert again.exit_code == 0 and snapshot(lake_root) == before  # the same file again changes nothing

@@ -71,10 +71,11 @@ class Catalog:
         return pl.DataFrame(rows, schema=schema)
 
     def _symbol_count(self, kind: str, src: str) -> int:
+        """Distinct symbols (for a series dataset: distinct series)."""
         names = SCHEMAS[kind].names
-        if "symbol" not in names and "symbols" not in names:
+        if "symbol" not in names and "symbols" not in names and "series" not in names:
             return 0
-        expr = "unnest(symbols)" if "symbols" in names else "symbol"
+        expr = "unnest(symbols)" if "symbols" in names else "symbol" if "symbol" in names else "series"
         return int(self._query(f"SELECT count(DISTINCT s) AS n FROM (SELECT {expr} AS s FROM {src})").item())
 
     def symbols(self, kind: str, dataset: str, freq: str | None = None) -> pl.DataFrame:
