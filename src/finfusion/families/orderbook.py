@@ -70,7 +70,7 @@ class OrderBookFamily(Family):
 
         from finfusion.config import plain
         from finfusion.samples import orderbook as ob
-        from finfusion.samples.token_sequences import split_instants
+        from finfusion.samples.time_split import split_instants
 
         merged = OmegaConf.merge(OmegaConf.create(ob.ORDERBOOK_DEFAULTS), OmegaConf.create(plain(cfg.data)))
         options = OmegaConf.to_container(merged, resolve=True)
@@ -82,7 +82,7 @@ class OrderBookFamily(Family):
         days = ob.book_days(rows, levels, universe)
         at, change = ob.decisions(days, window, int(options["horizon"]), int(options["stride"]))
         if state is None:
-            train_end, val_end = split_instants(options, days.ts_us[at])
+            train_end, val_end = split_instants(options["split"], days.ts_us[at])
         else:
             train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
         label_end = days.ts_us[np.minimum(at + int(options["horizon"]), len(days.ts_us) - 1)]

@@ -96,9 +96,9 @@ class RelevanceFamily(Family):
             raw_samples,
             relevance_options,
             samples_from,
-            split_instants,
             split_masks,
         )
+        from finfusion.samples.time_split import split_instants
 
         options = relevance_options(cfg.data)
         lake = ensure_bars(options)
@@ -108,7 +108,7 @@ class RelevanceFamily(Family):
             )
         raw = raw_samples(options, lake, options["symbols"] if state is None else state["symbols"])
         if state is None:
-            train_end, val_end = split_instants(options, raw.origin_us)
+            train_end, val_end = split_instants(options["split"], raw.origin_us)
         else:
             train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
         known = np.isfinite(raw.forward_return).all(axis=1)

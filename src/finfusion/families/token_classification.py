@@ -87,7 +87,8 @@ class TokenClassificationFamily(Family):
         from finfusion.features.vocabulary import Vocabulary
         from finfusion.samples import token_labels as tl
         from finfusion.samples.tensors import TensorSamples
-        from finfusion.samples.token_sequences import split_instants, vocabulary_of, vocabulary_state
+        from finfusion.samples.time_split import split_instants
+        from finfusion.samples.token_sequences import vocabulary_of, vocabulary_state
 
         merged = OmegaConf.merge(OmegaConf.create(tl.CLASSIFICATION_DEFAULTS), OmegaConf.create(plain(cfg.data)))
         options = OmegaConf.to_container(merged, resolve=True)
@@ -99,7 +100,7 @@ class TokenClassificationFamily(Family):
         if tokens.height == 0 or bars.height == 0:
             raise FinfusionError(f"no tokens or bars for the requested symbols in '{options['dataset']}'")
         if state is None:
-            train_end, val_end = split_instants(options, to_us(tokens["ts"]))
+            train_end, val_end = split_instants(options["split"], to_us(tokens["ts"]))
             if options["vocabulary"] is not None:
                 vocabulary = vocabulary_of(read_json(Path(options["vocabulary"]), STATE_FILE))
             else:

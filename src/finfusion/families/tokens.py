@@ -83,10 +83,10 @@ class TokensFamily(Family):
         from finfusion.data.calendar import to_us
         from finfusion.features.vocabulary import Vocabulary
         from finfusion.samples.masked_lm import LengthBucketSampler, pad_collate
+        from finfusion.samples.time_split import split_instants
         from finfusion.samples.token_sequences import (
             TOKEN_DEFAULTS,
             span_tokens,
-            split_instants,
             vocabulary_of,
             vocabulary_state,
         )
@@ -100,7 +100,7 @@ class TokensFamily(Family):
             raise FinfusionError(f"tokens dataset '{options['dataset']}' has no rows for the requested symbols")
         ts = to_us(frame["ts"])
         if state is None:
-            train_end, val_end = split_instants(options, ts)
+            train_end, val_end = split_instants(options["split"], ts)
             train_tokens = frame["token"].filter(pl.Series(ts < train_end))
             vocabulary = Vocabulary.build(train_tokens, min_freq=int(options["min_freq"]))
             state = {

@@ -261,22 +261,6 @@ def context_groups(options: Mapping[str, Any], components: int) -> dict[str, lis
     return {group: names for group, names in groups.items() if names}
 
 
-def split_instants(options: Mapping[str, Any], origin_us: np.ndarray) -> tuple[int, int]:
-    """(train_end, val_end) µs: the split's dates, or fractions of the distinct decision instants."""
-    split = options["split"]
-    if "train_end" in split:
-        bounds = (instant_us(split["train_end"]), instant_us(split.get("val_end", split["train_end"])))
-    else:
-        train, val = float(split.get("train", 0.6)), float(split.get("val", 0.2))
-        if not (0 < train < 1 and 0 <= val < 1 and train + val < 1):
-            raise FinfusionError(f"data.split: need 0 < train, 0 <= val and train + val < 1, got {train} and {val}")
-        instants = np.unique(origin_us)
-        bounds = (int(instants[int(len(instants) * train)]), int(instants[int(len(instants) * (train + val))]))
-    if bounds[1] < bounds[0]:
-        raise FinfusionError("data.split: val_end is before train_end")
-    return bounds
-
-
 def split_masks(origin_us: np.ndarray, known: np.ndarray, horizon_days: int, train_end: int, val_end: int) -> dict:
     """Boolean masks [N] of the training, validation and test samples (module docstring); `known` [N]: every label
     of the sample is known."""

@@ -21,7 +21,6 @@ import numpy as np
 import polars as pl
 
 from finfusion.data.calendar import to_us
-from finfusion.errors import FinfusionError
 from finfusion.features.vocabulary import MASK, Vocabulary
 from finfusion.samples.masked_lm import MaskedTokenDataset
 
@@ -71,24 +70,6 @@ def vocabulary_state(vocabulary: Vocabulary) -> dict[str, Any]:
 def vocabulary_of(state: Mapping[str, Any]) -> Vocabulary:
     stored = state["vocabulary"]
     return Vocabulary(stored["tokens"], stored["counts"], int(stored["min_freq"]), stored["specials"])
-
-
-def split_instants(options: Mapping[str, Any], ts_us: np.ndarray) -> tuple[int, int]:
-    """(train_end, val_end) µs: the split's dates, or fractions of the distinct token instants."""
-    from finfusion.samples.portfolio import instant_us
-
-    split = options["split"]
-    if "train_end" in split:
-        bounds = (instant_us(split["train_end"]), instant_us(split.get("val_end", split["train_end"])))
-    else:
-        train, val = float(split.get("train", 0.7)), float(split.get("val", 0.15))
-        if not (0 < train < 1 and 0 <= val < 1 and train + val < 1):
-            raise FinfusionError(f"data.split: need 0 < train, 0 <= val and train + val < 1, got {train} and {val}")
-        instants = np.unique(ts_us)
-        bounds = (int(instants[int(len(instants) * train)]), int(instants[int(len(instants) * (train + val))]))
-    if bounds[1] < bounds[0]:
-        raise FinfusionError("data.split: val_end is before train_end")
-    return bounds
 
 
 def span_tokens(
