@@ -173,17 +173,24 @@ class TokensFamily(Family):
             ours.bits / ours.masked.clip(min=1), unigram.bits / unigram.masked.clip(min=1), alternative="less"
         )
         name = str(cfg.model.name)
-        return EvaluationResult(
-            models={
-                name: {"masked_accuracy": ours.accuracy(), "perplexity": ours.perplexity()},
-                "unigram": {"masked_accuracy": unigram.accuracy(), "perplexity": unigram.perplexity()},
-            },
-            baselines=("unigram",),
-            notes=(
-                f"test chunks: {len(test):,} ({int(ours.masked.sum()):,} masked tokens), scored once",
-                f"Diebold-Mariano (surprisal per chunk) {name} vs unigram: p = {test_dm.p_value:.4f}",
-            ),
+        models = {
+            name: {"masked_accuracy": ours.accuracy(), "perplexity": ours.perplexity()},
+            "unigram": {"masked_accuracy": unigram.accuracy(), "perplexity": unigram.perplexity()},
+        }
+        notes = (
+            f"test chunks: {len(test):,} ({int(ours.masked.sum()):,} masked tokens), scored once; selection on "
+            "validation; the unigram baseline is the training span's token frequencies",
+            f"Diebold-Mariano (surprisal per chunk) {name} vs unigram: p = {test_dm.p_value:.4f}",
         )
+        difference = {"difference": test_dm.mean_difference, "p_value": test_dm.p_value}
+
+        def page(path: Path, command: str, title: str) -> Path:
+            from finfusion.evaluation.classification import write_class_page
+
+            what = "Diebold-Mariano on the mean surprisal per chunk, bits; negative: lower"
+            return write_class_page(path, command, title, models, name, [("unigram", difference)], notes, what)
+
+        return EvaluationResult(models=models, baselines=("unigram",), notes=notes, write_page=page)
 
 
 def token_lake(options: Mapping[str, Any]) -> Lake:
