@@ -114,6 +114,7 @@ TINY["translob_synthetic"] = [
     "data.window=20", "data.horizon=5", "data.stride=5", "data.batch_size=32", "model.d_model=8",
     "evaluation.bootstrap.resamples=50",
 ]  # fmt: skip
+TINY["token_pivots_synthetic"] = TINY["token_direction_synthetic"]
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}

@@ -4,6 +4,7 @@ the future, and the encoder started from a masked-LM run."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ def test_the_three_label_sets_by_hand() -> None:
         ids=np.zeros((5, 2), dtype=np.int64), symbol_index=np.zeros(5, dtype=np.int64),
         origin_us=np.arange(5), label_end_us=np.array([4, 5, 6, 7, -1]),
         forward=np.array([0.05, -0.002, -0.03, 0.009, np.nan]), volatility=np.array([0.01, 0.02, 0.03, 0.04, np.nan]),
+        tags=np.zeros((5, 2), dtype=np.int64),
     )  # fmt: skip
     thresholds = fit_thresholds(raw, np.array([0.01, -0.01, 0.01, -0.01]), np.array([True, True, True, True, False]))
     assert thresholds["volatility_median"] == pytest.approx(0.025) and thresholds["return_std"] == pytest.approx(0.01)
@@ -99,3 +101,34 @@ def test_transition_statistics_measure_the_grammars_memory() -> None:
     assert loose.mutual_information_bits < 0.05  # no memory left: the sequence is a random order
     split = transition_stats({"A": vocabulary.encode(cycle[:2]), "B": vocabulary.encode(cycle[2:4])}, vocabulary)
     assert split.n_transitions == 2  # no transition across symbols
+
+
+def test_pivot_tags_by_hand() -> None:
+    from finfusion.samples.token_labels import pivot_tags
+
+    high = np.array([1.0, 2.0, 5.0, 2.0, 1.0, 1.5, 1.0, 3.0])
+    low = np.array([0.5, 1.0, 4.0, 1.0, 0.2, 1.0, 0.8, 2.0])
+    # span 1: bar 2 is the highest of bars 1-3, bar 4 the lowest of 3-5, bar 6 the lowest of 5-7; the last bar waits
+    assert pivot_tags(high, low, 1).tolist() == [0, 0, 1, 0, 2, 1, 2, -1]
+
+
+def test_crf_decoding_returns_valid_paths_of_the_window_length() -> None:
+    from finfusion.models.token_bert_tagger import TokenBertTagger
+
+    torch.manual_seed(0)
+    tagger = TokenBertTagger(30, max_len=8, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32).eval()
+    with torch.no_grad():
+        tagger.emissions.weight.zero_()
+        tagger.emissions.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))  # every bar would rather be a swing high
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    batch = {"tokens": torch.randint(4, 30, (2, 8)), "tokens_mask": mask}
+    paths = tagger.decode(batch)
+    assert [len(path) for path in paths] == [8, 5]
+    for path in paths:
+        assert all(tag in (0, 1, 2) for tag in path)
+        assert not any(a == b and a in (1, 2) for a, b in pairwise(path))  # no forbidden pair
+        assert path.count(1) >= len(path) // 2  # still as many swing highs as the constraint allows
+    tags = torch.tensor([[1, 0, 1, 0, 2, 0, 1, 0], [0, 1, 0, -1, -1, -1, -1, -1]])
+    loss = tagger({**batch, "tokens_mask": torch.ones(2, 8, dtype=torch.bool), "tags": tags})["crf_loss"]
+    assert torch.isfinite(loss) and loss > 0

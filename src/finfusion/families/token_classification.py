@@ -71,7 +71,7 @@ class ClassPredictions(TableRows):
 class TokenClassificationFamily(Family):
     name = "token_classification"
     table = "classifications"
-    tasks = ("token_classification",)
+    tasks = ("token_classification", "token_tagging")
     spans = ("test", "val", "train")
     sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=lambda: {})
 
@@ -111,7 +111,7 @@ class TokenClassificationFamily(Family):
             train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
             vocabulary, universe = vocabulary_of(state), list(state["symbols"])
         window, horizon = int(options["window"]), int(options["horizon"])
-        raw = tl.raw_windows(tokens, bars, vocabulary, universe, window, horizon)
+        raw = tl.raw_windows(tokens, bars, vocabulary, universe, window, horizon, int(options["pivot_span"]))
         masks = tl.split_masks(raw, train_end, val_end)
         if state is None:
             train_returns = returns_before(bars, universe, train_end)
@@ -122,8 +122,9 @@ class TokenClassificationFamily(Family):
                 "vocabulary": vocabulary_state(vocabulary),
                 "thresholds": tl.fit_thresholds(raw, train_returns, masks["train"]),
             }
-        label = tl.labels(raw, str(options["label"]), options, state["thresholds"])
-        everything = TensorSamples(tl.window_tensors(raw, label, np.arange(len(label))))
+        tagging = str(options["label"]) == "pivots"
+        label = None if tagging else tl.labels(raw, str(options["label"]), options, state["thresholds"])
+        everything = TensorSamples(tl.window_tensors(raw, label, np.arange(len(raw.origin_us))))
         return FamilyData(
             train=everything.subset(masks["train"]),
             val=everything.subset(masks["val"]),
@@ -135,7 +136,7 @@ class TokenClassificationFamily(Family):
         )
 
     def predict(self, run: LoadedRun, span: str) -> ClassPredictions:
-        return ClassPredictions(_class_rows(run, getattr(run.data, span)))
+        return ClassPredictions(_rows(run, getattr(run.data, span)))
 
     def serving_config(
         self, cfg: DictConfig, lake: Lake, sources: Sources, train_end: datetime, val_end: datetime
@@ -158,7 +159,7 @@ class TokenClassificationFamily(Family):
         everything = run.data.extra["everything"]
         origins = everything.column(ORIGIN_US)
         first = np.iinfo(np.int64).min if start is None else instant_us(start)
-        return _class_rows(run, everything.subset((origins > first) & (origins <= instant_us(end))))
+        return _rows(run, everything.subset((origins > first) & (origins <= instant_us(end))))
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         import numpy as np
@@ -168,6 +169,8 @@ class TokenClassificationFamily(Family):
 
         progress(f"fine-tuning {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
         run = train_run(cfg, run_dir / "model", resume="never")
+        if str(run.data.extra["options"]["label"]) == "pivots":
+            return _tagging_result(run)
         rows = _class_rows(run, run.data.test)
         known = rows["label"].is_not_null().to_numpy()
         labels, predicted = rows["label"].to_numpy()[known].astype(np.int64), rows["predicted"].to_numpy()[known]
@@ -190,6 +193,84 @@ class TokenClassificationFamily(Family):
             baselines=tuple(baselines),
             notes=(f"test span scored once: {labels.size:,} labelled decisions; selection on validation",),
         )
+
+
+def _rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
+    """The classifications rows of a classifier, or of a tagger (the tag of each window's last bar)."""
+    return _tag_rows(run, dataset) if str(run.data.extra["options"]["label"]) == "pivots" else _class_rows(run, dataset)
+
+
+def _decoded(run: LoadedRun, dataset: Any) -> tuple[list[list[int]], Any, Any]:
+    """The tagger's Viterbi paths of every window, its probability of a pivot at the last bar [N] and the tags."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from finfusion.samples.windows import collate
+
+    run.model.eval()
+    paths, pivot, tags = [], [], []
+    with torch.inference_mode():
+        for batch in DataLoader(dataset, batch_size=256, shuffle=False, collate_fn=collate):
+            paths += run.model.decode(batch)
+            last = torch.softmax(run.model(batch)["logits"][:, -1].float(), dim=-1)
+            pivot.append(1.0 - last[:, 0].numpy())
+            tags.append(batch["tags"].numpy())
+    return paths, np.concatenate(pivot) if pivot else np.zeros(0), np.concatenate(tags) if tags else np.zeros((0, 0))
+
+
+def _tag_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
+    """CLASSIFICATIONS rows of a tagger: per window, the decoded tag of its last bar (0 none, 1 swing high, 2 swing
+    low), prob_positive = the probability of a pivot there, label = the bar's tag when known."""
+    import numpy as np
+    import polars as pl
+
+    from finfusion.data.calendar import from_us
+    from finfusion.data.schema import CLASSIFICATIONS
+
+    paths, pivot, tags = _decoded(run, dataset)
+    symbols = np.asarray(run.data.state["symbols"], dtype=object)
+    last = tags[:, -1] if len(tags) else np.zeros(0, dtype=np.int64)
+    rows = pl.DataFrame(
+        {
+            "symbol": symbols[dataset.column("symbol_index")].tolist(),
+            "origin_ts": from_us(dataset.column("origin_us"), "origin_ts"),
+            "label_set": "pivots",
+            "prob_positive": pivot.astype(np.float64),
+            "predicted": np.array([path[-1] for path in paths], dtype=np.int64),
+            "label": pl.Series([int(x) if x >= 0 else None for x in last], dtype=pl.Int64),
+        }
+    )
+    return CLASSIFICATIONS.conform(rows)
+
+
+def _tagging_result(run: LoadedRun) -> EvaluationResult:
+    """Tag accuracy, macro F1 and MCC over every known bar of the test windows, against tagging every bar `none`;
+    the decoded paths are checked against the forbidden transitions."""
+    from itertools import pairwise
+
+    import numpy as np
+
+    from finfusion.evaluation.classification import class_metrics
+
+    paths, _, tags = _decoded(run, run.data.test)
+    predicted = np.concatenate([np.asarray(path) for path in paths]) if paths else np.zeros(0, dtype=np.int64)
+    truth = tags.reshape(-1)
+    known = truth >= 0
+    if not known.any():
+        raise FinfusionError("the test span has no tagged bars")
+    forbidden = {tuple(int(x) for x in pair) for pair in run.cfg.model.get("forbidden", [[1, 1], [2, 2]])}
+    broken = sum(1 for path in paths for a, b in pairwise(path) if (a, b) in forbidden)
+    name = str(run.cfg.model.name)
+    models = {
+        name: class_metrics(truth[known], predicted[known]),
+        "none": class_metrics(truth[known], np.zeros(int(known.sum()), dtype=np.int64)),
+    }
+    notes = (
+        f"test span scored once: {int(known.sum()):,} tagged bars in {len(paths):,} windows; selection on validation",
+        f"decoded paths through a forbidden transition: {broken}",
+    )
+    return EvaluationResult(models=models, baselines=("none",), notes=notes)
 
 
 def returns_before(bars: Any, universe: list[str], end_us: int) -> Any:

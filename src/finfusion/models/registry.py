@@ -27,6 +27,7 @@ _BUILTIN: dict[str, str] = {
     "dual_tower": "finfusion.models.relevance.module:DualTowerRelevance",
     "token_bert": "finfusion.models.token_bert:TokenBert",
     "token_bert_classifier": "finfusion.models.token_bert_classifier:TokenBertClassifier",
+    "token_bert_tagger": "finfusion.models.token_bert_tagger:TokenBertTagger",
     "translob": "finfusion.models.orderbook.translob:TransLOB",
     "lob_lstm": "finfusion.models.orderbook.lstm:LobLSTM",
     "lob_logistic": "finfusion.models.orderbook.logistic:LobLogistic",

@@ -11,6 +11,7 @@ Outputs: `logits` [B, L, V], `mlm_loss` [] (cross-entropy over the predicted pos
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -48,6 +49,32 @@ def bert_config(
         pad_token_id=pad_id,
         type_vocab_size=1,
     )
+
+
+def load_pretrained_encoder(module: nn.Module, run: Path, source_prefix: str, target_prefix: str) -> None:
+    """Load the BERT encoder of a tokens-family run (`run`/model.safetensors, keys under `source_prefix`) into
+    `module` (keys under `target_prefix`); a shape mismatch or a missing encoder tensor is one line naming it."""
+    from safetensors.torch import load_file
+
+    path = run / "model.safetensors"
+    if not path.is_file():
+        raise FinfusionError(f"model.pretrained: {run} has no model.safetensors (train the masked-LM run first)")
+    encoder = {
+        target_prefix + key.removeprefix(source_prefix): value
+        for key, value in load_file(str(path)).items()
+        if key.startswith(source_prefix)
+    }
+    own = module.state_dict()
+    for key, value in encoder.items():
+        if key in own and own[key].shape != value.shape:
+            raise FinfusionError(
+                f"model.pretrained: {key} is {tuple(value.shape)} in {run}, {tuple(own[key].shape)} here "
+                "(give this model the pre-trained run's sizes and max_positions)"
+            )
+    missing, unexpected = module.load_state_dict(encoder, strict=False)
+    stray = [key for key in missing if key.startswith(target_prefix) and ".pooler." not in key]
+    if stray or unexpected:
+        raise FinfusionError(f"model.pretrained: {run} does not hold this encoder ({(stray + unexpected)[:3]})")
 
 
 class TokenBert(nn.Module, Capabilities):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from finfusion.errors import FinfusionError
 from finfusion.models.base import Capabilities
-from finfusion.models.token_bert import bert_config
+from finfusion.models.token_bert import bert_config, load_pretrained_encoder
 from finfusion.samples.contract import TOKENS, TOKENS_MASK
 
 ENCODER_PREFIX = "bert.bert."
@@ -57,26 +57,7 @@ class TokenBertClassifier(nn.Module, Capabilities):
         config.num_labels = n_classes
         self.bert = BertForSequenceClassification(config)
         if pretrained is not None:
-            self._load_encoder(Path(pretrained))
-
-    def _load_encoder(self, run: Path) -> None:
-        from safetensors.torch import load_file
-
-        path = run / "model.safetensors"
-        if not path.is_file():
-            raise FinfusionError(f"model.pretrained: {run} has no model.safetensors (train the masked-LM run first)")
-        encoder = {key: value for key, value in load_file(str(path)).items() if key.startswith(ENCODER_PREFIX)}
-        own = self.state_dict()
-        for key, value in encoder.items():
-            if key in own and own[key].shape != value.shape:
-                raise FinfusionError(
-                    f"model.pretrained: {key} is {tuple(value.shape)} in {run}, {tuple(own[key].shape)} here "
-                    "(give this model the pre-trained run's sizes and max_positions)"
-                )
-        missing, unexpected = self.load_state_dict(encoder, strict=False)
-        stray = [key for key in missing if key.startswith(ENCODER_PREFIX) and ".pooler." not in key]
-        if stray or unexpected:
-            raise FinfusionError(f"model.pretrained: {run} does not hold this encoder ({(stray + unexpected)[:3]})")
+            load_pretrained_encoder(self, Path(pretrained), source_prefix=ENCODER_PREFIX, target_prefix=ENCODER_PREFIX)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         out = self.bert(input_ids=batch[TOKENS], attention_mask=batch[TOKENS_MASK].long(), return_dict=True)

@@ -40,6 +40,9 @@ Relevance samples (samples/relevance.py; Fc context features, Fs stock features,
   `forward_return` [K] float32 (the log return behind the label; NaN when unknown), `past_return` [K] float32 (the
   log return over the h days up to the decision instant)
 
+Token windows (samples/token_labels.py; W tokens): `tokens` [W], `tokens_mask` [W], and `label` [] (a label of the
+window) or `tags` [W] int64 (a tag per bar; -1 unknown)
+
 Order-book windows (samples/orderbook.py; T snapshots, L levels):
 
 - `book` [T, L, 4] float32  (ask price, ask size, bid price, bid size) per level, normalised; `label` [] int64
@@ -87,3 +90,4 @@ LABEL_MASK = "label_mask"
 FORWARD_RETURN = "forward_return"
 PAST_RETURN = "past_return"
 BOOK = "book"
+TAGS = "tags"

@@ -7,7 +7,9 @@ sqrt(mean r^2) of their one-bar log returns:
 - `direction`: 1 when R > `dead_band`, 0 when R < -`dead_band`, ignored (-1) in between;
 - `volatility`: 1 (high) when V is above the median of V over the training samples, else 0 (low);
 - `trend`: 1 (trend) when |R| exceeds `trend_threshold` x s x sqrt(k), s the standard deviation of one-bar log
-  returns over the training span, else 0 (range).
+  returns over the training span, else 0 (range);
+- `pivots`: not one label but a tag per bar of the window (`tags` [W]): swing high, swing low or none within
+  `pivot_span` bars on each side, in hindsight (`pivot_tags`), for pattern tagging with a CRF.
 
 Everything in a sample's window is known at bar t; only the label reads bars after t. The thresholds (the median of
 V, s) are fitted on the training samples and stored. A sample whose k bars are not there yet gets -1 (predicted,
@@ -28,10 +30,12 @@ import torch
 from finfusion.data.calendar import to_us
 from finfusion.errors import FinfusionError
 from finfusion.features.vocabulary import Vocabulary
-from finfusion.samples.contract import IGNORE_LABEL, LABEL, ORIGIN_US, SYMBOL_INDEX, TOKENS, TOKENS_MASK
+from finfusion.samples.contract import IGNORE_LABEL, LABEL, ORIGIN_US, SYMBOL_INDEX, TAGS, TOKENS, TOKENS_MASK
 from finfusion.samples.token_sequences import TOKEN_SOURCE_DEFAULTS
 
-LABEL_SETS = ("direction", "volatility", "trend")
+LABEL_SETS = ("direction", "volatility", "trend", "pivots")
+#: Tags of the `pivots` label set, per bar.
+PIVOT_TAGS = ("none", "swing_high", "swing_low")
 #: The data part of the token-classification family (the tokens dataset and its bars as in token_sequences.py).
 CLASSIFICATION_DEFAULTS: dict[str, Any] = {
     **TOKEN_SOURCE_DEFAULTS,
@@ -42,6 +46,7 @@ CLASSIFICATION_DEFAULTS: dict[str, Any] = {
     "horizon": 5,
     "dead_band": 0.0,
     "trend_threshold": 1.0,
+    "pivot_span": 3,
     "split": {"train": 0.7, "val": 0.15},
     "batch_size": 64,
     "num_workers": 0,
@@ -60,14 +65,36 @@ class RawWindows:
     label_end_us: np.ndarray
     forward: np.ndarray
     volatility: np.ndarray
+    tags: np.ndarray
+
+
+def pivot_tags(high: np.ndarray, low: np.ndarray, span: int) -> np.ndarray:
+    """Per bar [n]: 1 when its high is the highest of the bars within `span` on each side (a swing high), 2 when its
+    low is the lowest (a swing low; a bar that is both is a swing high), 0 otherwise, -1 for the last `span` bars
+    (their later bars are not there yet). Hindsight tags: a bar's tag reads `span` bars after it, so the tags
+    describe patterns for analysis and never enter a sample's inputs."""
+    n = len(high)
+    tags = np.full(n, -1, dtype=np.int64)
+    if n < 2 * span + 1:
+        return tags
+    highs = np.lib.stride_tricks.sliding_window_view(high, 2 * span + 1)
+    lows = np.lib.stride_tricks.sliding_window_view(low, 2 * span + 1)
+    middle = np.arange(span, n - span)
+    is_high = high[middle] >= highs.max(axis=1)
+    is_low = low[middle] <= lows.min(axis=1)
+    tags[middle] = np.where(is_high, 1, np.where(is_low, 2, 0))
+    tags[:span] = 0  # the first bars have too little on their left to be pivots
+    return tags
 
 
 def raw_windows(
-    tokens: pl.DataFrame, bars: pl.DataFrame, vocabulary: Vocabulary, symbols: list[str], window: int, horizon: int
-) -> RawWindows:
-    """Windows of every bar with `window` tokens of history (module docstring)."""
+    tokens: pl.DataFrame, bars: pl.DataFrame, vocabulary: Vocabulary, symbols: list[str], window: int, horizon: int,
+    pivot_span: int = 3,
+) -> RawWindows:  # fmt: skip
+    """Windows of every bar with `window` tokens of history (module docstring), with the windows' pivot tags."""
     factor = pl.col("adj_factor").fill_null(1.0) if "adj_factor" in bars.columns else pl.lit(1.0)
-    prices = bars.select("symbol", "ts", (pl.col("close") * factor).log().alias("log_close"))
+    columns = [(pl.col(c) * factor).alias(c) for c in ("high", "low") if c in bars.columns]
+    prices = bars.select("symbol", "ts", (pl.col("close") * factor).log().alias("log_close"), *columns)
     joined = tokens.join(prices, on=["symbol", "ts"], how="inner").sort("symbol", "ts")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in RawWindows.__dataclass_fields__}
     for (symbol,), rows in joined.group_by("symbol", maintain_order=True):
@@ -87,6 +114,11 @@ def raw_windows(
         parts["label_end_us"].append(np.where(known, ts[safe], -1))
         parts["forward"].append(np.where(known, log_close[safe] - log_close[at], np.nan))
         parts["volatility"].append(np.where(known, np.sqrt((squares[safe + 1] - squares[at + 1]) / horizon), np.nan))
+        close = np.exp(log_close)
+        high = rows["high"].fill_null(float("nan")).to_numpy() if "high" in rows.columns else close
+        low = rows["low"].fill_null(float("nan")).to_numpy() if "low" in rows.columns else close
+        tags = pivot_tags(np.where(np.isfinite(high), high, close), np.where(np.isfinite(low), low, close), pivot_span)
+        parts["tags"].append(np.lib.stride_tricks.sliding_window_view(tags, window))
     if not parts["ids"]:
         raise FinfusionError(f"no symbol has {window} tokens joined to its bars")
     return RawWindows(**{name: np.concatenate(values) for name, values in parts.items()})
@@ -113,7 +145,7 @@ def fit_thresholds(raw: RawWindows, returns_train: np.ndarray, train: np.ndarray
 
 def labels(raw: RawWindows, label: str, options: Mapping[str, Any], thresholds: Mapping[str, float]) -> np.ndarray:
     """The label [N] (int64; -1 ignored or unknown) of each window (module docstring)."""
-    if label not in LABEL_SETS:
+    if label not in LABEL_SETS[:3]:
         raise FinfusionError(f"data.label: unknown label set '{label}'; known: {', '.join(LABEL_SETS)}")
     known = np.isfinite(raw.forward)
     forward = np.nan_to_num(raw.forward)
@@ -128,13 +160,19 @@ def labels(raw: RawWindows, label: str, options: Mapping[str, Any], thresholds: 
     return np.where(known, out, IGNORE_LABEL).astype(np.int64)
 
 
-def window_tensors(raw: RawWindows, label: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """The sample-contract tensors of the windows `rows`: tokens [n, W], tokens_mask, label, symbol_index, origin_us."""
+def window_tensors(raw: RawWindows, label: np.ndarray | None, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The sample-contract tensors of the windows `rows`: tokens [n, W], tokens_mask, symbol_index, origin_us, and
+    `label` [n] (None: the windows' pivot `tags` [n, W] instead)."""
     ids = torch.from_numpy(np.ascontiguousarray(raw.ids[rows]).astype(np.int64))
+    target = (
+        {TAGS: torch.from_numpy(np.ascontiguousarray(raw.tags[rows]))}
+        if label is None
+        else {LABEL: torch.from_numpy(label[rows])}
+    )
     return {
         TOKENS: ids,
         TOKENS_MASK: torch.ones(ids.shape, dtype=torch.bool),
-        LABEL: torch.from_numpy(label[rows]),
+        **target,
         SYMBOL_INDEX: torch.from_numpy(raw.symbol_index[rows]),
         ORIGIN_US: torch.from_numpy(raw.origin_us[rows]),
     }

@@ -8,36 +8,19 @@ and `val_masked_accuracy` (the argmax id equals the original at the masked posit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from finfusion.samples.contract import LABELS
 from finfusion.samples.masked_lm import IGNORE_INDEX
-from finfusion.training.tasks import Batch, _Task
+from finfusion.training.tasks import Batch, ModelLossTask
 
 
-class MaskedLMTask(_Task):
+class MaskedLMTask(ModelLossTask):
     """See the module docstring."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        lr: float = 5e-4,
-        weight_decay: float = 0.01,
-        warmup_fraction: float = 0.05,
-        total_steps: int | None = None,
-        min_lr_ratio: float = 0.0,
-        extra_groups: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(model, None, None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
-        self._val: dict[str, float] = {}
-
-    def _step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        outputs = self.model(batch)
-        return outputs["mlm_loss"], outputs
+    loss_key = "mlm_loss"
+    _val: dict[str, float]
 
     def on_validation_epoch_start(self) -> None:
         self._val = {"nats": 0.0, "hits": 0.0, "count": 0.0}

@@ -109,6 +109,28 @@ class _Task(L.LightningModule):
         )
 
 
+class ModelLossTask(_Task):
+    """A task whose loss the model computes itself: `outputs[loss_key]` [] (e.g. a masked-LM or CRF likelihood)."""
+
+    loss_key: str = "loss"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        extra_groups: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(model, None, None, lr, weight_decay, warmup_fraction, total_steps, min_lr_ratio, extra_groups)
+
+    def _step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        outputs = self.model(batch)
+        return outputs[self.loss_key], outputs
+
+
 def _batch_size(batch: Batch) -> int:
     return int(next(iter(batch.values())).shape[0])
 
@@ -276,6 +298,8 @@ TASKS: dict[str, type[_Task] | str] = {
     "masked_lm": "finfusion.training.masked_lm_task:MaskedLMTask",
     # the token-classification family's fine-tuning: the movement task's classification of `logits` [B, K]
     "token_classification": MovementTask,
+    # the token-classification family's per-bar pattern tagging with a CRF
+    "token_tagging": "finfusion.training.token_tagging_task:TokenTaggingTask",
     # the order-book family's mid-price movement (down, stationary, up)
     "lob_movement": MovementTask,
 }
