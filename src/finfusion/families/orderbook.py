@@ -33,7 +33,7 @@ from finfusion.families.base import (
     shuffled_loader,
     trainer_keys,
 )
-from finfusion.families.token_classification import ClassPredictions
+from finfusion.families.token_classification import ClassPredictions, class_rows
 
 if TYPE_CHECKING:
     import polars as pl
@@ -172,37 +172,7 @@ def _book_lake(options: Mapping[str, Any]) -> Lake:
 
 def _rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
     """CLASSIFICATIONS rows (label set mid_price; prob_positive = P(up))."""
-    import numpy as np
-    import polars as pl
-    import torch
-    from torch.utils.data import DataLoader
-
-    from finfusion.data.calendar import from_us
-    from finfusion.data.schema import CLASSIFICATIONS
-    from finfusion.samples.windows import collate
-
-    run.model.eval()
-    probs, labels, origins, symbols = [], [], [], []
-    with torch.inference_mode():
-        for batch in DataLoader(dataset, batch_size=256, shuffle=False, collate_fn=collate):
-            probs.append(torch.softmax(run.model(batch)["logits"].float(), dim=-1).numpy())
-            labels.append(batch["label"].numpy())
-            origins.append(batch["origin_us"].numpy())
-            symbols.append(batch["symbol_index"].numpy())
-    prob = np.concatenate(probs) if probs else np.zeros((0, 3))
-    label = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-    names = np.asarray(run.data.state["symbols"], dtype=object)
-    rows = pl.DataFrame(
-        {
-            "symbol": names[np.concatenate(symbols)].tolist() if symbols else [],
-            "origin_ts": from_us(np.concatenate(origins) if origins else np.zeros(0, dtype=np.int64), "origin_ts"),
-            "label_set": LABEL_SET,
-            "prob_positive": prob[:, 2].astype(np.float64),
-            "predicted": prob.argmax(axis=1).astype(np.int64),
-            "label": pl.Series([int(x) if x >= 0 else None for x in label], dtype=pl.Int64),
-        }
-    )
-    return CLASSIFICATIONS.conform(rows)
+    return class_rows(run.model, dataset, run.data.state["symbols"], LABEL_SET)
 
 
 def _scored(

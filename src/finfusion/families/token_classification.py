@@ -223,25 +223,14 @@ def _tag_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
     """CLASSIFICATIONS rows of a tagger: per window, the decoded tag of its last bar (0 none, 1 swing high, 2 swing
     low), prob_positive = the probability of a pivot there, label = the bar's tag when known."""
     import numpy as np
-    import polars as pl
-
-    from finfusion.data.calendar import from_us
-    from finfusion.data.schema import CLASSIFICATIONS
 
     paths, pivot, tags = _decoded(run, dataset)
-    symbols = np.asarray(run.data.state["symbols"], dtype=object)
     last = tags[:, -1] if len(tags) else np.zeros(0, dtype=np.int64)
-    rows = pl.DataFrame(
-        {
-            "symbol": symbols[dataset.column("symbol_index")].tolist(),
-            "origin_ts": from_us(dataset.column("origin_us"), "origin_ts"),
-            "label_set": "pivots",
-            "prob_positive": pivot.astype(np.float64),
-            "predicted": np.array([path[-1] for path in paths], dtype=np.int64),
-            "label": pl.Series([int(x) if x >= 0 else None for x in last], dtype=pl.Int64),
-        }
-    )
-    return CLASSIFICATIONS.conform(rows)
+    predicted = np.array([path[-1] for path in paths], dtype=np.int64)
+    return classification_frame(
+        run.data.state["symbols"], dataset.column("symbol_index"), dataset.column("origin_us"), "pivots", pivot,
+        predicted, last,
+    )  # fmt: skip
 
 
 def _tagging_result(run: LoadedRun) -> EvaluationResult:
@@ -306,37 +295,61 @@ def _previous_sign(run: LoadedRun) -> Any:
     return np.asarray(out, dtype=np.int64)
 
 
-def _class_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
-    """CLASSIFICATIONS rows of the run's model over `dataset`."""
+def classification_frame(
+    symbols: list[str],
+    symbol_index: Any,
+    origin_us: Any,
+    label_set: str,
+    prob_positive: Any,
+    predicted: Any,
+    label: Any,
+) -> pl.DataFrame:
+    """CLASSIFICATIONS rows from per-decision arrays [N] (a negative label is unknown: null)."""
     import numpy as np
     import polars as pl
-    import torch
-    from torch.utils.data import DataLoader
 
     from finfusion.data.calendar import from_us
     from finfusion.data.schema import CLASSIFICATIONS
-    from finfusion.samples.windows import collate
 
-    model = run.model
-    model.eval()
-    probs = []
-    with torch.inference_mode():
-        for batch in DataLoader(dataset, batch_size=256, shuffle=False, collate_fn=collate):
-            probs.append(torch.softmax(model(batch)["logits"].float(), dim=-1)[:, 1].numpy())
-    prob = np.concatenate(probs) if probs else np.zeros(0)
-    symbols = np.asarray(run.data.state["symbols"], dtype=object)
-    label = dataset.column("label")
     rows = pl.DataFrame(
         {
-            "symbol": symbols[dataset.column("symbol_index")].tolist(),
-            "origin_ts": from_us(dataset.column("origin_us"), "origin_ts"),
-            "label_set": str(run.data.extra["options"]["label"]),
-            "prob_positive": prob.astype(np.float64),
-            "predicted": (prob > 0.5).astype(np.int64),
+            "symbol": np.asarray(symbols, dtype=object)[symbol_index].tolist(),
+            "origin_ts": from_us(np.asarray(origin_us, dtype=np.int64), "origin_ts"),
+            "label_set": label_set,
+            "prob_positive": np.asarray(prob_positive, dtype=np.float64),
+            "predicted": np.asarray(predicted, dtype=np.int64),
             "label": pl.Series([int(x) if x >= 0 else None for x in label], dtype=pl.Int64),
         }
     )
     return CLASSIFICATIONS.conform(rows)
+
+
+def class_rows(model: Any, dataset: Any, symbols: list[str], label_set: str) -> pl.DataFrame:
+    """CLASSIFICATIONS rows of a classifier returning `logits` [B, K] over `dataset` (samples with `label`):
+    prob_positive = the softmax of the last class (up), predicted = the most likely class."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from finfusion.samples.windows import collate
+
+    model.eval()
+    parts: dict[str, list[Any]] = {"prob": [], "label": [], "origin_us": [], "symbol_index": []}
+    with torch.inference_mode():
+        for batch in DataLoader(dataset, batch_size=256, shuffle=False, collate_fn=collate):
+            parts["prob"].append(torch.softmax(model(batch)["logits"].float(), dim=-1).numpy())
+            for key in ("label", "origin_us", "symbol_index"):
+                parts[key].append(batch[key].numpy())
+    if not parts["prob"]:
+        empty = np.zeros(0, dtype=np.int64)
+        return classification_frame(symbols, empty, empty, label_set, empty, empty, empty)
+    prob, label, origin, index = (np.concatenate(parts[key]) for key in ("prob", "label", "origin_us", "symbol_index"))
+    return classification_frame(symbols, index, origin, label_set, prob[:, -1], prob.argmax(axis=1), label)
+
+
+def _class_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
+    """CLASSIFICATIONS rows of the run's classifier over `dataset`."""
+    return class_rows(run.model, dataset, run.data.state["symbols"], str(run.data.extra["options"]["label"]))
 
 
 FAMILY = TokenClassificationFamily()
