@@ -83,3 +83,10 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run by tests are not tracked in MLflow (tests/test_tracking.py switches it back on)."""
+    monkeypatch.setenv("FINFUSION_TRACKING", "off")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -233,8 +233,9 @@ def test_train_rejects_an_unknown_override(lake_dir: Path, cli: Callable[..., Re
 
 
 def test_evaluate_command_writes_metrics_significance_report_and_results_page(
-    lake_dir: Path, tmp_path: Path, cli: Callable[..., Result]
+    lake_dir: Path, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FINFUSION_TRACKING", "on")  # the evaluation and its folds' trainings are tracked
     run, page = tmp_path / "eval", tmp_path / "results.md"
     overrides = [
         *tiny_overrides(lake_dir),
@@ -258,6 +259,17 @@ def test_evaluate_command_writes_metrics_significance_report_and_results_page(
     assert sorted(p.name for p in (run / "folds" / "patchtst").iterdir()) == ["fold_0", "fold_1"]
     text = page.read_text()
     assert "| **patchtst** |" in text and "random_walk (baseline)" in text and "finfusion evaluate" in text
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(str(load_config(EXPERIMENT).name))
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    parent = runs.pop("evaluate eval")
+    assert {"patchtst/fold_0", "patchtst/fold_1"} <= {name.removeprefix("train ") for name in runs}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs.values())
+    assert parent.data.metrics["test_mase.patchtst"] == pytest.approx(metrics["models"]["patchtst"]["mase"])
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "evaluation.json", "report", "results.md"} <= artifacts
 
 
 def walk_forward_mase(data_part: str, lake: Path, run: Path) -> tuple[float, float, float]:

@@ -15,6 +15,8 @@ from finfusion.errors import FinfusionError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from finfusion.families.base import EvaluationResult
+
 ConfigOption = Annotated[
     str,
     typer.Option(
@@ -65,11 +67,13 @@ def train(
     Example: finfusion train --config patchtst_synthetic model.d_model=32 --run runs/p32
     """
     from finfusion.families.pipeline import train_run
+    from finfusion.training.tracking import tracking
 
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
     out.print(f"training [bold]{cfg.model.name}[/bold] ({cfg.task.name}) into {run_dir}")
-    trained = train_run(cfg, run_dir, resume=None if resume == "never" else resume)
+    with tracking(run_dir.resolve().parent):
+        trained = train_run(cfg, run_dir, resume=None if resume == "never" else resume)
     data = trained.data
     out.print(f"samples: {len(data.train):,} train, {len(data.val):,} val, {len(data.test):,} test")
     if trained.best_checkpoint is not None:
@@ -161,10 +165,40 @@ def evaluate(
     Example: finfusion evaluate --config patchtst_synthetic --run runs/eval01 --markdown docs/results/synthetic.md
     """
     from finfusion.families.pipeline import evaluate_experiment
+    from finfusion.training.tracking import tracked_run, tracking
 
     cfg = _load(config, overrides, lake)
     run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
-    evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)
+    with tracking(run_dir.resolve().parent), tracked_run("evaluate", run_dir.name, cfg) as tracked:
+        evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)
+        page = _report(evaluation, cfg, config, overrides, run_dir, markdown, lake)
+        if tracked is not None:
+            for model, values in evaluation.models.items():
+                tracked.log_metrics({f"test_{name}.{model}": value for name, value in values.items()})
+            tracked.log_text(_summary(evaluation), "evaluation.json")
+            tracked.log_artifact(run_dir / "report")
+            if page is not None:
+                tracked.log_artifact(page)
+
+
+def _summary(evaluation: EvaluationResult) -> str:
+    """The test metrics per model, which are baselines, and the printed notes, as JSON text."""
+    import json
+
+    fields = {"models": evaluation.models, "baselines": list(evaluation.baselines), "notes": list(evaluation.notes)}
+    return json.dumps(fields, indent=2, default=str)
+
+
+def _report(
+    evaluation: EvaluationResult,
+    cfg: DictConfig,
+    config: str,
+    overrides: list[str] | None,
+    run_dir: Path,
+    markdown: Path | None,
+    lake: Path | None,
+) -> Path | None:
+    """Print the test metrics table and the notes; write the results page when `markdown` is given."""
     names = list(dict.fromkeys(name for values in evaluation.models.values() for name in values))
     labels = [f"{model} (baseline)" if model in evaluation.baselines else model for model in evaluation.models]
     table = Table("metric", *labels, title="test metrics")
@@ -174,11 +208,14 @@ def evaluate(
     out.print(table)
     for note in evaluation.notes:
         out.print(note)
-    if markdown is not None:
-        if evaluation.write_page is None:
-            raise FinfusionError(f"the {cfg.task.name} family writes no results page (--markdown)")
-        words = ["finfusion", "evaluate", "--config", config, *(overrides or []), "--run", str(run_dir)]
-        words += ["--markdown", str(markdown), *(["--lake", str(lake)] if lake is not None else [])]
-        command = " ".join(shlex.quote(word) for word in words)
-        title = f"Results: {cfg.get('name', Path(config).stem)}"
-        out.print(f"results: {evaluation.write_page(markdown, command, title)}")
+    if markdown is None:
+        return None
+    if evaluation.write_page is None:
+        raise FinfusionError(f"the {cfg.task.name} family writes no results page (--markdown)")
+    words = ["finfusion", "evaluate", "--config", config, *(overrides or []), "--run", str(run_dir)]
+    words += ["--markdown", str(markdown), *(["--lake", str(lake)] if lake is not None else [])]
+    command = " ".join(shlex.quote(word) for word in words)
+    title = f"Results: {cfg.get('name', Path(config).stem)}"
+    page = evaluation.write_page(markdown, command, title)
+    out.print(f"results: {page}")
+    return page

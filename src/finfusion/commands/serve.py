@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 ENV_CONFIG = "FINFUSION_SERVE_CONFIG"
 DEFAULT_CONFIG = "cga_daily"
+#: The jobs' MLflow store lies under this folder (runs/mlflow/) unless MLFLOW_TRACKING_URI is set.
+JOBS_RUNS = Path("runs")
 
 app = typer.Typer(help="Serve models: the HTTP API and the batch jobs that feed it.", no_args_is_help=True)
 job_app = typer.Typer(
@@ -131,7 +134,7 @@ def ingest(
     store = Lake(lake)
     bar_options = BarOptions(dataset=dataset, freq=freq, calendar=calendar, tz=tz, bar_label=bar_label.value)
     folder = FolderSource(source, bar_options, texts, TextOptions(dataset=dataset, source="csv"))
-    with busy(f"ingesting {source}"):
+    with busy(f"ingesting {source}"), _tracked():
         result = run_ingest(JobRunner.for_lake(store), store, folder, latest_hours=latest)
     _print(result)
 
@@ -162,7 +165,7 @@ def features(
     store = Lake(lake)
     spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name)
     options = FeatureJobOptions(normalize.value if normalize else None, fit_start, fit_end)
-    with busy(f"computing features of {dataset}"):
+    with busy(f"computing features of {dataset}"), _tracked():
         result = run_features(JobRunner.for_lake(store), store, spec, options, latest_hours=latest)
     _print(result)
 
@@ -186,7 +189,7 @@ def train(
     from finfusion.serving.model_jobs import run_train
 
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
-    with busy(f"training {model}"):
+    with busy(f"training {model}"), _tracked():
         result = run_train(c.runner, c.lake, c.store, c.spec, c.steps.train, latest_hours=latest)
     _print(result)
 
@@ -208,7 +211,7 @@ def finetune(
     from finfusion.serving.model_jobs import run_finetune
 
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
-    with busy(f"finetuning {model}"):
+    with busy(f"finetuning {model}"), _tracked():
         result = run_finetune(
             c.runner, c.lake, c.store, c.spec, c.steps.finetune, c.steps.validate, latest_hours=latest
         )
@@ -235,7 +238,7 @@ def predict(
     from finfusion.serving.model_jobs import run_predict
 
     c = _ModelContext.build(lake, store, dataset, freq, features_name, model, config, settings)
-    with busy(f"predicting with {model}"):
+    with busy(f"predicting with {model}"), _tracked():
         result = run_predict(
             c.runner, c.lake, c.store, c.spec, c.steps.predict, table=c.steps.table, latest_hours=latest
         )
@@ -273,6 +276,13 @@ class _ModelContext:
         spec = PipelineSpec(bars=dataset, freq=freq, features_name=features_name, model=model)
         steps = family_steps(config, settings or [], store_root=store)
         return cls(JobRunner.for_lake(data), data, ModelStore(store, model), spec, steps)
+
+
+def _tracked() -> AbstractContextManager[object]:
+    """MLflow tracking of a job's run, in the local store under ./runs unless MLFLOW_TRACKING_URI is set."""
+    from finfusion.training.tracking import tracking
+
+    return tracking(JOBS_RUNS)
 
 
 def _print(result: JobResult) -> None:

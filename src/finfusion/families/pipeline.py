@@ -87,6 +87,7 @@ def train_run(
     `data` replaces the family's data (e.g. built with a stored state); `initial_weights` start the model from a
     trained state dict (fine-tuning) instead of its seeded initialisation."""
     from finfusion.training.fitting import fit_model, seed_everything
+    from finfusion.training.tracking import training_run
     from finfusion.training.trainer import is_global_zero
 
     run = Path(run_dir)
@@ -97,17 +98,22 @@ def train_run(
     cfg = with_stored_options(cfg, model)
     if initial_weights is not None:
         model.load_state_dict(dict(initial_weights), strict=True)
-    fitted = fit_model(cfg, model, data.train, data.val, data.loader, run, resume, callbacks)
-    metrics = {
-        "model": str(cfg.model.name),
-        "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "best_checkpoint": None if fitted.best_checkpoint is None else fitted.best_checkpoint.name,
-        "best_score": fitted.best_score,
-    }
-    if is_global_zero():  # one process of a distributed run writes the run folder
-        run.mkdir(parents=True, exist_ok=True)
-        save_model_state(model, run)
-        write_run(run, cfg, data.state, metrics)
+    with training_run(run, cfg) as tracked:
+        fitted = fit_model(cfg, model, data.train, data.val, data.loader, run, resume, callbacks)
+        windows = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+        metrics = {
+            "model": str(cfg.model.name),
+            "windows": windows,
+            "best_checkpoint": None if fitted.best_checkpoint is None else fitted.best_checkpoint.name,
+            "best_score": fitted.best_score,
+        }
+        if is_global_zero():  # one process of a distributed run writes the run folder
+            run.mkdir(parents=True, exist_ok=True)
+            save_model_state(model, run)
+            write_run(run, cfg, data.state, metrics)
+            if tracked is not None:
+                tracked.log_metrics({f"windows_{span}": count for span, count in windows.items()})
+                tracked.log_artifact(run / METRICS_FILE)
     return TrainedRun(run, cfg, family, data, model, fitted.best_checkpoint, fitted.best_score)
 
 

@@ -30,8 +30,11 @@ from finfusion.data.atomic import write_json_atomic
 from finfusion.data.catalog import Catalog
 from finfusion.data.lake import Lake, check_name
 from finfusion.errors import FinfusionError
+from finfusion.training.tracking import tracked_run
 
 STATE_DIR = "_jobs"
+#: The MLflow experiment of the serve jobs' runs (tracked when a command switches tracking on).
+JOBS_EXPERIMENT = "serve-jobs"
 Status = Literal["done", "up-to-date", "rejected"]
 
 
@@ -159,8 +162,11 @@ class JobRunner:
     def run(self, job: str, work: Callable[[JobState], JobResult]) -> JobResult:
         """Run `work` under the job's lock with its state; record the state only when `work` returns having done
         something and set `processed_until`."""
-        with self.lock(job):
+        with self.lock(job), tracked_run("job", job, experiment=JOBS_EXPERIMENT) as tracked:
             result = work(self.state(job))
+            if tracked is not None:
+                tracked.log_metrics(result.details)
+                tracked.log_text(json.dumps(result.summary(), indent=2, default=str), "job.json")
             if result.did_work and result.processed_until is not None:
                 payload = {
                     "job": job,

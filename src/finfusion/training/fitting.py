@@ -21,7 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from finfusion.config import plain
 from finfusion.models.base import Capabilities
 from finfusion.models.build import TASK_KEY
+from finfusion.training.epoch_metrics import EpochMetrics
 from finfusion.training.tasks import build_task
+from finfusion.training.tracking import training_run
 from finfusion.training.trainer import FitResult, fit_task, trainer_options
 
 TASK_DEFAULTS: dict[str, Any] = {"name": "forecast"}
@@ -58,12 +60,17 @@ def fit_model(
     """Fit `model` on `train` (validating on `val`); `loader(dataset, shuffle=..., seed=...)` batches a dataset (the
     training batches are shuffled with the trainer's seed). Closed-form models are fitted in one pass over the
     training batches and have no checkpoint."""
-    if not model.trainable:
-        model.fit(loader(train))
-        return FitResult(None, None)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{type(model).__name__} is trainable but not an nn.Module")
-    task = make_task(cfg, model)
-    seed = int(trainer_options(cfg.get("trainer", {}))["seed"])
-    loaders = (loader(train, shuffle=True, seed=seed), loader(val) if len(val) else None)
-    return fit_task(task, loaders, run_dir, cfg, resume=resume, callbacks=callbacks)
+    with training_run(run_dir, cfg) as tracked:
+        if not model.trainable:
+            model.fit(loader(train))
+            return FitResult(None, None)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(model).__name__} is trainable but not an nn.Module")
+        task = make_task(cfg, model)
+        seed = int(trainer_options(cfg.get("trainer", {}))["seed"])
+        loaders = (loader(train, shuffle=True, seed=seed), loader(val) if len(val) else None)
+        epochs = [] if tracked is None else [EpochMetrics(tracked)]
+        fitted = fit_task(task, loaders, run_dir, cfg, resume=resume, callbacks=[*callbacks, *epochs])
+        if tracked is not None and fitted.best_score is not None:
+            tracked.log_metrics({"best_score": fitted.best_score})
+        return fitted

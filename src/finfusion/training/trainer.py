@@ -15,7 +15,7 @@ Run folder layout:
 
     RUN/config.yaml            the resolved experiment config (`finfusion train --config RUN/config.yaml` repeats it)
     RUN/checkpoints/           best-k checkpoints on the monitored metric, and last.ckpt (the one resume point)
-    RUN/csv/, RUN/tensorboard/ logs (RUN/mlruns/ too when MLflow is requested)
+    RUN/csv/, RUN/tensorboard/ logs (MLflow tracking of the commands that train: training/tracking.py)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
     StochasticWeightAveraging,
 )
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -89,7 +89,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     # temporal mixup and feature noise on training batches only (training/augmentation.py)
     "augmentation": AUGMENTATION_DEFAULTS,
     "loggers": ["csv", "tensorboard"],
-    "mlflow": {"experiment_name": "finfusion", "tracking_uri": None},
 }
 
 _PASSTHROUGH = (
@@ -110,7 +109,7 @@ _PASSTHROUGH = (
     "deterministic",
 )
 #: Loggers a config may ask for.
-LOGGERS = ("csv", "tensorboard", "mlflow")
+LOGGERS = ("csv", "tensorboard")
 
 
 def trainer_options(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
@@ -148,12 +147,6 @@ def _loggers(options: Mapping[str, Any], run_dir: Path) -> list[Logger]:
                 "trainer.loggers asks for tensorboard, which is not installed (pip install tensorboard)"
             )
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
-    if "mlflow" in wanted:
-        if importlib.util.find_spec("mlflow") is None:
-            raise FinfusionError("trainer.loggers asks for mlflow, which is not installed (pip install mlflow)")
-        mlflow = options["mlflow"]
-        uri = mlflow.get("tracking_uri") or (run_dir / "mlruns").resolve().as_uri()
-        loggers.append(MLFlowLogger(experiment_name=mlflow["experiment_name"], tracking_uri=uri))
     return loggers
 
 
