@@ -12,6 +12,8 @@ from finfusion.commands.embed import embed
 from finfusion.commands.experiment import evaluate, predict, train, validate
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
+from finfusion.commands.sweep import EPILOG as SWEEP_EPILOG
+from finfusion.commands.sweep import sweep
 
 app = typer.Typer(
     name="finfusion",
@@ -36,6 +38,7 @@ app.command(epilog="Example:\n\n  finfusion train --config patchtst_synthetic mo
 app.command(epilog="Example:\n\n  finfusion predict runs/patchtst_synthetic --span latest --out latest.npz")(predict)
 app.command(epilog="Example:\n\n  finfusion validate runs/patchtst_synthetic")(validate)
 app.command(epilog="Example:\n\n  finfusion evaluate --config patchtst_synthetic --run runs/eval01")(evaluate)
+app.command("sweep", epilog=SWEEP_EPILOG)(sweep)
 
 
 def _version(value: bool) -> None:

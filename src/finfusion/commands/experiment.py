@@ -30,7 +30,7 @@ Overrides = Annotated[
 SPANS_HELP = "Span to predict: test, val, train (every family); all, latest (forecast); all (portfolio)."
 
 
-def _load(config: str, overrides: list[str] | None, lake: Path | None) -> DictConfig:
+def load_experiment(config: str, overrides: list[str] | None, lake: Path | None) -> DictConfig:
     """The composed config; `--lake` (or $FINFUSION_LAKE) sets `data.lake` when given."""
     from omegaconf import open_dict
 
@@ -69,7 +69,7 @@ def train(
     from finfusion.families.pipeline import train_run
     from finfusion.training.tracking import tracking
 
-    cfg = _load(config, overrides, lake)
+    cfg = load_experiment(config, overrides, lake)
     run_dir = run or _default_run(str(cfg.get("name", Path(config).stem)))
     out.print(f"training [bold]{cfg.model.name}[/bold] ({cfg.task.name}) into {run_dir}")
     with tracking(run_dir.resolve().parent):
@@ -167,7 +167,7 @@ def evaluate(
     from finfusion.families.pipeline import evaluate_experiment
     from finfusion.training.tracking import tracked_run, tracking
 
-    cfg = _load(config, overrides, lake)
+    cfg = load_experiment(config, overrides, lake)
     run_dir = run or _default_run(f"{cfg.get('name', Path(config).stem)}-eval")
     with tracking(run_dir.resolve().parent), tracked_run("evaluate", run_dir.name, cfg) as tracked:
         evaluation = evaluate_experiment(cfg, run_dir, progress=out.print)

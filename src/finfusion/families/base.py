@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from finfusion.families.pipeline import LoadedRun
 
 #: Top-level keys of every experiment config.
-TOP_LEVEL = frozenset({"name", "label", "data", "model", "task", "optim", "trainer", "evaluation"})
+TOP_LEVEL = frozenset({"name", "label", "data", "model", "task", "optim", "trainer", "evaluation", "sweep"})
 #: The `optim` part: AdamW with linear warm-up and cosine decay (training/schedule.py), the same for every task.
 OPTIM_KEYS = frozenset({"lr", "weight_decay", "warmup_fraction", "total_steps", "min_lr_ratio", "extra_groups"})
 #: A section whose keys are not checked here (validated by the code that reads it, e.g. data.synthetic).
