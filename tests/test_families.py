@@ -198,6 +198,26 @@ def test_each_config_trains_predicts_validates_and_evaluates_through_the_same_co
     evaluated = cli("evaluate", "--config", name, *overrides, "--run", str(tmp_path / "eval"), *lake)
     assert evaluated.exit_code == 0, evaluated.output
     assert "test metrics" in evaluated.output and "baseline" in evaluated.output
+    if name == "multimodal_tiny":  # explanations of a text model on the synthetic market with planted news
+        check_explain(run, name, market)
+
+
+def check_explain(run: Path, name: str, market: Path) -> None:
+    first = Lake(market).read("forecasts", name).sort("origin_ts").row(0, named=True)
+    at = f"{first['symbol']}:{first['origin_ts'].date().isoformat()}"
+    explained = cli("explain", str(run), "--at", at, "--steps", "8", "--planted", "--lake", str(market))
+    assert explained.exit_code == 0, explained.output
+    assert "texts (largest |IG| first)" in explained.output and "planted news: first by |IG|" in explained.output
+    (stored,) = (run / "explanations").glob(f"{first['symbol']}_*.json")
+    decision = json.loads(stored.read_text())
+    assert len(decision["heat"][0]) == len(decision["channels"]) and decision["texts"]
+    assert {"register", "price tokens"} <= set(decision["attention"])
+    assert abs(decision["completeness_gap"]) < 0.1 * max(1e-3, abs(decision["output"] - decision["baseline_output"]))
+    planted = json.loads((run / "explanations" / "planted_rate.json").read_text())
+    assert planted["windows"] >= planted["first_by_integrated_gradients"] >= 0
+    assert 'id="explanations"' in (run / "report" / "explanations.html").read_text()
+    refused = cli("explain", str(run), "--at", f"{first['symbol']}:1999-01-04", "--lake", str(market))
+    assert refused.exit_code != 0 and "has no decision on 1999-01-04" in refused.output
 
 
 def test_predict_reuses_the_stored_normaliser_and_split_after_the_lake_grows(tmp_path: Path) -> None:

@@ -14,10 +14,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from finfusion.errors import FinfusionError
+from finfusion.evaluation.explain import integrated_gradients
 from finfusion.features.text import DEFAULT_ENCODER
 from finfusion.models.multimodal.forecaster import LOSS_PARTS, MultimodalDiffusionForecaster
 from finfusion.models.multimodal.text_encoder import load_tokenizer, tokenize_texts
-from finfusion.samples.contract import TEXT_EMB, TEXT_MASK
+from finfusion.samples.contract import PAST, TEXT_EMB, TEXT_MASK
 from finfusion.training.generative_task import GenerativeForecastTask
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -132,15 +133,37 @@ def test_a_few_training_steps_make_the_loss_fall() -> None:
     assert after["mean"] < 0.8 * before["mean"]
 
 
-def test_sampled_paths_move_with_the_news_after_training() -> None:
-    """The news shifts every future step by +/- 1.5: after training, the paths' median has the news' sign."""
+@pytest.fixture(scope="module")
+def trained() -> MultimodalDiffusionForecaster:
+    """The tiny forecaster after 60 steps on the generated news (eval mode)."""
     model = tiny()
     train_on_generated(model, steps=60)
+    return model.eval()
+
+
+def test_sampled_paths_move_with_the_news_after_training(trained: MultimodalDiffusionForecaster) -> None:
+    """The news shifts every future step by +/- 1.5: after training, the paths' median has the news' sign."""
+    model = trained
     held_out = generated(64, 99)
     news = held_out[TEXT_MASK].any(dim=1)
     sign = held_out[TEXT_EMB][news, -1] @ NEWS
     median = draw(model.eval(), held_out, 0).median(dim=1).values.mean(dim=(1, 2))
     assert (torch.sign(median[news]) == torch.sign(sign)).float().mean() > 0.9
+
+
+def test_after_training_integrated_gradients_rank_the_news_above_a_distractor_text(
+    trained: MultimodalDiffusionForecaster,
+) -> None:
+    model = trained
+    batch = generated(64, 77)
+    news = batch[TEXT_MASK].any(dim=1)
+    batch = {key: value[news] for key, value in batch.items()}
+    distractor = torch.randn(int(news.sum()), NEWS.shape[0], generator=torch.Generator().manual_seed(3))
+    batch[TEXT_EMB][:, 0] = torch.nn.functional.normalize(distractor, dim=1)
+    batch[TEXT_MASK][:, 0] = True  # slot 0: an unrelated text; slot -1: the news
+    found = integrated_gradients(model.explained_output, batch, [PAST, TEXT_EMB], steps=32)
+    per_text = found.values[TEXT_EMB].sum(dim=-1).abs()
+    assert (per_text[:, -1] > per_text[:, 0]).float().mean() > 0.8
 
 
 def test_sample_shapes_and_forward_gives_the_median_as_point() -> None:

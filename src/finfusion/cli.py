@@ -10,6 +10,8 @@ from finfusion.commands.backtest import backtest
 from finfusion.commands.embed import EPILOG as EMBED_EPILOG
 from finfusion.commands.embed import embed
 from finfusion.commands.experiment import evaluate, predict, train, validate
+from finfusion.commands.explain import EPILOG as EXPLAIN_EPILOG
+from finfusion.commands.explain import explain
 from finfusion.commands.quickstart import quickstart
 from finfusion.commands.report import report
 from finfusion.commands.sweep import EPILOG as SWEEP_EPILOG
@@ -39,6 +41,7 @@ app.command(epilog="Example:\n\n  finfusion predict runs/patchtst_synthetic --sp
 app.command(epilog="Example:\n\n  finfusion validate runs/patchtst_synthetic")(validate)
 app.command(epilog="Example:\n\n  finfusion evaluate --config patchtst_synthetic --run runs/eval01")(evaluate)
 app.command("sweep", epilog=SWEEP_EPILOG)(sweep)
+app.command("explain", epilog=EXPLAIN_EPILOG)(explain)
 
 
 def _version(value: bool) -> None:

@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 from finfusion.data.atomic import atomic_path
 from finfusion.errors import FinfusionError
 from finfusion.evaluation import plots
+from finfusion.evaluation.explain_section import explanations_section
 from finfusion.evaluation.run_layout import (
     EQUITY_FILE,
     FORECASTS_FILE,
@@ -46,6 +47,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 )
 FIGURE_SECTIONS = tuple(section for section, _ in SECTIONS if section != "metrics")
 REPORT_NAME = "report.html"
+EXPLANATIONS_PAGE = "explanations.html"
 
 #: Name fragments that decide a metric's goal when metrics.json gives none (checked in this order).
 GOAL_HINTS: tuple[tuple[Goal, tuple[str, ...]], ...] = (
@@ -249,6 +251,11 @@ def render_html(run: Run, generated: datetime) -> str:
         f'<section id="{section}"><h2>{titles[section]}</h2>{_figure_div(section, figures[section])}</section>'
         for section in FIGURE_SECTIONS
     ]
+    nav_sections = list(SECTIONS)
+    explained = explanations_section(run.root)
+    if explained is not None:
+        body.append(f'<section id="explanations"><h2>Explanations</h2>{explained}</section>')
+        nav_sections.append(("explanations", "Explanations"))
     missing = (
         '<div class="missing"><strong>Missing from this run:</strong> '
         + ", ".join(f"<code>{escape(part)}</code>" for part in run.missing)
@@ -256,7 +263,7 @@ def render_html(run: Run, generated: datetime) -> str:
         if run.missing
         else ""
     )
-    nav = "".join(f'<a href="#{section}">{escape(title)}</a>' for section, title in SECTIONS)
+    nav = "".join(f'<a href="#{section}">{escape(title)}</a>' for section, title in nav_sections)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -301,3 +308,32 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     with atomic_path(html_path.parent / "metrics.csv") as tmp:
         metrics_frame(metrics).write_csv(tmp)
     return html_path
+
+
+def write_explanations_report(run_dir: Path) -> Path:
+    """RUN/report/explanations.html: the Explanations section of the stored explanations (`finfusion explain`) as a
+    page of its own, for a trained run's folder (an evaluation's report.html shows the same section)."""
+    section = explanations_section(run_dir)
+    if section is None:
+        raise FinfusionError(f"{run_dir} has no stored explanation (finfusion explain {run_dir} --at SYMBOL:DATE)")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>finfusion explanations: {escape(run_dir.resolve().name)}</title>
+<style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<main>
+<h1>finfusion explanations: {escape(run_dir.resolve().name)}</h1>
+<section id="explanations"><h2>Explanations</h2>{section}</section>
+</main>
+</body>
+</html>
+"""
+    path = run_dir / "report" / EXPLANATIONS_PAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

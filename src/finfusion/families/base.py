@@ -22,7 +22,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -186,6 +186,12 @@ class Family(ABC):
     def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
         """Rows of the family's lake table (`table`) for every decision start < t <= end that has a full lookback,
         its future known or not (none: an empty frame)."""
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        """The explanation of the run's decision for `symbol` on `day` in `span` (JSON-able: attributions per input,
+        per text, attention, permutation importance); with `planted`, also how often the synthetic market's planted
+        news item is the text that moved a forecast most, over the span. Families without explanations say so."""
+        raise FinfusionError(f"the {self.name} family has no explanations yet (finfusion explain: forecast runs)")
 
 
 def shuffled_loader(batch_size: int, workers: int, drop_short_last: bool = False) -> Callable[..., DataLoader]:

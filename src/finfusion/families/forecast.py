@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,24 @@ class ForecastFamily(Family):
         if len(windows) == 0:
             return pl.DataFrame(schema={column.name: column.dtype for column in FORECASTS.columns})
         return lake_frame(run_forecasts(run.model, windows))
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.forecasting.explain import explain_decision, planted_rate
+
+        experiment = run.data.extra["experiment"]
+        explained = explain_decision(run.model, experiment, run.cfg, symbol, day, span, steps)
+        result: dict[str, Any] = {"decision": explained.as_dict()}
+        if planted:
+            rate = planted_rate(run.model, experiment, run.cfg, span, steps)
+            result["planted"] = {
+                "span": span,
+                "windows": rate.windows,
+                "first_by_integrated_gradients": rate.first_by_integrated_gradients,
+                "first_by_occlusion": rate.first_by_occlusion,
+                "rate_integrated_gradients": rate.rate(rate.first_by_integrated_gradients),
+                "rate_occlusion": rate.rate(rate.first_by_occlusion),
+            }
+        return result
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.evaluation.run_layout import missing_parts

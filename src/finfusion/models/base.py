@@ -17,9 +17,12 @@ Statistical baselines that are not trained by gradient descent implement `fit(da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from finfusion.errors import FinfusionError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class Capabilities:
@@ -36,6 +39,17 @@ class Capabilities:
         """The batch keys this instance reads (its class's `inputs`; a model whose settings decide, e.g. whether it
         reads text, narrows them). The builder checks them against the samples' keys."""
         return type(self).inputs
+
+    def explained_output(self, batch: dict[str, Tensor]) -> Tensor:
+        """A deterministic scalar per sample [B] that explanations attribute (evaluation/explain.py): the point
+        forecast of the first target summed over the horizon, or the up-minus-down class score of a classifier.
+        Models whose forward samples override it with their deterministic part."""
+        outputs = self(batch)  # type: ignore[operator]
+        if "point" in outputs:
+            return outputs["point"][..., 0].sum(dim=1)
+        if "logits" in outputs:
+            return outputs["logits"][:, -1] - outputs["logits"][:, 0]
+        raise FinfusionError(f"{type(self).__name__} returns neither a point forecast nor class scores to explain")
 
     def stored_options(self) -> dict[str, Any]:
         """Model-part settings a run folder stores in place of the config's (e.g. the architecture read from a

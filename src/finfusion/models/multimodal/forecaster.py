@@ -318,6 +318,36 @@ class MultimodalDiffusionForecaster(nn.Module, Capabilities):
             mean = unconditional + scale * (mean - unconditional)
         return x.view(batch_size, paths, *shape[1:]) + mean[:, None]
 
+    # -- explanations ---------------------------------------------------------------------------------------------
+
+    def explained_output(self, batch: Batch) -> Tensor:
+        """The guided conditional mean path of the first target summed over the horizon [B]: the deterministic part
+        of the forecast (sampled residuals add noise around it), which explanations attribute."""
+        if self.mean_head is None:
+            raise FinfusionError("the forecaster has no deterministic output to explain (diffusion.residual_of_mean)")
+        condition = self.encode(batch).condition
+        mean = self.mean_path(condition)
+        scale = self.config.sampling.guidance_scale
+        if scale != 1.0:
+            unconditional = self.mean_path(self.null_condition.to(condition.dtype).expand_as(condition))
+            mean = unconditional + scale * (mean - unconditional)
+        return mean[..., 0].sum(dim=1)
+
+    def attention_maps(self, batch: Batch) -> dict[str, Tensor]:
+        """The Q-Former queries' cross-attention [B, n_layers, Q, K] over [register, price tokens, texts], with
+        `ts_tokens` [] and `texts` [] giving the segments' lengths."""
+        past = batch[PAST]
+        ts_tokens, ts_mask = self.ts_encoder(past, batch.get(PAST_MASK))
+        texts = self._texts(batch)
+        text, text_mask = (None, None) if texts is None else texts
+        weights = self.qformer.attention_maps(ts_tokens, ts_mask, text, text_mask)
+        n_texts = 0 if text is None else text.shape[1]
+        return {
+            "weights": weights,
+            "ts_tokens": torch.tensor(ts_tokens.shape[1]),
+            "texts": torch.tensor(n_texts),
+        }
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         """`samples` [B, S, H, T] with the `sampling` config's defaults and `point` [B, H, T], their median."""
         samples = self.sample(batch)

@@ -58,6 +58,17 @@ class Attention(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         return self.out(attended.transpose(1, 2).reshape(batch, m, d))
 
+    def weights(self, x: Tensor, memory: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """The attention weights [B, heads, M, K] of queries x [B, M, D] over `memory` [B, K, D_kv] (key_mask [B, K],
+        True = attend): what `forward` mixes the values with, for explanations."""
+        batch, m, _ = x.shape
+        q = self.q(x).view(batch, m, self.n_heads, -1).transpose(1, 2)
+        k = self.kv(memory).view(batch, memory.shape[1], 2, self.n_heads, -1)[:, :, 0].transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return scores.softmax(dim=-1)
+
 
 class FeedForward(nn.Module):
     """Two-layer GELU MLP D -> hidden -> D on x [..., D]."""
@@ -107,3 +118,12 @@ class TransformerBlock(nn.Module):
                 raise ValueError("a cross-attention block needs a memory")
             x = x + self.drop(self.cross_attn(self.norm_cross(x), memory, memory_mask))
         return x + self.drop(self.ff(self.norm_ff(x)))
+
+    def cross_attention_weights(
+        self, x: Tensor, memory: Tensor, memory_mask: Tensor | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        """The cross-attention weights [B, heads, M, K] this block applies to x [B, M, D] over memory [B, K, D]."""
+        if self.cross_attn is None or self.norm_cross is None:
+            raise ValueError("a block without cross-attention has no cross-attention weights")
+        x = x + self.drop(self.self_attn(self.norm_self(x), key_mask=mask, causal=self.causal))
+        return self.cross_attn.weights(self.norm_cross(x), memory, memory_mask)

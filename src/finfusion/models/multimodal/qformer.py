@@ -63,3 +63,16 @@ class QFormer(nn.Module):
         for layer in self.layers:
             x = layer(x, memory=memory, memory_mask=memory_mask)
         return self.norm(x)
+
+    def attention_maps(
+        self, ts: Tensor, ts_mask: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None
+    ) -> Tensor:
+        """The queries' cross-attention weights over the memory [register, ts tokens, texts], averaged over heads:
+        [B, n_layers, Q, 1 + K_ts (+ N)]; masked keys get 0."""
+        memory, memory_mask = self.memory(ts, ts_mask, text, text_mask)
+        x = self.queries.expand(ts.shape[0], -1, -1)
+        maps = []
+        for layer in self.layers:
+            maps.append(layer.cross_attention_weights(x, memory, memory_mask).mean(dim=1))
+            x = layer(x, memory=memory, memory_mask=memory_mask)
+        return torch.stack(maps, dim=1)
