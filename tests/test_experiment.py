@@ -30,7 +30,7 @@ from finfusion.families.pipeline import train_run
 from finfusion.features.text import document_text
 from finfusion.forecasting.data import build_experiment_data, data_options, load_bars
 from finfusion.forecasting.forecast import Forecasts, run_forecasts
-from finfusion.forecasting.scoring import window_losses
+from finfusion.forecasting.scoring import has_direction, window_losses
 from finfusion.forecasting.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
 from finfusion.models.build import build_model, load_model_state
 from finfusion.models.multimodal.text_encoder import load_tokenizer
@@ -402,6 +402,7 @@ def test_direction_loss_counts_sign_errors_and_the_random_walk_is_always_wrong()
     assert window_losses(forecasts, np.array([True]), "direction").tolist() == [0.25]
     flat = dataclasses.replace(forecasts, point=np.zeros_like(point))
     assert window_losses(flat, np.array([True]), "direction").tolist() == [1.0]
+    assert has_direction(forecasts, np.array([True])) and not has_direction(flat, np.array([True]))
     with pytest.raises(ValueError, match="unknown loss"):
         window_losses(forecasts, np.array([True]), "hinge")
 

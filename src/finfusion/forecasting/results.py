@@ -78,7 +78,8 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "One-sided (H1: the model's expected loss is lower than the reference's), HLN-corrected, on the loss "
         "averaged per decision instant; `subset` names what is scored: all test windows, or e.g. planted_news (the "
         "steps whose bar a news item seen at the decision moves, on the synthetic market). Losses: absolute error, "
-        "CRPS, direction error (1 where the forecast's sign is wrong).",
+        "CRPS, direction error (1 where the forecast's sign is wrong; never tested against a reference whose "
+        "forecast has no sign, such as the random walk's zero return, which is wrong on every step by construction).",
         "",
         "| model | reference | loss | subset | statistic | p-value | mean loss difference | n |",
         "|---|---|---|---|---|---|---|---|",

@@ -103,6 +103,13 @@ def loss_by_instant(forecasts: Forecasts, rows: np.ndarray, loss: str = "absolut
     return frame["t"].to_numpy(), frame["e"].to_numpy()
 
 
+def has_direction(forecasts: Forecasts, rows: np.ndarray) -> bool:
+    """Whether any point forecast of the first target on `rows` has a sign (beyond `FLAT`): a forecast without one
+    (the random walk's zero return) is wrong on every step by construction, so direction tests never use it as the
+    reference."""
+    return bool((np.abs(forecasts.point[rows, :, 0]) > FLAT).any())
+
+
 def dm_against(
     forecasts: Forecasts,
     baseline: Forecasts,

@@ -61,6 +61,7 @@ from finfusion.forecasting.scoring import (
     DM_LOSSES,
     dm_against,
     forecast_metrics,
+    has_direction,
     sign_backtest,
     trading_metrics,
     usable_rows,
@@ -334,9 +335,11 @@ def score(
             for subset, view in views.items():
                 if len(view[name]) > 2 * horizon:
                     every = np.ones(len(view[name]), dtype=bool)
+                    signed = has_direction(view[reference], every)  # no direction test against a signless forecast
                     tests += [
                         dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
                         for loss in options["dm_loss"]
+                        if loss != "direction" or signed
                     ]
     names = list(dict.fromkeys(name for values in table.values() for name in values))
     goals = {**metric_goals(names), **metric_goals(names, prefix="price_")}
