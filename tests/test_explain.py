@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.explain import Group, integrated_gradients, permutation_importance, text_occlusion
 from finfusion.evaluation.explain_section import EXPLANATIONS_DIR, PLANTED_FILE, explanations_section
-from finfusion.forecasting.explain import parse_at
+from finfusion.forecasting.explain import at_least, parse_at
 from finfusion.forecasting.explain_page import write_page
 from finfusion.samples.contract import PAST, TEXT_EMB, TEXT_MASK
 from tests.test_multimodal_model import generated, perturbed, tiny
@@ -111,7 +112,8 @@ def test_stored_explanations_render_as_a_report_section_and_a_results_page(tmp_p
         "planted_rank_first": True, "notes": [],
     }  # fmt: skip
     planted = {"span": "test", "windows": 10, "first_by_integrated_gradients": 7, "first_by_occlusion": 6,
-               "rate_integrated_gradients": 0.7, "rate_occlusion": 0.6}  # fmt: skip
+               "rate_integrated_gradients": 0.7, "rate_occlusion": 0.6, "rate_by_chance": 0.4,
+               "p_value": 0.05}  # fmt: skip
     folder = tmp_path / EXPLANATIONS_DIR
     folder.mkdir()
     assert explanations_section(tmp_path) is None
@@ -121,8 +123,18 @@ def test_stored_explanations_render_as_a_report_section_and_a_results_page(tmp_p
     assert section is not None and "AAA wins &lt;big&gt; contract" in section and "7 of 10" in section
     assert section.index("AAA wins") < section.index("weather")  # largest |IG| first
     page = write_page(
-        tmp_path / "page.md", "finfusion explain run --at AAA:2020-01-02", {"decision": decision, "planted": planted}
+        tmp_path / "page.md",
+        "finfusion explain run --at AAA:2020-01-02",
+        {"decision": decision, "planted": planted},
+        "finfusion train --config x --run run",
     )
     text = page.read_text()
     assert "finfusion explain run --at AAA:2020-01-02" in text and "in 7 (70.0%)" in text
     assert "| 2020-01-02T12:00 | AAA wins <big> contract | +0.2 | +0.15 | yes |" in text
+
+
+def test_the_chance_of_ranking_a_planted_item_first_is_poisson_binomial() -> None:
+    assert at_least(np.array([0.5, 0.5]), 2) == pytest.approx(0.25)
+    assert at_least(np.array([0.5, 0.5]), 1) == pytest.approx(0.75)
+    assert at_least(np.array([1.0, 0.2, 0.5]), 0) == pytest.approx(1.0)
+    assert at_least(np.array([1.0, 0.2, 0.5]), 3) == pytest.approx(0.1)

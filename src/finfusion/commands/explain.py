@@ -60,14 +60,17 @@ def explain(
         out.print(
             f"planted news: first by |IG| in {rate['first_by_integrated_gradients']} of {rate['windows']} windows "
             f"({rate['rate_integrated_gradients']:.1%}); by occlusion {rate['first_by_occlusion']} "
-            f"({rate['rate_occlusion']:.1%})"
+            f"({rate['rate_occlusion']:.1%}); by chance {rate['rate_by_chance']:.1%} (p = {rate['p_value']:.4f})"
         )
     out.print(f"explanation: {path}; report: {write_explanations_report(run)}")
     if markdown is not None:
         words = ["finfusion", "explain", str(run), "--at", at, "--span", span, "--steps", str(steps)]
         words += [*(["--planted"] if planted else []), "--markdown", str(markdown)]
         words += ["--lake", str(lake)] if lake is not None else []
-        out.print(f"results: {write_page(markdown, ' '.join(shlex.quote(w) for w in words), result)}")
+        trained = ["finfusion", "train", "--config", str(loaded.cfg.get("name", "RUN/config.yaml")), "--run", str(run)]
+        trained += ["--lake", str(lake)] if lake is not None else []
+        quoted = (" ".join(shlex.quote(w) for w in words), " ".join(shlex.quote(w) for w in trained))
+        out.print(f"results: {write_page(markdown, quoted[0], result, quoted[1])}")
 
 
 def _print(decision: dict[str, Any]) -> None:

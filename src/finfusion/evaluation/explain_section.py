@@ -71,7 +71,8 @@ def explanations_section(root: Path) -> str | None:
             f"{rate['windows']} windows that saw a planted item beside other texts "
             f"({rate['rate_integrated_gradients']:.1%}) "
             f"the planted item has the largest |Integrated Gradients| among the window's texts; by occlusion "
-            f"{rate['first_by_occlusion']} ({rate['rate_occlusion']:.1%}).</p>"
+            f"{rate['first_by_occlusion']} ({rate['rate_occlusion']:.1%}); a random ranking: "
+            f"{rate['rate_by_chance']:.1%}.</p>"
         )
     parts += [_decision_html(json.loads(path.read_text(encoding="utf-8"))) for path in files]
     return "".join(parts)

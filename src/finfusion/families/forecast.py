@@ -170,6 +170,8 @@ class ForecastFamily(Family):
                 "first_by_occlusion": rate.first_by_occlusion,
                 "rate_integrated_gradients": rate.rate(rate.first_by_integrated_gradients),
                 "rate_occlusion": rate.rate(rate.first_by_occlusion),
+                "rate_by_chance": rate.chance,
+                "p_value": rate.p_value,
             }
         return result
 

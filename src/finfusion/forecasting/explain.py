@@ -226,6 +226,10 @@ class PlantedRate:
     windows: int
     first_by_integrated_gradients: int
     first_by_occlusion: int
+    #: the rate a random ranking of each window's texts would reach (mean share of planted items among the texts)
+    chance: float
+    #: P(a random ranking puts a planted item first in at least `first_by_integrated_gradients` windows)
+    p_value: float
 
     def rate(self, count: int) -> float:
         return count / self.windows if self.windows else float("nan")
@@ -251,7 +255,7 @@ def planted_rate(model: Any, data: ExperimentData, cfg: Any, span: str = "test",
         if len(ids) >= 2 and flags.any():
             chosen.append((k, flags))
     if not chosen:
-        return PlantedRate(0, 0, 0)
+        return PlantedRate(0, 0, 0, float("nan"), float("nan"))
     by_ig = by_occlusion = 0
     model.eval()
     for start in range(0, len(chosen), 64):
@@ -265,7 +269,17 @@ def planted_rate(model: Any, data: ExperimentData, cfg: Any, span: str = "test",
             slots = torch.nonzero(mask[row]).flatten()
             by_ig += bool(flags[int(torch.argmax(scores[row, slots]))])
             by_occlusion += bool(flags[int(torch.argmax(occluded[row, slots]))])
-    return PlantedRate(len(chosen), by_ig, by_occlusion)
+    shares = np.array([flags.mean() for _, flags in chosen])
+    return PlantedRate(len(chosen), by_ig, by_occlusion, float(shares.mean()), at_least(shares, by_ig))
+
+
+def at_least(shares: np.ndarray, count: int) -> float:
+    """P(X >= count) for X the number of successes of independent trials with success probabilities `shares` (the
+    Poisson-binomial distribution, by convolution)."""
+    distribution = np.array([1.0])
+    for share in shares:
+        distribution = np.convolve(distribution, [1.0 - share, share])
+    return float(distribution[count:].sum())
 
 
 def parse_at(text: str) -> tuple[str, date]:
