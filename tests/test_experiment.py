@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pickle
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +32,12 @@ from finfusion.features.text import document_text
 from finfusion.forecasting.data import build_experiment_data, data_options, load_bars
 from finfusion.forecasting.forecast import Forecasts, run_forecasts
 from finfusion.forecasting.scoring import has_direction, window_losses
-from finfusion.forecasting.walk_forward import evaluate_experiment, evaluation_options, planted_news_steps
+from finfusion.forecasting.walk_forward import (
+    evaluate_experiment,
+    evaluation_options,
+    planted_news_steps,
+    splitter,
+)
 from finfusion.models.build import build_model, load_model_state
 from finfusion.models.multimodal.text_encoder import load_tokenizer
 from finfusion.samples.windows import collate
@@ -412,6 +418,20 @@ def test_evaluation_options_take_one_or_several_known_dm_losses() -> None:
     assert evaluation_options({"dm_loss": ["crps", "direction"]})["dm_loss"] == ["crps", "direction"]
     with pytest.raises(FinfusionError, match="unknown \\['hinge'\\]"):
         evaluation_options({"dm_loss": ["crps", "hinge"]})
+
+
+def test_first_test_keeps_a_rolling_train_block_at_its_length_and_refuses_too_little_history() -> None:
+    day = 86_400_000_000
+    origins = to_us(pl.Series([datetime(2020, 1, 1, 21, tzinfo=UTC)]))[0] + day * np.arange(100)
+    first_test = (datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=60)).date().isoformat()
+    options = {**evaluation_options({})["walk_forward"], "first_test": first_test, "validate": 5, "test": 10}
+    rolling = splitter({**options, "mode": "rolling", "train": 20}, origins, horizon=2)
+    (first, *_) = rolling.split(origins)
+    assert first.train.size == 20 and first.test[0] == 60  # not everything back to the first bar
+    expanding = splitter({**options, "mode": "expanding", "train": 20}, origins, horizon=2)
+    assert next(iter(expanding.split(origins))).train[0] == 0
+    with pytest.raises(FinfusionError, match="leaves 51 periods before it for a rolling train block of"):
+        splitter({**options, "mode": "rolling", "train": 80}, origins, horizon=2)
 
 
 def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path: Path) -> None:

@@ -44,9 +44,21 @@ def test_walk_forward_count_with_embargo_and_default_step() -> None:
     walk = WalkForward(train=20, validate=5, test=7, embargo=2)
     # span 20 + 2 + 5 + 2 + 7 = 36; step defaults to the test size
     assert walk.n_splits(36) == 1
-    assert walk.n_splits(35) == 0
-    assert walk.n_splits(36 + 7 * 3 + 6) == 4
-    assert len(list(walk.split(36 + 7 * 3 + 6))) == 4
+    assert walk.n_splits(30) == 1  # a test block of one period
+    assert walk.n_splits(29) == 0
+    assert walk.n_splits(36 + 7 * 3) == 4
+    splits = list(walk.split(36 + 7 * 3 + 6))  # 6 periods after the fourth test block: a fifth, shorter one
+    assert walk.n_splits(36 + 7 * 3 + 6) == len(splits) == 5
+    assert splits[-1].test.tolist() == list(range(57, 63))
+
+
+def test_a_rolling_walk_forward_from_a_start_keeps_its_train_length() -> None:
+    walk = WalkForward(train=20, validate=5, test=5, embargo=0, start=30)
+    splits = list(walk.split(70))
+    assert [split.train.tolist() for split in splits[:2]] == [list(range(30, 50)), list(range(35, 55))]
+    assert splits[0].test.tolist() == list(range(55, 60)) and len(splits) == 3
+    expanding = WalkForward(train=20, validate=5, test=5, embargo=0, start=30, mode="expanding")
+    assert next(iter(expanding.split(70))).train.tolist() == list(range(50))
 
 
 def test_expanding_walk_forward_grows_its_train_block() -> None:

@@ -153,7 +153,10 @@ class WalkForward:
     refit on each fold's train block. `embargo` periods are left out before each held-out block (a gap that keeps
     serially correlated neighbours out); with `purge`, validate samples whose label windows overlap a test label
     window are dropped, then train samples overlapping a remaining validate or a test label window. `step`
-    defaults to `test`, so test blocks tile the timeline without overlap."""
+    defaults to `test`, so test blocks tile the timeline without overlap; the last test block is shorter when the
+    timeline ends inside it (never dropped). `start` is the first period of the first train block (a rolling
+    evaluation that should begin its tests at a given date starts its first `train` block that many periods
+    earlier); an expanding train block always starts at period 0."""
 
     def __init__(
         self,
@@ -164,10 +167,14 @@ class WalkForward:
         mode: Literal["rolling", "expanding"] = "rolling",
         purge: bool = True,
         embargo: int = 0,
+        start: int = 0,
     ) -> None:
         self.step = test if step is None else step
-        if train < 1 or test < 1 or validate < 0 or self.step < 1 or embargo < 0:
-            raise ValueError("need train >= 1, test >= 1, step >= 1, validate >= 0 and embargo >= 0 periods")
+        if train < 1 or test < 1 or validate < 0 or self.step < 1 or embargo < 0 or start < 0:
+            raise ValueError(
+                "need train >= 1, test >= 1, step >= 1, validate >= 0, embargo >= 0 and start >= 0 periods"
+            )
+        self.start = start
         if mode not in ("rolling", "expanding"):
             raise ValueError(f"mode must be 'rolling' or 'expanding', got {mode!r}")
         self.train, self.validate, self.test = train, validate, test
@@ -181,9 +188,16 @@ class WalkForward:
         gaps = 2 if self.validate else 1
         return self.train + self.validate + self.test + gaps * self.embargo
 
+    def test_start(self, fold: int) -> int:
+        """The first period of fold `fold`'s test block."""
+        gaps = 2 if self.validate else 1
+        return self.start + fold * self.step + self.train + self.validate + gaps * self.embargo
+
     def n_splits(self, n_periods: int) -> int:
-        """Number of folds over `n_periods` distinct times."""
-        return 0 if n_periods < self.span else (n_periods - self.span) // self.step + 1
+        """Number of folds over `n_periods` distinct times: every fold whose test block starts inside the timeline
+        (the last one may be shorter than `test`)."""
+        first = self.test_start(0)
+        return 0 if n_periods <= first else (n_periods - first - 1) // self.step + 1
 
     def split(self, times: ArrayLike | int, label_ends: ArrayLike | None = None) -> Iterator[Split]:
         """Folds over samples with start `times` [N] (or N samples at times 0..N-1) and `label_ends` [N]."""
@@ -192,8 +206,8 @@ class WalkForward:
             yield self._fold(line, fold)
 
     def _fold(self, line: _Timeline, fold: int) -> Split:
-        train_end = fold * self.step + self.train
-        train_start = 0 if self.mode == "expanding" else fold * self.step
+        train_end = self.start + fold * self.step + self.train
+        train_start = 0 if self.mode == "expanding" else self.start + fold * self.step
         validate_start = train_end + self.embargo
         validate_end = validate_start + self.validate
         test_start = validate_end + (self.embargo if self.validate else 0)

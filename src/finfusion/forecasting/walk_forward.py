@@ -4,10 +4,11 @@ The `evaluation` part of the config:
 
     walk_forward:
       mode: expanding       # or rolling
-      first_test: null      # a date: the train block ends (validate + embargo) periods before it; else `train`
+      first_test: null      # a date: the first test block starts there (its train block ends validate + embargo
+                            # periods before it: rolling, `train` periods long; expanding, from the first period)
       train: 500            # periods (distinct decision instants) in the first train block
       validate: 100         # periods for early stopping / checkpoint choice (0: none)
-      test: 100             # periods per test block; blocks tile the rest of the timeline
+      test: 100             # periods per test block; blocks tile the rest of the timeline (the last may be shorter)
       step: null            # default: test
       embargo: null         # default: the horizon H (no label window reaches across a gap)
       max_folds: null
@@ -143,11 +144,20 @@ def baseline_labels(baselines: list[str | Mapping[str, Any]]) -> list[str]:
 def splitter(options: Mapping[str, Any], origins_us: np.ndarray, horizon: int) -> WalkForward:
     """The WalkForward of the options; `first_test` (a date) sets the train block so the first test starts there."""
     embargo = horizon if options["embargo"] is None else int(options["embargo"])
-    train = int(options["train"])
+    train, start = int(options["train"]), 0
     if options["first_test"] is not None:
         periods = np.unique(origins_us)
         first = int(np.searchsorted(periods, instant_us(options["first_test"])))
-        train = first - int(options["validate"]) - (2 if options["validate"] else 1) * embargo
+        before = first - int(options["validate"]) - (2 if options["validate"] else 1) * embargo  # train periods
+        if options["mode"] == "expanding":  # every train block starts at the first period
+            train = before
+        elif before < train:  # rolling: `train` periods that end before the first test's validate block
+            raise FinfusionError(
+                f"evaluation: first_test {options['first_test']} leaves {max(before, 0)} periods before it for a "
+                f"rolling train block of walk_forward.train = {train}; lower train or move first_test later"
+            )
+        else:
+            start = before - train
         if train < 1:
             raise FinfusionError(f"evaluation: first_test {options['first_test']} leaves no training periods")
     return WalkForward(
@@ -157,6 +167,7 @@ def splitter(options: Mapping[str, Any], origins_us: np.ndarray, horizon: int) -
         step=None if options["step"] is None else int(options["step"]),
         mode=options["mode"],
         embargo=embargo,
+        start=start,
     )
 
 
@@ -269,7 +280,9 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
     if wf_opts["max_folds"] is not None:
         folds = folds[: int(wf_opts["max_folds"])]
     if not folds:
-        raise FinfusionError(f"evaluation: the timeline is too short for one fold (needs {wf.span} periods)")
+        raise FinfusionError(
+            f"evaluation: the timeline is too short for one fold (needs {wf.test_start(0) + 1} periods)"
+        )
     parts = model_parts(cfg, list(options["baselines"]))
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
     events = subset_events(data_opts, list(options["subsets"]), aligned)
