@@ -20,7 +20,14 @@ from typer.testing import CliRunner
 from finfusion.commands.report import report
 from finfusion.errors import FinfusionError
 from finfusion.evaluation import plots
-from finfusion.evaluation.report import FIGURE_SECTIONS, SECTIONS, best_models, metric_goal, write_report
+from finfusion.evaluation.report import (
+    FIGURE_SECTIONS,
+    SECTIONS,
+    best_models,
+    metric_goal,
+    metrics_table_html,
+    write_report,
+)
 from finfusion.evaluation.run_layout import (
     EQUITY_FILE,
     FORECASTS_FILE,
@@ -464,3 +471,14 @@ def test_one_step_forecasts_of_two_models_and_equity_without_benchmark(tmp_path:
     assert "Forecasts with intervals vs actual (cga)" in page
     assert plots.interval_coverage(two_models)["model"].unique().sort().to_list() == ["cga", "random_walk"]
     assert [trace.name for trace in plots.equity_figure(_equity(rng, days).drop("benchmark")).data] == ["strategy"]
+
+
+def test_a_strategy_that_never_trades_is_not_highlighted_as_best_on_return_or_drawdown() -> None:
+    models = {
+        "model": {"rmse": 0.03, "annual_return": 0.05, "max_drawdown": 0.10, "avg_turnover": 0.5},
+        "random_walk": {"rmse": 0.02, "annual_return": 0.0, "max_drawdown": 0.0, "avg_turnover": 0.0},
+    }
+    html = metrics_table_html(Metrics(models=models, baselines=["random_walk"]))
+    rows = {row.split(" ")[0]: row for row in html.split("<tr><td>")[1:]}
+    assert 'class="baseline best">0.02' in rows["rmse"]  # point metrics still rank it
+    assert 'class="best">0.1<' in rows["max_drawdown"] and 'class="best">0.05<' in rows["annual_return"]

@@ -83,6 +83,12 @@ td.significant { font-weight: 700; }
 """
 
 
+#: The sign strategy's figures: a model whose strategy never trades (turnover 0, e.g. the random walk's zero
+#: forecast) keeps them at their idle values (no return, no drawdown) and is never highlighted as best on them.
+TURNOVER = "avg_turnover"
+STRATEGY_METRICS = frozenset({"sharpe", "annual_return", "max_drawdown", "avg_turnover", "sortino", "calmar"})
+
+
 def metric_goal(metric: str, overrides: dict[str, Goal]) -> Goal | None:
     """Whether a metric is best at its max, min or smallest absolute value; None when unknown (not highlighted)."""
     if metric in overrides:
@@ -142,10 +148,12 @@ def metrics_table_html(metrics: Metrics) -> str:
         for m in models
     )
     body = []
+    idle = {m for m in models if metrics.models[m].get(TURNOVER) == 0.0}  # a strategy that never trades
     for name in metric_names(metrics):
         values = {m: metrics.models[m].get(name, math.nan) for m in models}
         goal = metric_goal(name, metrics.goals)
-        best = best_models(values, goal)
+        ranked = {m: v for m, v in values.items() if m not in idle} if name in STRATEGY_METRICS else values
+        best = best_models(ranked, goal)
         cells = "".join(_cell(_number(v), baseline=m in metrics.baselines, best=m in best) for m, v in values.items())
         hint = f' <span class="goal">({GOAL_TEXT[goal]})</span>' if goal else ""
         body.append(f"<tr><td>{escape(name)}{hint}</td>{cells}</tr>")

@@ -189,7 +189,8 @@ def scored_result(evaluation: Evaluation, cfg: DictConfig, run_dir: Path, extra:
     from finfusion.forecasting.results import write_results
 
     notes = [
-        f"Diebold-Mariano ({test['loss']}) {test['model']} vs {test['baseline']}: p = {test['p_value']:.4f}"
+        f"Diebold-Mariano ({test['loss']}, {test.get('subset', 'all')}) {test['model']} vs {test['baseline']}: "
+        f"p = {test['p_value']:.4f}"
         for test in evaluation.metrics.significance
     ]
     notes.append(f"report: {run_dir / 'report' / 'report.html'}")
