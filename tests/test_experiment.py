@@ -420,6 +420,14 @@ def test_evaluation_options_take_one_or_several_known_dm_losses() -> None:
         evaluation_options({"dm_loss": ["crps", "hinge"]})
 
 
+def test_data_start_drops_the_bars_before_it(lake_dir: Path) -> None:
+    data = build_experiment_data(load_config(EXPERIMENT, [*tiny_overrides(lake_dir), "+data.start=2017-01-01"]).data)
+    first = min(int(ts[0]) for ts in data.panel.ts)
+    assert first >= int(to_us(pl.Series([datetime(2017, 1, 1, tzinfo=UTC)]))[0])
+    with pytest.raises(FinfusionError, match=r"data\.start: 'soon' is not a date"):
+        build_experiment_data(load_config(EXPERIMENT, [*tiny_overrides(lake_dir), "+data.start=soon"]).data)
+
+
 def test_first_test_keeps_a_rolling_train_block_at_its_length_and_refuses_too_little_history() -> None:
     day = 86_400_000_000
     origins = to_us(pl.Series([datetime(2020, 1, 1, 21, tzinfo=UTC)]))[0] + day * np.arange(100)

@@ -7,6 +7,7 @@ Keys of the part (configs/data/*.yaml):
     freq: 1d
     lake: null              # lake root (default: $FINFUSION_LAKE, else ./finfusion-data)
     symbols: null           # a list, or null for every symbol of the dataset
+    start: null             # a date: bars before it are not read (features start warming up there)
     features: []            # bar features (features/bars.py names) computed point-in-time and joined as columns
     inputs: [log_return]    # input channels C of `past` (log_return and any of `features`)
     targets: [log_return]   # target channels T of `future`
@@ -57,6 +58,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "freq": "1d",
     "lake": None,
     "symbols": None,
+    "start": None,
     "features": [],
     "inputs": [LOG_RETURN],
     "targets": [LOG_RETURN],
@@ -119,8 +121,11 @@ def load_bars(options: Mapping[str, Any]) -> pl.DataFrame:
     dataset, freq = str(options["dataset"]), str(options["freq"])
     symbols = options["symbols"]
     bars = lake.read("bars", dataset, freq=freq, symbols=list(symbols) if symbols else None)
+    if options.get("start") is not None:
+        bars = bars.filter(pl.Series(to_us(bars["ts"]) >= start_us(options["start"])))
     if bars.height == 0:
-        raise FinfusionError(f"bars dataset '{dataset}' ({freq}) has no rows for the requested symbols")
+        span = "" if options.get("start") is None else f" from data.start {options['start']}"
+        raise FinfusionError(f"bars dataset '{dataset}' ({freq}) has no rows for the requested symbols{span}")
     return bars
 
 
@@ -156,6 +161,14 @@ def split_instants(panel: Panel, split: Mapping[str, Any]) -> tuple[int, int]:
 
 def instant_us(value: Any) -> int:
     return int(to_us(pl.Series([str(value)]).str.to_datetime(time_zone="UTC"))[0])
+
+
+def start_us(value: Any) -> int:
+    """`data.start` as UTC microseconds; a value that is not a date is one clear error."""
+    try:
+        return instant_us(value)
+    except pl.exceptions.PolarsError:
+        raise FinfusionError(f"data.start: '{value}' is not a date (YYYY-MM-DD)") from None
 
 
 @dataclass
