@@ -11,6 +11,7 @@ import exchange_calendars
 import numpy as np
 import polars as pl
 import pytest
+from omegaconf import OmegaConf
 from typer.testing import CliRunner, Result
 
 from finfusion.cli import app
@@ -280,3 +281,15 @@ def test_an_unknown_task_names_the_known_ones() -> None:
     )
     with pytest.raises(FinfusionError, match=rf"forecsat.*known tasks: {known}"):
         family_of(cfg)
+
+
+def test_a_model_part_whose_own_task_another_family_runs_is_refused() -> None:
+    cfg = OmegaConf.create(
+        {
+            "name": "x",
+            "task": {"name": "movement"},
+            "model": {"name": "multimodal_diffusion", "task": {"name": "generative"}},
+        }
+    )
+    with pytest.raises(FinfusionError, match="trains with its own task 'generative', which the movement family"):
+        family_of(cfg).check(cfg)

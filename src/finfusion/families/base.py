@@ -148,6 +148,9 @@ class Family(ABC):
     #: The lake table (data/schema.py kind) its predictions are written to.
     table: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
+    #: Tasks a model part may bring of its own (`model.task.name`) besides `tasks` (the universal family's
+    #: pre-training runs the generative forecaster's own task).
+    model_tasks: ClassVar[tuple[str, ...]] = ()
     #: Prediction spans `predict` accepts.
     spans: ClassVar[tuple[str, ...]]
     #: Allowed keys per section; a nested mapping checks a sub-section, FREE leaves it to its reader.
@@ -162,6 +165,21 @@ class Family(ABC):
                 _check_keys(given[section], allowed, f"{section}.")
         _check_model(given.get("model", {}))
         _check_task(given.get("task", {}), given.get("optim", {}))
+        self._check_model_task(given)
+
+    def _check_model_task(self, given: Mapping[str, Any]) -> None:
+        """A model part that trains with a task of its own (e.g. the diffusion forecaster's generative task) must
+        name one of this family's tasks: `task.name=movement` with such a model part would train another task."""
+        from finfusion.models.build import TASK_KEY
+
+        own = given.get("model", {}).get(TASK_KEY, {}) if isinstance(given.get("model"), Mapping) else {}
+        name = own.get("name") if isinstance(own, Mapping) else None
+        if name is not None and str(name) not in (*self.tasks, *self.model_tasks):
+            raise FinfusionError(
+                f"config: task.name is '{given.get('task', {}).get('name')}' ({self.name} family) but the model part "
+                f"'{given['model'].get('name')}' trains with its own task '{name}', which the {self.name} family "
+                f"does not run (its tasks: {', '.join((*self.tasks, *self.model_tasks))}); choose a model of the family"
+            )
 
     @abstractmethod
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:

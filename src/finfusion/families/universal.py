@@ -60,6 +60,7 @@ class UniversalFamily(Family):
     name = "universal"
     table = "forecasts"
     tasks = ("pretrain",)
+    model_tasks = ("generative",)
     spans = ("test", "val")
     sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
 
