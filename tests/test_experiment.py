@@ -31,7 +31,7 @@ from finfusion.families.pipeline import train_run
 from finfusion.features.text import document_text
 from finfusion.forecasting.data import build_experiment_data, data_options, load_bars
 from finfusion.forecasting.forecast import Forecasts, run_forecasts
-from finfusion.forecasting.scoring import has_direction, window_losses
+from finfusion.forecasting.scoring import collapse_warnings, has_direction, window_losses
 from finfusion.forecasting.walk_forward import (
     evaluate_experiment,
     evaluation_options,
@@ -491,3 +491,22 @@ def test_a_stored_synthetic_market_must_have_been_made_with_the_settings_asked_f
     with pytest.raises(FinfusionError, match="made with other settings"):
         load_bars(changed)
     check_stored_market(lake, SyntheticConfig(**settings))
+
+
+def test_a_collapsed_direction_forecast_or_zero_width_intervals_are_flagged() -> None:
+    base = {
+        "symbols": ("A",), "targets": ("log_return",), "symbol_index": np.zeros(3, dtype=int),
+        "origin_us": np.arange(3), "target_us": np.zeros((3, 2), dtype=int), "realised": np.zeros((3, 2, 1)),
+        "past": np.zeros((3, 4, 1)),
+    }  # fmt: skip
+    always_up = Forecasts(point=np.full((3, 2, 1), 0.01), **base)
+    mixed = Forecasts(point=np.array([0.01, -0.01, 0.02, 0.0, 0.01, 0.03]).reshape(3, 2, 1), **base)
+    random_walk = Forecasts(point=np.zeros((3, 2, 1)), **base)
+    squeezed = Forecasts(
+        point=mixed.point, quantiles=np.repeat(mixed.point[..., None], 3, axis=-1), levels=(0.1, 0.5, 0.9), **base
+    )
+    found = collapse_warnings({"up": always_up, "mixed": mixed, "rw": random_walk, "squeezed": squeezed})
+    assert found == [
+        "warning: up forecasts up on every test step (a collapsed direction forecast)",
+        "warning: squeezed's forecast intervals have zero width everywhere (degenerate)",
+    ]

@@ -187,12 +187,14 @@ def scored_result(evaluation: Evaluation, cfg: DictConfig, run_dir: Path, extra:
     """The `EvaluationResult` of scored forecasts: metrics, one line per Diebold-Mariano test (its loss named), the
     report's path and the results page writer."""
     from finfusion.forecasting.results import write_results
+    from finfusion.forecasting.scoring import collapse_warnings
 
     notes = [
         f"Diebold-Mariano ({test['loss']}, {test.get('subset', 'all')}) {test['model']} vs {test['baseline']}: "
         f"p = {test['p_value']:.4f}"
         for test in evaluation.metrics.significance
     ]
+    notes += collapse_warnings(evaluation.forecasts)
     notes.append(f"report: {run_dir / 'report' / 'report.html'}")
 
     def page(path: Path, command: str, title: str) -> Path:

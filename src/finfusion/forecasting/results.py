@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from finfusion import __version__
 from finfusion.data.atomic import atomic_path
 from finfusion.data.calendar import from_us
+from finfusion.forecasting.scoring import collapse_warnings
 from finfusion.forecasting.walk_forward import Evaluation
 
 
@@ -56,6 +57,9 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
     for fold, (first, last) in enumerate(evaluation.fold_bounds):
         begin, end = from_us([first, last], "t").to_list()
         lines.append(f"| {fold} | {begin:%Y-%m-%d} | {end:%Y-%m-%d} |")
+    warnings = collapse_warnings(evaluation.forecasts)
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {line.removeprefix('warning: ')}" for line in warnings)]
     lines += ["", "## Metrics (target: the log return of each forecast step; sign strategy after costs)", ""]
     lines.append("| model | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))

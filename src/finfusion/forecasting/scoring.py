@@ -15,6 +15,7 @@ All on target channel 0 (a per-bar log return): N windows, H horizon, L lookback
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,27 @@ def has_direction(forecasts: Forecasts, rows: np.ndarray) -> bool:
     (the random walk's zero return) is wrong on every step by construction, so direction tests never use it as the
     reference."""
     return bool((np.abs(forecasts.point[rows, :, 0]) > FLAT).any())
+
+
+def collapse_warnings(forecasts: Mapping[str, Forecasts]) -> list[str]:
+    """One line per model that collapsed on its test windows: a sign forecast that is the same on every step
+    (always up or always down), or forecast intervals of zero width everywhere. Signless forecasts (the random
+    walk) are not direction forecasts and are not flagged."""
+
+    lines = []
+    for name, fc in forecasts.items():
+        point = fc.point[..., 0]
+        point = point[np.isfinite(point)]
+        signed = point[np.abs(point) > FLAT]
+        if signed.size and signed.size == point.size and ((signed > 0).all() or (signed < 0).all()):
+            way = "up" if signed[0] > 0 else "down"
+            lines.append(f"warning: {name} forecasts {way} on every test step (a collapsed direction forecast)")
+        _, quantiles = quantile_view(fc)
+        if quantiles is not None:
+            width = quantiles[..., 0, -1] - quantiles[..., 0, 0]
+            if np.isfinite(width).any() and np.nanmax(np.abs(width)) <= FLAT:
+                lines.append(f"warning: {name}'s forecast intervals have zero width everywhere (degenerate)")
+    return lines
 
 
 def dm_against(
