@@ -45,6 +45,12 @@ class Adjust(StrEnum):
     none = "none"
 
 
+class SymbolCase(StrEnum):
+    keep = "keep"
+    upper = "upper"
+    lower = "lower"
+
+
 class Kind(StrEnum):
     bars = "bars"
     text = "text"
@@ -98,6 +104,12 @@ def ingest(
         Path | None, typer.Option(help="CSV of corporate actions: symbol, ex_date, split_ratio, dividend.")
     ] = None,
     symbol_separator: Annotated[str, typer.Option(help="Text: separator of several symbols in one cell.")] = ",",
+    symbol: Annotated[
+        str | None, typer.Option(help="csv/parquet: the one symbol of input without a symbol column (bars or text).")
+    ] = None,
+    symbol_case: Annotated[
+        SymbolCase, typer.Option(help="Fold symbols from columns and file names: upper, lower, or keep as written.")
+    ] = SymbolCase.keep,
     series: Annotated[
         str | None, typer.Option(help="Series: the name of a file's one series when it has no series column.")
     ] = None,
@@ -112,7 +124,7 @@ def ingest(
     from finfusion.data.lake import Lake
     from finfusion.data.series import SeriesOptions
     from finfusion.data.sources.csv_parquet import parse_mapping, read_actions
-    from finfusion.data.sources.file_ingest import FileIngest
+    from finfusion.data.sources.file_ingest import FileIngest, SymbolNames
 
     store = Lake(lake)
     bar_options = BarOptions(
@@ -129,7 +141,13 @@ def ingest(
         dataset=dataset or "", source=source.value, series=series, tz=tz or "UTC", date_format=date_format,
         update=update, allow_future=allow_future,
     )  # fmt: skip
-    files = FileIngest(store, kind, parse_mapping(map_ or []), bar_options, text_options, series_options)
+    if kind is Kind.series and (symbol is not None or symbol_case is not SymbolCase.keep):
+        raise FinfusionError("--symbol and --symbol-case name the symbols of bars or texts; series have none")
+    names = SymbolNames(symbol.strip() if symbol is not None else None, symbol_case.value)
+    if names.constant == "":
+        raise FinfusionError("--symbol: an empty symbol")
+    mapping = parse_mapping(map_ or [])
+    files = FileIngest(store, kind, mapping, bar_options, text_options, series_options, names)
     if source is Source.stocknet:  # has its own progress bar
         reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     else:

@@ -21,6 +21,7 @@ import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -78,12 +79,15 @@ class FileIngest:
     text_options: TextOptions
 
     series_options: SeriesOptions | None = None
+    symbols: SymbolNames | None = None
 
     def __call__(self, path: Path, dataset: str) -> IngestReport:
         chosen = {"text": self.text_options, "series": self.series_options}.get(self.kind, self.bar_options)
         if chosen is None:
             raise DataValidationError(f"no options given to ingest {self.kind}")
-        return ingest_files(self.lake, path, replace(chosen, dataset=dataset), mapping=self.mapping)
+        return ingest_files(
+            self.lake, path, replace(chosen, dataset=dataset), mapping=self.mapping, symbols=self.symbols
+        )
 
 
 def ingest_files(
@@ -93,6 +97,7 @@ def ingest_files(
     *,
     mapping: Mapping[str, str],
     bucket_bytes: int = BUCKET_BYTES,
+    symbols: SymbolNames | None = None,
 ) -> IngestReport:
     """Validate, clean and write the files at `path` (a file or folder) as bars or texts (by the options' type) of
     `options.dataset`, one bucket at a time, in one commit; returns the report."""
@@ -103,7 +108,7 @@ def ingest_files(
     buckets = max(1, sum(f.stat().st_size for f in files) // bucket_bytes + 1)
     staging = staging_folder(lake.root)
     try:
-        spill = Buckets(staging, buckets, aliases, mapping, by_symbol=bars)
+        spill = Buckets(staging, buckets, aliases, mapping, by_symbol=bars, symbols=symbols)
         for file in files:
             spill.read(file)
         spill.close()
@@ -135,6 +140,16 @@ def ingest_files(
         remove_staging(staging)
 
 
+@dataclass(frozen=True)
+class SymbolNames:
+    """How symbols are named on the way in: `constant` gives every row of the input that symbol (a file without a
+    symbol column of its own); `case` "upper" or "lower" folds symbols from columns and file names alike, so that
+    `aapl.csv` and a news file's `AAPL` name one symbol ("keep": as written)."""
+
+    constant: str | None = None
+    case: Literal["keep", "upper", "lower"] = "keep"
+
+
 class Buckets:
     """Rows on their way to pass 2, by bucket, with canonical names, `_file` and `_row`. Bars get the symbol from the
     file's name when it has no symbol column and are bucketed by symbol, texts by row. Small CSV files are read
@@ -142,9 +157,18 @@ class Buckets:
     Buckets stay in memory up to SPILL_BYTES, and are written to Parquet files under `folder` beyond it."""
 
     def __init__(
-        self, folder: Path, count: int, aliases: Mapping[str, str], mapping: Mapping[str, str], *, by_symbol: bool
+        self,
+        folder: Path,
+        count: int,
+        aliases: Mapping[str, str],
+        mapping: Mapping[str, str],
+        *,
+        by_symbol: bool,
+        symbols: SymbolNames | None = None,
     ) -> None:
         self.folder, self.count, self.aliases, self.mapping, self.by_symbol = folder, count, aliases, mapping, by_symbol
+        self.symbols = symbols or SymbolNames()
+        self.symbol_column = "symbol" if by_symbol else "symbols"
         self.rename: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
         self.pending: dict[int, list[pl.DataFrame]] = {}
@@ -186,12 +210,22 @@ class Buckets:
         renames, _ = column_renames(columns, self.aliases, self.mapping, str(files[0]))
         raw = read_csv_group(files, separator, numeric_columns(renames))
         frame, names, dropped = canonical_names(raw, self.aliases, self.mapping, str(files[0]))
-        if self.by_symbol and "symbol" not in frame.columns:
+        if self.symbols.constant is not None:
+            frame = self._constant_symbol(frame, str(files[0]))
+        elif self.by_symbol and "symbol" not in frame.columns:
             stems = {str(f): file_stem(f) for f in files}
             frame = frame.with_columns(
                 pl.col(SOURCE_FILE).replace_strict(stems, return_dtype=pl.String).alias("symbol")
             )
         self._add(frame, names, dropped)
+
+    def _constant_symbol(self, frame: pl.DataFrame, file: str) -> pl.DataFrame:
+        """Every row of `frame` given the `--symbol` (a file with a symbol column of its own is ambiguous)."""
+        if self.symbol_column in frame.columns:
+            raise DataValidationError(
+                f"--symbol {self.symbols.constant} given but the file has a symbol column of its own", file=file
+            )
+        return frame.with_columns(pl.lit(self.symbols.constant).alias(self.symbol_column))
 
     def _read_chunked(self, file: Path) -> None:
         label, rows = str(file), 0
@@ -215,7 +249,9 @@ class Buckets:
                     pl.lit(label).alias(SOURCE_FILE),
                 )
                 rows += frame.height
-                if self.by_symbol and "symbol" not in frame.columns:
+                if self.symbols.constant is not None:
+                    frame = self._constant_symbol(frame, label)
+                elif self.by_symbol and "symbol" not in frame.columns:
                     frame = frame.with_columns(pl.lit(file_stem(file)).alias("symbol"))
                 self._add(frame, names, dropped)
         except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
@@ -227,6 +263,10 @@ class Buckets:
     def _add(self, frame: pl.DataFrame, names: dict[str, str], dropped: tuple[str, ...]) -> None:
         self.rename.update(names)
         self.unmapped.update(dict.fromkeys(dropped))
+        if self.symbols.case != "keep" and self.symbol_column in frame.columns:
+            column = pl.col(self.symbol_column).cast(pl.String)
+            cased = column.str.to_uppercase() if self.symbols.case == "upper" else column.str.to_lowercase()
+            frame = frame.with_columns(cased.alias(self.symbol_column))
         spread = pl.col("symbol") if self.by_symbol else pl.col(SOURCE_ROW)
         frame = frame.with_columns((spread.hash(seed=0) % self.count).alias(BUCKET))
         for (bucket,), part in frame.partition_by(BUCKET, as_dict=True, include_key=False).items():

@@ -1,0 +1,69 @@
+"""Ingest by mapping alone: symbols named the same way whatever the files' case (`--symbol-case`), and one symbol
+for input without a symbol column (`--symbol`), for bars and texts alike; ambiguous uses are refused with the lake
+left as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import Result
+
+from finfusion.data.lake import Lake
+from tests.conftest import GOOD_BARS, snapshot, write_text
+
+NEWS = """published_at,ticker,headline
+2014-11-24T13:00:00Z,aapl,Apple beats estimates
+2014-11-25T13:00:00Z,msft,Microsoft guidance
+"""
+UNTAGGED_NEWS = """published_at,headline
+2014-11-24T13:00:00Z,Apple beats estimates
+"""
+
+
+def test_lower_case_file_names_and_tickers_fold_to_one_symbol(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    write_text(tmp_path / "prices" / "aapl.csv", GOOD_BARS)
+    write_text(tmp_path / "news.csv", NEWS)
+    bars = cli("data", "ingest", "csv", str(tmp_path / "prices"), "--dataset", "mine", "--symbol-case", "upper")
+    assert bars.exit_code == 0, bars.output
+    texts = cli("data", "ingest", "csv", str(tmp_path / "news.csv"), "--kind", "text", "--dataset", "mine",
+                "--symbol-case", "upper")  # fmt: skip
+    assert texts.exit_code == 0, texts.output
+    lake = Lake(lake_root)
+    assert lake.read("bars", "mine")["symbol"].unique().to_list() == ["AAPL"]
+    assert sorted(s for symbols in lake.read("text", "mine")["symbols"].to_list() for s in symbols) == ["AAPL", "MSFT"]
+
+
+def test_one_symbol_for_input_without_a_symbol_column(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    write_text(tmp_path / "download.csv", GOOD_BARS)
+    write_text(tmp_path / "apple_news.csv", UNTAGGED_NEWS)
+    bars = cli("data", "ingest", "csv", str(tmp_path / "download.csv"), "--dataset", "mine", "--symbol", "AAPL")
+    assert bars.exit_code == 0, bars.output
+    texts = cli("data", "ingest", "csv", str(tmp_path / "apple_news.csv"), "--kind", "text", "--dataset", "mine",
+                "--symbol", "AAPL")  # fmt: skip
+    assert texts.exit_code == 0, texts.output
+    lake = Lake(lake_root)
+    assert lake.read("bars", "mine")["symbol"].unique().to_list() == ["AAPL"]
+    assert lake.read("text", "mine")["symbols"].to_list() == [["AAPL"]]
+
+
+def test_a_symbol_given_for_a_file_with_its_own_symbols_is_refused(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    write_text(tmp_path / "news.csv", NEWS)
+    write_text(tmp_path / "AAPL.csv", GOOD_BARS)
+    assert cli("data", "ingest", "csv", str(tmp_path / "AAPL.csv"), "--dataset", "mine").exit_code == 0
+    before = snapshot(lake_root)
+    refused = cli("data", "ingest", "csv", str(tmp_path / "news.csv"), "--kind", "text", "--dataset", "mine",
+                  "--symbol", "AAPL")  # fmt: skip
+    assert refused.exit_code != 0
+    assert "--symbol AAPL given but the file has a symbol column of its own" in refused.output
+    assert "news.csv" in refused.output
+    assert snapshot(lake_root) == before
+    empty = cli("data", "ingest", "csv", str(tmp_path / "AAPL.csv"), "--dataset", "mine", "--symbol", " ")
+    assert empty.exit_code != 0 and "--symbol: an empty symbol" in empty.output
+    assert snapshot(lake_root) == before
