@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 from typer.testing import Result
 
 from finfusion.data.lake import Lake
@@ -67,3 +68,33 @@ def test_a_symbol_given_for_a_file_with_its_own_symbols_is_refused(
     empty = cli("data", "ingest", "csv", str(tmp_path / "AAPL.csv"), "--dataset", "mine", "--symbol", " ")
     assert empty.exit_code != 0 and "--symbol: an empty symbol" in empty.output
     assert snapshot(lake_root) == before
+
+
+SCRAPED = """Date,Open,High,Low,Close,Adj Close,Volume
+2014-11-24,10.0,10.5,9.8,10.2,10.2,1000
+2014-11-25,10.2,10.6,10.0,10.4,10.4,1200
+3 hours ago,10.4,10.9,10.3,10.8,10.8,900
+2014-11-28,10.8,11.0,10.7,10.9,10.9,400
+2014-12-01,10.9,11.2,10.8,-11.0,11.0,500
+"""
+
+
+def test_rejects_mode_sets_bad_rows_aside_with_their_reasons_and_ingests_the_rest(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    good = write_text(tmp_path / "good" / "MSFT.csv", GOOD_BARS)
+    assert cli("data", "ingest", "csv", str(good), "--dataset", "mine").exit_code == 0
+    before = snapshot(lake_root)
+    source = write_text(tmp_path / "AAPL.csv", SCRAPED)
+    refused = cli("data", "ingest", "csv", str(source), "--dataset", "mine")  # the default: all or nothing
+    assert refused.exit_code != 0 and "row 5, field 'Close'" in refused.output and snapshot(lake_root) == before
+    rejects = tmp_path / "rejects.csv"
+    taken = cli("data", "ingest", "csv", str(source), "--dataset", "mine", "--rejects", str(rejects))
+    assert taken.exit_code == 0, taken.output
+    assert "2 rejected rows with their reasons" in taken.output
+    assert Lake(lake_root).read("bars", "mine").filter(pl.col("symbol") == "AAPL").height == 3
+    rows = pl.read_csv(rejects)
+    assert rows["row"].to_list() == [3, 5] and rows["file"].to_list() == [str(source)] * 2
+    assert "3 hours ago" in rows["reason"][0] and rows["field"].to_list()[1] == "Close"
+    other = cli("data", "ingest", "kdd17", str(tmp_path), "--rejects", str(rejects))
+    assert other.exit_code != 0 and "--rejects applies to csv, parquet and archive input, not kdd17" in other.output

@@ -110,6 +110,13 @@ def ingest(
     symbol_case: Annotated[
         SymbolCase, typer.Option(help="Fold symbols from columns and file names: upper, lower, or keep as written.")
     ] = SymbolCase.keep,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="csv/parquet/archive: set rows that fail validation aside into this CSV (file, row, field, reason) "
+            "and ingest the rest; without it one bad row stops the ingest and the lake stays as it was."
+        ),
+    ] = None,
     series: Annotated[
         str | None, typer.Option(help="Series: the name of a file's one series when it has no series column.")
     ] = None,
@@ -124,7 +131,7 @@ def ingest(
     from finfusion.data.lake import Lake
     from finfusion.data.series import SeriesOptions
     from finfusion.data.sources.csv_parquet import parse_mapping, read_actions
-    from finfusion.data.sources.file_ingest import FileIngest, SymbolNames
+    from finfusion.data.sources.file_ingest import FileIngest, Rejects, SymbolNames
 
     store = Lake(lake)
     bar_options = BarOptions(
@@ -147,7 +154,10 @@ def ingest(
     if names.constant == "":
         raise FinfusionError("--symbol: an empty symbol")
     mapping = parse_mapping(map_ or [])
-    files = FileIngest(store, kind, mapping, bar_options, text_options, series_options, names)
+    if rejects is not None and source not in (Source.csv, Source.parquet, Source.archive):
+        raise FinfusionError(f"--rejects applies to csv, parquet and archive input, not {source.value}")
+    set_aside = None if rejects is None else Rejects(rejects)
+    files = FileIngest(store, kind, mapping, bar_options, text_options, series_options, names, set_aside)
     if source is Source.stocknet:  # has its own progress bar
         reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     else:

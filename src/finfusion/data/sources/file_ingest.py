@@ -17,9 +17,10 @@ Hand-written because no library does validation-then-atomic-merge by bucket, and
 
 from __future__ import annotations
 
+import copy
 import io
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -80,13 +81,19 @@ class FileIngest:
 
     series_options: SeriesOptions | None = None
     symbols: SymbolNames | None = None
+    rejects: Rejects | None = None
 
     def __call__(self, path: Path, dataset: str) -> IngestReport:
         chosen = {"text": self.text_options, "series": self.series_options}.get(self.kind, self.bar_options)
         if chosen is None:
             raise DataValidationError(f"no options given to ingest {self.kind}")
         return ingest_files(
-            self.lake, path, replace(chosen, dataset=dataset), mapping=self.mapping, symbols=self.symbols
+            self.lake,
+            path,
+            replace(chosen, dataset=dataset),
+            mapping=self.mapping,
+            symbols=self.symbols,
+            rejects=self.rejects,
         )
 
 
@@ -98,6 +105,7 @@ def ingest_files(
     mapping: Mapping[str, str],
     bucket_bytes: int = BUCKET_BYTES,
     symbols: SymbolNames | None = None,
+    rejects: Rejects | None = None,
 ) -> IngestReport:
     """Validate, clean and write the files at `path` (a file or folder) as bars or texts (by the options' type) of
     `options.dataset`, one bucket at a time, in one commit; returns the report."""
@@ -123,21 +131,88 @@ def ingest_files(
                 if raw is None:
                     continue
                 if isinstance(options, BarOptions):
-                    frame = prepare_bars(raw, options, report, rename)
+                    frame = _prepared(raw, lambda part: prepare_bars(part, options, report, rename), report, rejects)
                     schema, freq, metadata = BARS, options.freq, bar_metadata(options, report)
                 elif isinstance(options, SeriesOptions):
-                    frame = prepare_series(raw, options, report, rename)
+                    frame = _prepared(raw, lambda part: prepare_series(part, options, report, rename), report, rejects)
                     schema, freq, metadata = SERIES, None, series_metadata(options, report)
                 else:
-                    frame = prepare_texts(raw, options, report, rename)
+                    frame = _prepared(raw, lambda part: prepare_texts(part, options, report, rename), report, rejects)
                     schema, freq, metadata = TEXT, None, text_metadata(options, report)
+                if frame is None:
+                    continue
                 result = transaction.write(schema, options.dataset, frame, freq=freq, metadata=metadata, policy=policy)
                 record_write(report, result)
                 total.add(result)
             refuse_changes(policy, total, report)
+        if rejects is not None:
+            report.count("rows rejected", len(rejects.rows))
+            report.note(f"{len(rejects.rows):,} rejected rows with their reasons: {rejects.write()}")
         return report
     finally:
         remove_staging(staging)
+
+
+@dataclass
+class Rejects:
+    """The `--rejects FILE` mode: a row that fails validation is set aside with its reason instead of stopping the
+    ingest (the default stays all-or-nothing); up to `limit` rows, beyond which the input's layout, not a few rows,
+    is wrong and the ingest stops as without the mode. `write()` writes FILE: file, row, field, reason."""
+
+    path: Path
+    limit: int = 10_000
+    rows: list[DataValidationError] = field(default_factory=list)
+
+    def add(self, error: DataValidationError) -> None:
+        if len(self.rows) >= self.limit:
+            raise DataValidationError(
+                f"more than {self.limit:,} rows rejected (--rejects): the file's layout or mapping is probably "
+                f"wrong; last: {error.message}",
+                file=error.file,
+                row=error.row,
+                field=error.field,
+            )
+        self.rows.append(error)
+
+    def write(self) -> Path:
+        frame = pl.DataFrame(
+            {
+                "file": [e.file for e in self.rows],
+                "row": [e.row for e in self.rows],
+                "field": [e.field for e in self.rows],
+                "reason": [e.message for e in self.rows],
+            },
+            schema={"file": pl.String, "row": pl.Int64, "field": pl.String, "reason": pl.String},
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame.sort("file", "row").write_csv(self.path)
+        return self.path
+
+
+def _prepared(
+    raw: pl.DataFrame,
+    prepare: Callable[[pl.DataFrame], pl.DataFrame],
+    report: IngestReport,
+    rejects: Rejects | None,
+) -> pl.DataFrame | None:
+    """`prepare(raw)`; in the rejects mode, a row it names as bad is set aside and the rest prepared again (the
+    report's counts are those of the attempt that passed). None when every row was rejected."""
+    while True:
+        before = copy.deepcopy(report)
+        try:
+            return prepare(raw)
+        except DataValidationError as error:
+            if rejects is None or error.row is None or error.file is None:
+                raise
+            report.__dict__.update(before.__dict__)
+            rejects.add(error)
+            bad = (pl.col(SOURCE_FILE) == error.file) & (pl.col(SOURCE_ROW) == error.row)
+            kept = raw.filter(~bad)
+            if kept.height == raw.height:  # the row it names is not one of these: nothing to set aside
+                raise
+            if kept.height == 0:
+                return None
+            raw = kept
 
 
 @dataclass(frozen=True)
