@@ -98,3 +98,33 @@ def test_rejects_mode_sets_bad_rows_aside_with_their_reasons_and_ingests_the_res
     assert "3 hours ago" in rows["reason"][0] and rows["field"].to_list()[1] == "Close"
     other = cli("data", "ingest", "kdd17", str(tmp_path), "--rejects", str(rejects))
     assert other.exit_code != 0 and "--rejects applies to csv, parquet and archive input, not kdd17" in other.output
+
+
+WIDE_NEWS = "\n".join(
+    [
+        "Date,Label,Top1,Top2,Top3",
+        '2016-06-30,1,b\'Markets rally on rate hopes\',"b""Oil slides, again""",',
+        "2016-07-01,0,Bank earnings beat,,b'Storm hits the coast'",
+        "",
+    ]
+)
+
+
+def test_a_wide_headline_table_becomes_one_text_per_cell_with_its_rank(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    source = write_text(tmp_path / "combined_news.csv", WIDE_NEWS)
+    taken = cli("data", "ingest", "csv", str(source), "--kind", "text", "--dataset", "djia", "--wide-texts", "Top*")
+    assert taken.exit_code == 0, taken.output
+    texts = Lake(lake_root).read("text", "djia").sort("published_at", "source_ref")
+    assert texts["title"].to_list() == [
+        "Markets rally on rate hopes", "Oil slides, again", "Bank earnings beat", "Storm hits the coast",
+    ]  # fmt: skip
+    assert texts["source_ref"].to_list() == ["Top1", "Top2", "Top1", "Top3"]
+    assert texts["symbols"].to_list() == [[]] * 4  # market-wide: no symbol
+    before = snapshot(lake_root)
+    none = cli("data", "ingest", "csv", str(source), "--kind", "text", "--dataset", "djia", "--wide-texts", "Head*")
+    assert none.exit_code != 0 and "--wide-texts Head* matches none of the columns" in none.output
+    bars = cli("data", "ingest", "csv", str(source), "--dataset", "djia", "--wide-texts", "Top*")
+    assert bars.exit_code != 0 and "it needs --kind text" in bars.output
+    assert snapshot(lake_root) == before

@@ -110,6 +110,13 @@ def ingest(
     symbol_case: Annotated[
         SymbolCase, typer.Option(help="Fold symbols from columns and file names: upper, lower, or keep as written.")
     ] = SymbolCase.keep,
+    wide_texts: Annotated[
+        str | None,
+        typer.Option(
+            help="Text: a glob of the columns that each hold one text of the row, in rank order (e.g. 'Top*': one "
+            "text per non-empty cell, its column name kept as source_ref, byte-literal quotes b'...' taken off)."
+        ),
+    ] = None,
     rejects: Annotated[
         Path | None,
         typer.Option(
@@ -156,8 +163,10 @@ def ingest(
     mapping = parse_mapping(map_ or [])
     if rejects is not None and source not in (Source.csv, Source.parquet, Source.archive):
         raise FinfusionError(f"--rejects applies to csv, parquet and archive input, not {source.value}")
+    if wide_texts is not None and kind is not Kind.text:
+        raise FinfusionError("--wide-texts spreads text columns into texts: it needs --kind text")
     set_aside = None if rejects is None else Rejects(rejects)
-    files = FileIngest(store, kind, mapping, bar_options, text_options, series_options, names, set_aside)
+    files = FileIngest(store, kind, mapping, bar_options, text_options, series_options, names, set_aside, wide_texts)
     if source is Source.stocknet:  # has its own progress bar
         reports = _ingest(source, path, dataset, store, files, sha256=sha256, manifest=manifest)
     else:

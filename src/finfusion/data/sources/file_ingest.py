@@ -18,6 +18,7 @@ Hand-written because no library does validation-then-atomic-merge by bucket, and
 from __future__ import annotations
 
 import copy
+import fnmatch
 import io
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,8 @@ CHUNK_BYTES = 8 << 20
 CHUNK_ROWS = 131_072
 SPILL_BYTES = 64 << 20
 BUCKET = "__bucket"
+#: Canonical names of wide text columns while they are read: __wide_<rank> (melted into texts before pass 2).
+WIDE_PREFIX = "__wide_"
 
 
 @dataclass
@@ -82,6 +85,8 @@ class FileIngest:
     series_options: SeriesOptions | None = None
     symbols: SymbolNames | None = None
     rejects: Rejects | None = None
+    #: texts: a glob of the columns that each hold one text of the row, in rank order (e.g. "Top*")
+    wide_texts: str | None = None
 
     def __call__(self, path: Path, dataset: str) -> IngestReport:
         chosen = {"text": self.text_options, "series": self.series_options}.get(self.kind, self.bar_options)
@@ -94,6 +99,7 @@ class FileIngest:
             mapping=self.mapping,
             symbols=self.symbols,
             rejects=self.rejects,
+            wide_texts=self.wide_texts,
         )
 
 
@@ -106,6 +112,7 @@ def ingest_files(
     bucket_bytes: int = BUCKET_BYTES,
     symbols: SymbolNames | None = None,
     rejects: Rejects | None = None,
+    wide_texts: str | None = None,
 ) -> IngestReport:
     """Validate, clean and write the files at `path` (a file or folder) as bars or texts (by the options' type) of
     `options.dataset`, one bucket at a time, in one commit; returns the report."""
@@ -116,7 +123,7 @@ def ingest_files(
     buckets = max(1, sum(f.stat().st_size for f in files) // bucket_bytes + 1)
     staging = staging_folder(lake.root)
     try:
-        spill = Buckets(staging, buckets, aliases, mapping, by_symbol=bars, symbols=symbols)
+        spill = Buckets(staging, buckets, aliases, mapping, by_symbol=bars, symbols=symbols, wide=wide_texts)
         for file in files:
             spill.read(file)
         spill.close()
@@ -240,9 +247,11 @@ class Buckets:
         *,
         by_symbol: bool,
         symbols: SymbolNames | None = None,
+        wide: str | None = None,
     ) -> None:
         self.folder, self.count, self.aliases, self.mapping, self.by_symbol = folder, count, aliases, mapping, by_symbol
         self.symbols = symbols or SymbolNames()
+        self.wide = wide
         self.symbol_column = "symbol" if by_symbol else "symbols"
         self.rename: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
@@ -282,9 +291,10 @@ class Buckets:
     def _read_group(self, files: list[Path], separator: str) -> None:
         header = csv_header(files[0])
         columns = [n.strip().strip('"') for n in header.decode("utf-8").split(separator)]
-        renames, _ = column_renames(columns, self.aliases, self.mapping, str(files[0]))
+        mapping = self._mapping_for(columns, str(files[0]))
+        renames, _ = column_renames(columns, self.aliases, mapping, str(files[0]))
         raw = read_csv_group(files, separator, numeric_columns(renames))
-        frame, names, dropped = canonical_names(raw, self.aliases, self.mapping, str(files[0]))
+        frame, names, dropped = canonical_names(raw, self.aliases, mapping, str(files[0]))
         if self.symbols.constant is not None:
             frame = self._constant_symbol(frame, str(files[0]))
         elif self.by_symbol and "symbol" not in frame.columns:
@@ -293,6 +303,36 @@ class Buckets:
                 pl.col(SOURCE_FILE).replace_strict(stems, return_dtype=pl.String).alias("symbol")
             )
         self._add(frame, names, dropped)
+
+    def _mapping_for(self, columns: list[str], file: str) -> Mapping[str, str]:
+        """The mapping, plus, with `--wide-texts PATTERN`, the matching columns as wide text columns in their order
+        (a file without any, or with a title column besides them, is refused)."""
+        if self.wide is None:
+            return self.mapping
+        matches = [column for column in columns if fnmatch.fnmatchcase(column, self.wide)]
+        if not matches:
+            raise DataValidationError(f"--wide-texts {self.wide} matches none of the columns {columns}", file=file)
+        wide = {column: f"{WIDE_PREFIX}{rank}" for rank, column in enumerate(matches, start=1)}
+        return {**self.mapping, **wide}
+
+    def _melted(self, frame: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
+        """Wide text columns [title rank 1, 2, ...] -> one text per non-empty cell: title = the cell (byte-literal
+        quotes b'...' taken off), source_ref = its column's name (the rank); empty cells are no text."""
+        wide = [column for column in frame.columns if column.startswith(WIDE_PREFIX)]
+        if not wide:
+            return frame
+        if "title" in frame.columns:
+            raise DataValidationError("--wide-texts and a title column of its own: give one of them", field="title")
+        melted = frame.unpivot(on=wide, index=[c for c in frame.columns if c not in wide], variable_name="source_ref",
+                               value_name="title")  # fmt: skip
+        theirs = {canonical: names[canonical] for canonical in wide}
+        title = pl.col("title").cast(pl.String).str.strip_chars()
+        unquoted = title.str.replace(r"""^b'(.*)'$|^b"(.*)"$""", "${1}${2}")
+        return (
+            melted.with_columns(unquoted.alias("title"), pl.col("source_ref").replace_strict(theirs))
+            .filter(pl.col("title").fill_null("") != "")
+            .sort(SOURCE_FILE, SOURCE_ROW, maintain_order=True)
+        )
 
     def _constant_symbol(self, frame: pl.DataFrame, file: str) -> pl.DataFrame:
         """Every row of `frame` given the `--symbol` (a file with a symbol column of its own is ambiguous)."""
@@ -307,14 +347,16 @@ class Buckets:
         try:
             if file.suffix.lower() in PARQUET_SUFFIXES:
                 source = pq.ParquetFile(file)
-                renames, dropped = column_renames(source.schema_arrow.names, self.aliases, self.mapping, label)
+                mapping = self._mapping_for(source.schema_arrow.names, label)
+                renames, dropped = column_renames(source.schema_arrow.names, self.aliases, mapping, label)
                 batches = source.iter_batches(CHUNK_ROWS, columns=list(renames))
                 chunks: Iterator[pl.DataFrame] = (pl.DataFrame(pl.from_arrow(batch)) for batch in batches)
             else:
                 separator = "\t" if file.suffix.lower() == ".tsv" else ","
                 header = csv_header(file)
                 columns = [n.strip().strip('"') for n in header.decode("utf-8").split(separator)]
-                renames, dropped = column_renames(columns, self.aliases, self.mapping, label)
+                mapping = self._mapping_for(columns, label)
+                renames, dropped = column_renames(columns, self.aliases, mapping, label)
                 chunks = _csv_chunks(file, header, separator, dict.fromkeys(numeric_columns(renames), pl.Float64))
             names = {ours: theirs for theirs, ours in renames.items()}
             for chunk in chunks:
@@ -336,6 +378,8 @@ class Buckets:
             raise DataValidationError("file has a header but no data rows", file=label)
 
     def _add(self, frame: pl.DataFrame, names: dict[str, str], dropped: tuple[str, ...]) -> None:
+        frame = self._melted(frame, names)
+        names = {ours: theirs for ours, theirs in names.items() if not ours.startswith(WIDE_PREFIX)}
         self.rename.update(names)
         self.unmapped.update(dict.fromkeys(dropped))
         if self.symbols.case != "keep" and self.symbol_column in frame.columns:
