@@ -348,7 +348,8 @@ def score(
             for subset, view in views.items():
                 if len(view[name]) > 2 * horizon:
                     every = np.ones(len(view[name]), dtype=bool)
-                    signed = has_direction(view[reference], every)  # no direction test against a signless forecast
+                    # no direction test of or against a forecast without a sign (the random walk's zero return)
+                    signed = has_direction(view[reference], every) and has_direction(view[name], every)
                     tests += [
                         dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
                         for loss in options["dm_loss"]
