@@ -13,7 +13,7 @@ items, and lays the result out as JSON-able rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -64,7 +64,6 @@ class Explanation:
     attention: dict[str, float] | None
     permutation: dict[str, float]
     planted_rank_first: bool | None = None
-    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +101,12 @@ def _texts_of(windows: TextWindowDataset, item: int, lake: Lake, dataset: str) -
     rows = stored.select("id", "published_at", pl.coalesce("title", "body").fill_null("").alias("title"))
     order = pl.DataFrame({"id": ids, "slot": slots.tolist()})
     return slots, order.join(rows, on="id", how="left")
+
+
+def _texts_source(cfg: Any) -> tuple[Lake, str]:
+    """The lake and the texts dataset of the run's data part."""
+    options = data_options(cfg.data)
+    return Lake(options["lake"]), str(options["texts"]["dataset"] or options["dataset"])
 
 
 def planted_ids(lake: Lake, dataset: str, symbol: str) -> set[str]:
@@ -150,10 +155,8 @@ def explain_decision(
     texts: list[TextRow] = []
     attention = None
     rank_first = None
-    options = data_options(cfg.data)
     if has_texts:
-        lake = Lake(options["lake"])
-        dataset = str(options["texts"]["dataset"] or options["dataset"])
+        lake, dataset = _texts_source(cfg)
         slots, rows = _texts_of(windows, item, lake, dataset)
         per_text = attributions.values[TEXT_EMB][0].sum(dim=-1).numpy()  # [N]
         occluded = text_occlusion(output, batch)[0].numpy()
@@ -241,9 +244,7 @@ def planted_rate(model: Any, data: ExperimentData, cfg: Any, span: str = "test",
     windows = span_windows(data, span)
     if not isinstance(windows, TextWindowDataset):
         raise FinfusionError("the run reads no texts: there is no planted item to rank")
-    options = data_options(cfg.data)
-    lake = Lake(options["lake"])
-    dataset = str(options["texts"]["dataset"] or options["dataset"])
+    lake, dataset = _texts_source(cfg)
     planted = {symbol: planted_ids(lake, dataset, symbol) for symbol in windows.panel.symbols}
     if not any(planted.values()):
         raise FinfusionError(f"dataset '{dataset}' has no events table: no planted items to rank")

@@ -204,12 +204,14 @@ def _prepared(
 ) -> pl.DataFrame | None:
     """`prepare(raw)`; in the rejects mode, a row it names as bad is set aside and the rest prepared again (the
     report's counts are those of the attempt that passed). None when every row was rejected."""
+    if rejects is None:
+        return prepare(raw)
     while True:
         before = copy.deepcopy(report)
         try:
             return prepare(raw)
         except DataValidationError as error:
-            if rejects is None or error.row is None or error.file is None:
+            if error.row is None or error.file is None:
                 raise
             report.__dict__.update(before.__dict__)
             rejects.add(error)
