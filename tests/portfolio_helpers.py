@@ -40,9 +40,10 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fake_embeddings(lake: Lake) -> None:
-    """Store a TEXT_DIM vector per text hash (a function of the hash) as the default encoder's embeddings."""
-    hashes = with_text_hash(lake.read("text", "synthetic"))["text_hash"].unique().sort()
+def fake_embeddings(lake: Lake, dataset: str = "synthetic") -> None:
+    """Store a TEXT_DIM vector per text hash (a function of the hash) of `dataset`'s texts as the default encoder's
+    embeddings."""
+    hashes = with_text_hash(lake.read("text", dataset))["text_hash"].unique().sort()
     vectors = [list(np.frombuffer(hashlib.sha256(h.encode()).digest()[:TEXT_DIM], np.uint8) / 255.0) for h in hashes]
     rows = pl.DataFrame(
         {"text_hash": hashes, "vector": vectors, "n_chunks": [1] * len(hashes)},

@@ -58,21 +58,24 @@ def test_quickstart_runs_the_whole_pipeline(cli: Callable[..., Result], lake_roo
     settings = [arg for key in small for arg in ("--set", key)]
     result = cli("quickstart", "--symbols", "2", "--folds", "1", "--runs", str(runs), *settings)
     assert result.exit_code == 0, result.output
-    assert {("bars", "synthetic"), ("text", "synthetic"), ("events", "synthetic"), ("features", "synthetic")} <= {
+    market = "synthetic_strong_news"  # its own name: `finfusion data synth` keeps "synthetic" for the default market
+    assert {("bars", market), ("text", market), ("events", market), ("features", market)} <= {
         (k, d) for k, d, _ in Lake(lake_root).datasets()
     }
     assert ("forecasts", "multimodal") in {(k, d) for k, d, _ in Lake(lake_root).datasets()}
     arrays = np.load(runs / "multimodal" / "test_forecasts.npz")
     assert arrays["predictions"].shape[1:] == (4, 30, 1) and len(arrays["texts"]) == len(arrays["targets"])
     metrics = json.loads((runs / "evaluation" / "metrics.json").read_text())
-    assert list(metrics["models"]) == ["multimodal", "price_only", "random_walk"]
-    assert {t["baseline"] for t in metrics["significance"]} == {"price_only", "random_walk"}
+    signs = ["majority_class", "previous_sign", "drift_sign", "logistic_direction"]
+    assert list(metrics["models"]) == ["multimodal", "price_only", "random_walk", *signs]
+    best = max(signs, key=lambda name: metrics["models"][name]["directional_accuracy"])
     losses = {(t["model"], t["baseline"], t["loss"]) for t in metrics["significance"]}
     assert ("random_walk", "price_only", "direction error") not in losses  # a signless forecast has no direction
     assert {(b, loss) for _, b, loss in losses} == {
         ("price_only", "CRPS"),
         ("price_only", "direction error"),
         ("random_walk", "CRPS"),
+        (best, "direction error"),  # every direction call also against the best sign forecast
     }
     assert {"crps_planted_news", "directional_accuracy_planted_news"} <= metrics["models"]["multimodal"].keys()
     assert (runs / "evaluation" / "report" / "report.html").is_file()

@@ -35,23 +35,25 @@ def blocks() -> list[tuple[str, str, str]]:
     ]
 
 
-def shell_commands() -> list[tuple[str, list[str]]]:
-    """(page, words) of every command of every bash block (`&&` chains split, comments dropped)."""
+def block_commands(text: str) -> list[list[str]]:
+    """The commands of one bash block, as words (`&&` chains split, continued lines joined, comments dropped)."""
     found = []
-    for page, language, text in blocks():
-        if language != "bash":
-            continue
-        for line in text.replace("\\\n", " ").splitlines():  # continued lines joined
-            words = shlex.split(line, comments=True)
-            command: list[str] = []
-            for word in [*words, "&&"]:
-                if word == "&&":
-                    if command:
-                        found.append((page, command))
-                    command = []
-                else:
-                    command.append(word)
+    for line in text.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        command: list[str] = []
+        for word in [*words, "&&"]:
+            if word == "&&":
+                if command:
+                    found.append(command)
+                command = []
+            else:
+                command.append(word)
     return found
+
+
+def shell_commands() -> list[tuple[str, list[str]]]:
+    """(page, words) of every command of every bash block."""
+    return [(page, words) for page, language, text in blocks() if language == "bash" for words in block_commands(text)]
 
 
 def parse(words: list[str]) -> None:

@@ -31,7 +31,7 @@ from finfusion.families.pipeline import train_run
 from finfusion.features.text import document_text
 from finfusion.forecasting.data import build_experiment_data, data_options, load_bars
 from finfusion.forecasting.forecast import Forecasts, run_forecasts
-from finfusion.forecasting.scoring import collapse_warnings, has_direction, window_losses
+from finfusion.forecasting.scoring import DIRECTION_BASELINES, collapse_warnings, has_direction, window_losses
 from finfusion.forecasting.walk_forward import (
     evaluate_experiment,
     evaluation_options,
@@ -255,11 +255,14 @@ def test_evaluate_command_writes_metrics_significance_report_and_results_page(
     result = cli("evaluate", "--config", str(EXPERIMENT), *overrides, "--run", str(run), "--markdown", str(page))
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    assert list(metrics["models"]) == ["patchtst", "random_walk", "drift", "dlinear"]
-    assert metrics["baselines"] == ["random_walk", "drift", "dlinear"]
+    assert list(metrics["models"]) == ["patchtst", "random_walk", "drift", "dlinear", *DIRECTION_BASELINES]
+    assert metrics["baselines"] == ["random_walk", "drift", "dlinear", *DIRECTION_BASELINES]
     assert {"mase", "directional_accuracy", "crps", "coverage", "sharpe"} <= set(metrics["models"]["patchtst"])
     tests = {(t["model"], t["baseline"]): t for t in metrics["significance"]}
-    assert set(tests) == {(m, "random_walk") for m in ("patchtst", "drift", "dlinear")}
+    best = max(DIRECTION_BASELINES, key=lambda name: metrics["models"][name]["directional_accuracy"])
+    models = ("patchtst", "drift", "dlinear")
+    assert set(tests) == {(m, "random_walk") for m in models} | {(m, best) for m in models}
+    assert {t["loss"] for (_, baseline), t in tests.items() if baseline == best} == {"direction error"}
     assert all(0 <= t["p_value"] <= 1 and t["subset"] == "all" for t in tests.values())
     assert (run / "report" / "report.html").is_file()
     assert sorted(p.name for p in (run / "folds" / "patchtst").iterdir()) == ["fold_0", "fold_1"]
@@ -297,6 +300,7 @@ def walk_forward_mase(data_part: str, lake: Path, run: Path) -> tuple[float, flo
             "evaluation.walk_forward.test=300",
             "evaluation.walk_forward.max_folds=1",
             "evaluation.baselines=[random_walk]",
+            "evaluation.direction_baselines=[]",
         ],
     )
     evaluation = evaluate_experiment(cfg, run, progress=lambda _: None)
@@ -460,7 +464,7 @@ def test_token_ids_of_the_seen_texts_feed_minilm_with_lora_in_the_loop(tmp_path:
     )
     data = build_experiment_data(cfg.data)
     tokenizer = load_tokenizer("all-MiniLM-L6-v2")
-    texts = Lake(lake_dir).read("text", "synthetic")
+    texts = Lake(lake_dir).read("text", cfg.data.dataset)
     bodies = [document_text(t, b) for t, b in zip(texts["title"], texts["body"], strict=True)]
     documents = dict(zip(texts["id"], bodies, strict=True))
     with_news = next(k for k in range(len(data.train)) if data.train[k]["text_mask"].any())

@@ -14,9 +14,10 @@ from torch import Tensor, nn
 
 from finfusion.errors import FinfusionError
 from finfusion.evaluation.explain import Group, integrated_gradients, permutation_importance, text_occlusion
+from finfusion.evaluation.explain_page import write_page
 from finfusion.evaluation.explain_section import EXPLANATIONS_DIR, PLANTED_FILE, explanations_section
-from finfusion.forecasting.explain import at_least, parse_at
-from finfusion.forecasting.explain_page import write_page
+from finfusion.evaluation.explanation import parse_at
+from finfusion.forecasting.explain import at_least
 from finfusion.samples.contract import PAST, TEXT_EMB, TEXT_MASK
 from tests.test_multimodal_model import generated, perturbed, tiny
 
@@ -70,8 +71,12 @@ def test_occlusion_is_each_texts_own_effect_and_empty_slots_are_zero() -> None:
 def test_permutation_importance_is_zero_for_what_the_model_ignores() -> None:
     batch = linear_batch()
     realised = Linear().explained_output(batch)
-    groups = [Group("read", PAST, (0,)), Group("ignored", PAST, (1,)), Group("texts", TEXT_EMB, None, TEXT_MASK)]
-    rises = permutation_importance(Linear().explained_output, batch, realised, groups)
+    groups = [Group("read", PAST, (0,)), Group("ignored", PAST, (1,)), Group("texts", TEXT_EMB, None, (TEXT_MASK,))]
+
+    def squared_error(shuffled: dict[str, Tensor]) -> Tensor:
+        return ((Linear().explained_output(shuffled) - realised) ** 2).mean()
+
+    rises = permutation_importance(squared_error, batch, groups)
     assert rises["read"] > 0.5 and rises["texts"] > 0.5 and rises["ignored"] == 0.0
 
 
@@ -99,8 +104,10 @@ def test_a_bad_at_is_one_clear_error(text: str, message: str) -> None:
 
 def test_stored_explanations_render_as_a_report_section_and_a_results_page(tmp_path: Path) -> None:
     decision = {
-        "symbol": "AAA", "decision": "2020-01-02T21:00:00+00:00", "model": "multimodal", "output": 0.5,
-        "baseline_output": 0.1, "completeness_gap": 1e-6, "channels": ["log_return", "volume"],
+        "symbol": "AAA", "decision": "2020-01-02T21:00:00+00:00", "model": "multimodal",
+        "explained": "cumulative forecast of the first target over the horizon, normalised units", "output": 0.5,
+        "baseline_output": 0.1, "completeness_gap": 1e-6, "totals": {"price inputs": 0.2, "texts": 0.19},
+        "channels": ["log_return", "volume"],
         "channel_attributions": [0.3, -0.1], "heat": [[0.1, 0.0], [0.2, -0.1]],
         "texts": [
             {"slot": 0, "id": "a", "published_at": "2020-01-02T12:00", "title": "AAA wins <big> contract",
@@ -109,7 +116,7 @@ def test_stored_explanations_render_as_a_report_section_and_a_results_page(tmp_p
              "integrated_gradients": -0.01, "occlusion": 0.0, "attention": 0.1, "planted": False},
         ],
         "attention": {"register": 0.1, "price tokens": 0.5}, "permutation": {"log_return": 0.02, "texts": 0.05},
-        "planted_rank_first": True, "notes": [],
+        "permutation_measure": "MSE", "planted_rank_first": True,
     }  # fmt: skip
     planted = {"span": "test", "windows": 10, "first_by_integrated_gradients": 7, "first_by_occlusion": 6,
                "rate_integrated_gradients": 0.7, "rate_occlusion": 0.6, "rate_by_chance": 0.4,

@@ -54,7 +54,9 @@ TINY: dict[str, list[str]] = {
         "data.split.val_end=2019-12-02", "evaluation.walk_forward.first_test=2019-12-02",
         *FORECAST_DATA, *WALK_FORWARD, "model.d_model=16", "model.n_layers=1",
     ],
-    "multimodal_tiny": [*FORECAST_DATA, *WALK_FORWARD, *MULTIMODAL, "evaluation.walk_forward.max_folds=1"],
+    "multimodal_tiny": [
+        "data.dataset=synthetic", *FORECAST_DATA, *WALK_FORWARD, *MULTIMODAL, "evaluation.walk_forward.max_folds=1",
+    ],
     "moirai_synthetic": [
         "data.dataset=synthetic", *FORECAST_DATA, *WALK_FORWARD, "model.num_samples=8", "model.task.val_num_samples=4",
     ],
@@ -84,7 +86,7 @@ FULL_SHRUNK = [
     "+task.val_steps=2",
     "data.texts.max_tokens=16",
 ]
-TINY["multimodal_full"] = [*FORECAST_DATA, *WALK_FORWARD, *FULL_SHRUNK]
+TINY["multimodal_full"] = ["data.dataset=synthetic", *FORECAST_DATA, *WALK_FORWARD, *FULL_SHRUNK]
 #: Configs the generated-data test leaves out, with the reason.
 TINY["dual_tower_synthetic"] = [
     "data.dataset=synthetic_context", "data.synthetic.n_symbols=4", "data.synthetic.end=2015-12-31",
@@ -267,7 +269,10 @@ def test_a_misspelled_key_is_an_error_naming_it_and_the_allowed_keys(market: Pat
 
 
 def test_a_model_that_reads_a_key_the_samples_lack_is_refused_when_built(market: Path, tmp_path: Path) -> None:
-    cfg = load_config("multimodal_tiny", [f"data.lake={market}", "data.texts.enabled=false", *FORECAST_DATA, *TRAINER])
+    cfg = load_config(
+        "multimodal_tiny",
+        [f"data.lake={market}", "data.dataset=synthetic", "data.texts.enabled=false", *FORECAST_DATA, *TRAINER],
+    )
     with pytest.raises(FinfusionError, match="model 'multimodal_diffusion' reads 'text_emb'"):
         train_run(cfg, tmp_path / "run")
     twin = load_config("multimodal_tiny", [f"data.lake={market}", "data.texts.enabled=false", "model.use_text=false"])

@@ -33,15 +33,16 @@ def explain(
     ] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Explain one decision of a trained run: Integrated Gradients per input channel and time step and per text,
-    each text's occlusion effect, the Q-Former's attention, permutation importance per feature group over the span;
-    stored as RUN/explanations/SYMBOL_DATE.json and rendered in RUN/report/explanations.html."""
+    """Explain one decision of a trained run (forecast, movement and portfolio families): Integrated Gradients per
+    input channel and time step and per text, each text's occlusion effect, the model's attention where it has
+    some, permutation importance per feature group over the span; stored as RUN/explanations/SYMBOL_DATE.json and
+    rendered in RUN/report/explanations.html."""
     from finfusion.data.atomic import write_json_atomic
+    from finfusion.evaluation.explain_page import write_page
     from finfusion.evaluation.explain_section import EXPLANATIONS_DIR, PLANTED_FILE
+    from finfusion.evaluation.explanation import parse_at
     from finfusion.evaluation.report import write_explanations_report
     from finfusion.families.pipeline import load_run
-    from finfusion.forecasting.explain import parse_at
-    from finfusion.forecasting.explain_page import write_page
 
     symbol, day = parse_at(at)
     if span not in ("test", "val", "train"):
@@ -75,14 +76,16 @@ def explain(
 
 def _print(decision: dict[str, Any]) -> None:
     out.print(
-        f"{decision['symbol']} at {decision['decision']}: explained output {decision['output']:.4g} "
+        f"{decision['symbol']} at {decision['decision']}: {decision['explained']} {decision['output']:.4g} "
         f"(baseline {decision['baseline_output']:.4g}; completeness gap {decision['completeness_gap']:.2g})"
     )
-    channels = Table("channel", "IG (sum over the lookback)", title="inputs")
-    ranked = sorted(zip(decision["channels"], decision["channel_attributions"], strict=True), key=lambda c: -abs(c[1]))
-    for name, value in ranked:
-        channels.add_row(name, f"{value:+.4g}")
-    out.print(channels)
+    out.print("IG per input: " + ", ".join(f"{name} {value:+.4g}" for name, value in decision["totals"].items()))
+    if decision["channels"]:
+        channels = Table("channel", "IG (sum over the lookback)", title="inputs")
+        pairs = zip(decision["channels"], decision["channel_attributions"], strict=True)
+        for name, value in sorted(pairs, key=lambda c: -abs(c[1])):
+            channels.add_row(name, f"{value:+.4g}")
+        out.print(channels)
     if decision["texts"]:
         texts = Table("published", "text", "IG", "occlusion", "planted", title="texts (largest |IG| first)")
         for text in sorted(decision["texts"], key=lambda t: -abs(t["integrated_gradients"])):
@@ -94,7 +97,8 @@ def _print(decision: dict[str, Any]) -> None:
                 "yes" if text["planted"] else "",
             )
         out.print(texts)
-    permutation = Table("feature group", "rise in MSE when shuffled", title="permutation importance (span)")
+    measure = f"rise in {decision['permutation_measure']} when shuffled"
+    permutation = Table("feature group", measure, title="permutation importance (span)")
     for name, rise in sorted(decision["permutation"].items(), key=lambda kv: -kv[1]):
         permutation.add_row(name, f"{rise:+.4g}")
     out.print(permutation)

@@ -1,14 +1,16 @@
-"""Why a model forecast what it did: attributions of its explained output (`Capabilities.explained_output`, a
-deterministic scalar per sample) to its inputs.
+"""Why a model decided what it did: attributions of a deterministic scalar per sample (the family's explained
+output: `Capabilities.explained_output` for a forecaster, a class probability, a portfolio weight) to its inputs.
 
 - `integrated_gradients`: captum's Integrated Gradients over the float inputs of a batch (e.g. `past` [B, L, C] per
   time step and channel, `text_emb` [B, N, D] per text), from a baseline of zeros (the training mean of normalised
   inputs; an all-zero text vector). Completeness: the attributions of a sample sum to its output minus the
   baseline's output, up to the integral's discretisation (`delta`).
-- `text_occlusion`: per text slot, the output minus the output with that text removed (its mask off) [B, N]: which
-  news item moved this forecast, and how much, without a baseline to choose.
-- `permutation_importance`: per feature group (channels of `past`, or the texts), the rise in mean squared error of
-  the explained output against a realised value when the group's values are shuffled across the span's samples.
+- `text_occlusion`: per text slot (a mask [B, *S] of any shape: [B, N] texts, [B, L, N] tweets per lag day), the
+  output minus the output with that text removed (its mask off): which news item moved this decision, and how much,
+  without a baseline to choose.
+- `permutation_importance`: per feature group (channels of `past`, or the texts), the rise of a loss over the
+  span's samples (e.g. the squared error of the output against the realised value) when the group's values are
+  shuffled across those samples.
 
 Uses captum for the gradients; occlusion and permutation are a few lines over the model's own batches.
 """
@@ -26,6 +28,8 @@ from finfusion.errors import FinfusionError
 
 Batch = dict[str, Tensor]
 Output = Callable[[Batch], Tensor]
+#: Samples of a span that permutation importance scores (its most recent ones).
+PERMUTATION_SAMPLES = 512
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class Attributions:
     output: Tensor
     baseline_output: Tensor
     delta: Tensor
+
+    def total(self, key: str) -> Tensor:
+        """[B]: the attributions of `key` summed over everything but the batch axis."""
+        return self.values[key].flatten(1).sum(dim=1)
 
 
 def integrated_gradients(
@@ -79,56 +87,58 @@ def integrated_gradients(
 
 @torch.no_grad()
 def text_occlusion(output: Output, batch: Batch, mask_key: str = "text_mask") -> Tensor:
-    """[B, N]: output with every text minus output without text slot n (0 where slot n is empty)."""
+    """[B, *S] shaped like the mask `batch[mask_key]` [B, *S]: output with every text minus output without the text
+    of that slot (0 where the slot is empty)."""
     if mask_key not in batch:
         raise FinfusionError(f"the batch has no {mask_key}: the model reads no texts")
     mask = batch[mask_key].bool()
+    flat = mask.reshape(mask.shape[0], -1)  # [B, prod(S)]
     full = output(batch)
-    effects = torch.zeros(mask.shape, dtype=full.dtype)
-    for slot in range(mask.shape[1]):
-        present = mask[:, slot]
+    effects = torch.zeros(flat.shape, dtype=full.dtype)
+    for slot in range(flat.shape[1]):
+        present = flat[:, slot]
         if not present.any():
             continue
-        without = mask.clone()
+        without = flat.clone()
         without[:, slot] = False
-        effects[:, slot] = torch.where(present, full - output({**batch, mask_key: without}), 0.0)
-    return effects
+        effects[:, slot] = torch.where(present, full - output({**batch, mask_key: without.view(mask.shape)}), 0.0)
+    return effects.view(mask.shape)
 
 
 @dataclass(frozen=True)
 class Group:
-    """A feature group: `key` of the batch and, for `past`-like inputs [B, L, C], the channel positions (None: the
-    whole input, e.g. every text of a sample together with its mask `with_key`)."""
+    """A feature group: `key` of the batch and, for `past`-like inputs [B, ..., C], the channel positions (None: the
+    whole input, e.g. every text of a sample, shuffled together with the inputs `with_keys` that describe the same
+    texts: their mask, their ages)."""
 
     name: str
     key: str
     channels: tuple[int, ...] | None = None
-    with_key: str | None = None
+    with_keys: tuple[str, ...] = ()
 
 
 @torch.no_grad()
 def permutation_importance(
-    output: Output, batch: Batch, realised: Tensor, groups: Sequence[Group], repeats: int = 5, seed: int = 0
+    loss: Callable[[Batch], Tensor], batch: Batch, groups: Sequence[Group], repeats: int = 5, seed: int = 0
 ) -> dict[str, float]:
-    """Per group, the mean rise in MSE of `output(batch)` [B] against `realised` [B] when the group's values are
-    shuffled across the B samples (`repeats` shuffles, seeded)."""
-    base = float(((output(batch) - realised) ** 2).mean())
+    """Per group, the mean rise of `loss(batch)` [] over the B samples of `batch` when the group's values are
+    shuffled across them (`repeats` shuffles, seeded)."""
+    base = float(loss(batch))
     generator = torch.Generator().manual_seed(seed)
     rises: dict[str, float] = {}
     for group in groups:
         scores = []
         for _ in range(repeats):
-            order = torch.randperm(realised.shape[0], generator=generator)
+            order = torch.randperm(batch[group.key].shape[0], generator=generator)
             shuffled = dict(batch)
             if group.channels is None:
-                shuffled[group.key] = batch[group.key][order]
-                if group.with_key is not None:
-                    shuffled[group.with_key] = batch[group.with_key][order]
+                for key in (group.key, *group.with_keys):
+                    shuffled[key] = batch[key][order]
             else:
                 values = batch[group.key].clone()
                 channels = list(group.channels)
                 values[..., channels] = batch[group.key][order][..., channels]
                 shuffled[group.key] = values
-            scores.append(float(((output(shuffled) - realised) ** 2).mean()) - base)
+            scores.append(float(loss(shuffled)) - base)
         rises[group.name] = float(np.mean(scores))
     return rises

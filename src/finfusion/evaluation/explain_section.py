@@ -25,7 +25,10 @@ def _rows(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _decision_html(decision: dict[str, Any]) -> str:
+def _heat_html(decision: dict[str, Any]) -> str:
+    """The IG heat map of the explained symbol's price inputs ("" for a model that reads none)."""
+    if not decision["channels"]:
+        return ""
     heat = go.Figure(
         go.Heatmap(z=decision["heat"], x=decision["channels"], colorscale="RdBu", zmid=0.0, colorbar={"title": "IG"})
     )
@@ -34,11 +37,17 @@ def _decision_html(decision: dict[str, Any]) -> str:
         yaxis_title="lookback step",
         height=420,
     )
-    figure = heat.to_html(full_html=False, include_plotlyjs=False)
+    return heat.to_html(full_html=False, include_plotlyjs=False)
+
+
+def _decision_html(decision: dict[str, Any]) -> str:
+    figure = _heat_html(decision)
+    totals = ", ".join(f"{escape(name)} {value:+.4g}" for name, value in decision["totals"].items())
     summary = (
         f"<p><strong>{escape(decision['symbol'])}</strong> at {escape(decision['decision'])} "
         f"({escape(decision['model'])}): "
-        f"explained output {decision['output']:.4g} vs {decision['baseline_output']:.4g} at the baseline; "
+        f"explained output ({escape(decision['explained'])}) {decision['output']:.4g} vs "
+        f"{decision['baseline_output']:.4g} at the baseline; IG per input: {totals}; "
         f"completeness gap {decision['completeness_gap']:.2g}.</p>"
     )
     texts = _rows(
@@ -50,7 +59,7 @@ def _decision_html(decision: dict[str, Any]) -> str:
         ],
     )  # fmt: skip
     permutation = _rows(
-        ["feature group", "rise in MSE when shuffled"],
+        ["feature group", f"rise in {decision['permutation_measure']} when shuffled"],
         [[name, f"{rise:+.4g}"] for name, rise in sorted(decision["permutation"].items(), key=lambda kv: -kv[1])],
     )
     texts_part = f"<h4>Texts (largest |IG| first)</h4>{texts}" if decision["texts"] else ""

@@ -206,10 +206,13 @@ class Family(ABC):
         its future known or not (none: an empty frame)."""
 
     def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
-        """The explanation of the run's decision for `symbol` on `day` in `span` (JSON-able: attributions per input,
-        per text, attention, permutation importance); with `planted`, also how often the synthetic market's planted
-        news item is the text that moved a forecast most, over the span. Families without explanations say so."""
-        raise FinfusionError(f"the {self.name} family has no explanations yet (finfusion explain: forecast runs)")
+        """{"decision": the explanation of the run's decision for `symbol` on `day` in `span`} (the layout of
+        evaluation/explanation.py: attributions per input, per text, attention, permutation importance); with
+        `planted` (forecast runs), also "planted": how often the synthetic market's planted news item is the text that
+        moved a forecast most, over the span. Families without explanations say so."""
+        raise FinfusionError(
+            f"the {self.name} family has no explanations yet (finfusion explain: forecast, movement and portfolio runs)"
+        )
 
 
 def shuffled_loader(batch_size: int, workers: int, drop_short_last: bool = False) -> Callable[..., DataLoader]:

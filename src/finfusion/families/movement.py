@@ -10,13 +10,15 @@ tweets-only and price-queried fusion, models/movement/).
 - Predictions: P(up) and the predicted class per (symbol, decision), the lake's movements table.
 - Evaluation: per seed, the checkpoint with the best dev score, scored on dev and once on test (accuracy, MCC, F1 of
   the up class), beside the majority class of the training labels.
+- Explanations: the predicted class's probability attributed to the price channels, lag days and tweets
+  (families/movement_explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -225,6 +227,15 @@ class MovementFamily(Family):
 
     def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
         raise FinfusionError("the movement family is not served by the jobs yet (issue 20)")
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.families.movement_explain import explain_target
+
+        if planted:
+            raise FinfusionError("--planted: the planted-news rate is measured on forecast runs, not movement runs")
+        samples = run.data.extra["samples"]
+        explained = explain_target(run.model, samples, run.cfg, symbol, day, SPLIT_OF_SPAN[span], steps)
+        return {"decision": explained.as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         seeds = [int(seed) for seed in cfg.get("evaluation", {}).get("seeds", [0])]

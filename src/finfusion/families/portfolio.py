@@ -9,13 +9,14 @@ model of seed 002, and its price-only twin with `model.use_news: false`).
 - Predictions: top-k weights per decision bar, the lake's weights table (dataset = run name).
 - Evaluation: the model trained with selection on validation, its weights at every `rebalance_every`-th bar of the
   test span backtested with costs against the equal-weight portfolio rebalanced at the same bars.
+- Explanations: a symbol's weight attributed to its inputs, the other assets' and each text (portfolio/explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,20 +131,17 @@ class PortfolioFamily(Family):
             loader=batches,
             model_arguments=arguments,
             state={"symbols": list(data.symbols), "normalizer": data.normalizer.to_dict(), "text_dim": text_dim},
-            extra={"portfolio": data, "lake": lake},
+            extra={"portfolio": data, "lake": lake, "inputs": inputs},
         )
 
     def predict(self, run: LoadedRun, span: str, every: int = 1) -> WeightPredictions:
-        from dataclasses import replace
-
-        from finfusion.portfolio.inputs import window_config
+        from finfusion.portfolio.inputs import span_bounds, window_config
         from finfusion.portfolio.predict import model_weights, weights_frame
         from finfusion.samples.portfolio import PortfolioDataset
 
         cfg = run.cfg
-        config = replace(window_config(cfg.data, require_future=False), stride=every)
-        bounds = {"test": (cfg.data.val_end, None), "val": (cfg.data.train_end, cfg.data.val_end), "all": (None, None)}
-        start, end = bounds[span]
+        config = window_config(cfg.data, require_future=False, stride=every)
+        start, end = span_bounds(cfg.data, span)
         decisions = PortfolioDataset(run.data.extra["portfolio"], config).split(start, end, purge=False)
         if len(decisions) == 0:
             raise FinfusionError(f"no decision bar with a full lookback in the {span} span")
@@ -193,6 +191,15 @@ class PortfolioFamily(Family):
         weights = model_weights(run.model, decisions, int(run.cfg.task.k), int(run.cfg.data.batch_size))
         symbols = list(run.data.state["symbols"])
         return weights_frame(decisions.origins_us, symbols, weights, "").drop("model_version")
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.portfolio.explain import explain_weight
+
+        if planted:
+            raise FinfusionError("--planted: the planted-news rate is measured on forecast runs, not portfolio runs")
+        data, inputs = run.data.extra["portfolio"], run.data.extra["inputs"]
+        explained = explain_weight(run.model, data, inputs, run.cfg, symbol, day, span, steps)
+        return {"decision": explained.as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.families.pipeline import train_run

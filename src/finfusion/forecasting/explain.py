@@ -6,15 +6,14 @@ cumulative forecast of the first target over the horizon, normalised units) per 
 `past` [L, C] and per text (`text_emb`, summed over its width), each text's occlusion effect (the output with and
 without it), the Q-Former queries' attention over register / price tokens / each text for models that have one, and
 permutation importance per channel and for the texts over the span's windows (against the realised cumulative
-return). The attribution math is evaluation/explain.py; this module finds the window, its texts and the planted
-items, and lays the result out as JSON-able rows.
+return). The attribution math is evaluation/explain.py and the layout evaluation/explanation.py; this module finds
+the window, its texts and the planted items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -24,70 +23,37 @@ from torch import Tensor
 
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
-from finfusion.evaluation.explain import Group, integrated_gradients, permutation_importance, text_occlusion
+from finfusion.evaluation.explain import (
+    PERMUTATION_SAMPLES,
+    Group,
+    integrated_gradients,
+    permutation_importance,
+    text_occlusion,
+)
+from finfusion.evaluation.explanation import (
+    Explanation,
+    TextRow,
+    check_symbol,
+    decision_on,
+    instant,
+    planted_first,
+    planted_ids,
+)
 from finfusion.forecasting.data import ExperimentData, data_options
 from finfusion.forecasting.predict import span_windows
 from finfusion.samples.contract import FUTURE, PAST, TEXT_EMB, TEXT_MASK
 from finfusion.samples.text_windows import TextWindowDataset
 from finfusion.samples.windows import collate
 
-#: Windows of the span scored for permutation importance (the most recent ones).
-PERMUTATION_WINDOWS = 512
-
-
-@dataclass(frozen=True)
-class TextRow:
-    slot: int
-    id: str
-    published_at: str
-    title: str
-    integrated_gradients: float
-    occlusion: float
-    attention: float | None
-    planted: bool
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One decision explained (see the module docstring); `heat` [L][C] the IG per time step and channel."""
-
-    symbol: str
-    decision: str
-    model: str
-    output: float
-    baseline_output: float
-    completeness_gap: float
-    channels: list[str]
-    channel_attributions: list[float]
-    heat: list[list[float]]
-    texts: list[TextRow]
-    attention: dict[str, float] | None
-    permutation: dict[str, float]
-    planted_rank_first: bool | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _instant(us: int) -> datetime:
-    """UTC microseconds as an aware datetime."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
+#: What the explained output is (`Capabilities.explained_output` of a forecaster).
+EXPLAINED = "cumulative forecast of the first target over the horizon, normalised units"
 
 
 def _window_of(windows: Any, symbol: str, day: date) -> int:
     """The position of the window of `symbol` whose decision bar falls on `day` (UTC date; the day's last one)."""
-    symbols = windows.panel.symbols
-    if symbol not in symbols:
-        raise FinfusionError(f"--at: symbol '{symbol}' is not in the run's universe ({', '.join(symbols[:10])} ...)")
-    position = symbols.index(symbol)
-    origins = windows.origins_us
+    position = check_symbol(symbol, windows.panel.symbols)
     ours = np.flatnonzero(windows.index[:, 0] == position)
-    days = [_instant(origins[k]).date() for k in ours]
-    matches = [int(k) for k, d in zip(ours, days, strict=True) if d == day]
-    if not matches:
-        first, last = (min(days), max(days)) if days else (None, None)
-        raise FinfusionError(f"--at: {symbol} has no decision on {day} in this span (its decisions: {first} .. {last})")
-    return matches[-1]
+    return decision_on(symbol, day, ours.tolist(), [instant(windows.origins_us[k]).date() for k in ours])
 
 
 def _texts_of(windows: TextWindowDataset, item: int, lake: Lake, dataset: str) -> tuple[np.ndarray, pl.DataFrame]:
@@ -107,14 +73,6 @@ def _texts_source(cfg: Any) -> tuple[Lake, str]:
     """The lake and the texts dataset of the run's data part."""
     options = data_options(cfg.data)
     return Lake(options["lake"]), str(options["texts"]["dataset"] or options["dataset"])
-
-
-def planted_ids(lake: Lake, dataset: str, symbol: str) -> set[str]:
-    """Ids of the texts that moved `symbol` in the synthetic market's ground truth (none for other datasets)."""
-    if not lake.files("events", dataset):
-        return set()
-    events = lake.read("events", dataset)
-    return set(events.filter(pl.col("symbol") == symbol)["text_id"].to_list())
 
 
 def _attention(model: Any, batch: dict[str, Tensor], slots: np.ndarray) -> dict[str, float] | None:
@@ -152,6 +110,7 @@ def explain_decision(
     attributions = integrated_gradients(output, batch, keys, steps=steps)
     heat = attributions.values[PAST][0].numpy()  # [L, C]
     channels = list(windows.config.inputs)
+    totals = {"price inputs": float(attributions.total(PAST)[0])}
     texts: list[TextRow] = []
     attention = None
     rank_first = None
@@ -178,37 +137,34 @@ def explain_decision(
                 )
             )
         rank_first = planted_first(texts)
+        totals["texts"] = float(attributions.total(TEXT_EMB)[0])
     permutation = span_permutation(model, windows, channels, has_texts)
     return Explanation(
         symbol=symbol,
-        decision=_instant(windows.origins_us[item]).isoformat(),
+        decision=instant(windows.origins_us[item]).isoformat(),
         model=str(cfg.model.name),
+        explained=EXPLAINED,
         output=float(attributions.output[0]),
         baseline_output=float(attributions.baseline_output[0]),
         completeness_gap=float(attributions.delta[0]),
+        totals=totals,
         channels=channels,
         channel_attributions=heat.sum(axis=0).tolist(),
         heat=heat.tolist(),
         texts=texts,
         attention=attention,
         permutation=permutation,
+        permutation_measure="MSE",
         planted_rank_first=rank_first,
     )
 
 
-def planted_first(texts: Sequence[TextRow]) -> bool | None:
-    """Whether a planted item has the largest |IG| among the window's texts (None: no planted item among them)."""
-    if not any(text.planted for text in texts):
-        return None
-    top = max(texts, key=lambda text: abs(text.integrated_gradients))
-    return top.planted
-
-
-def span_permutation(model: Any, windows: Any, channels: Sequence[str], has_texts: bool) -> dict[str, float]:
-    """Permutation importance per channel (and for the texts) over the span's last `PERMUTATION_WINDOWS` windows
-    that have their whole future."""
+def span_permutation(model: Any, windows: Any, channels: list[str], has_texts: bool) -> dict[str, float]:
+    """Permutation importance per channel (and for the texts) over the span's last `PERMUTATION_SAMPLES` windows
+    that have their whole future: the rise in squared error of the explained output against the realised cumulative
+    first target."""
     count = len(windows)
-    items = list(range(max(0, count - PERMUTATION_WINDOWS), count))
+    items = list(range(max(0, count - PERMUTATION_SAMPLES), count))
     samples = [windows[k] for k in items]
     complete = [s for s in samples if FUTURE in s and bool(torch.isfinite(s[FUTURE]).all())]
     if len(complete) < 2:
@@ -216,9 +172,13 @@ def span_permutation(model: Any, windows: Any, channels: Sequence[str], has_text
     batch = collate(complete)
     groups = [Group(name, PAST, (c,)) for c, name in enumerate(channels)]
     if has_texts:
-        groups.append(Group("texts", TEXT_EMB, None, TEXT_MASK))
-    with torch.no_grad():
-        return permutation_importance(model.explained_output, batch, _realised(batch), groups)
+        groups.append(Group("texts", TEXT_EMB, None, (TEXT_MASK,)))
+    realised = _realised(batch)
+
+    def squared_error(shuffled: dict[str, Tensor]) -> Tensor:
+        return ((model.explained_output(shuffled) - realised) ** 2).mean()
+
+    return permutation_importance(squared_error, batch, groups)
 
 
 @dataclass(frozen=True)
@@ -281,14 +241,3 @@ def at_least(shares: np.ndarray, count: int) -> float:
     for share in shares:
         distribution = np.convolve(distribution, [1.0 - share, share])
     return float(distribution[count:].sum())
-
-
-def parse_at(text: str) -> tuple[str, date]:
-    """'SYMBOL:YYYY-MM-DD' -> (symbol, date); anything else is one clear error."""
-    symbol, sep, day = text.rpartition(":")
-    if not sep or not symbol:
-        raise FinfusionError(f"--at: '{text}' is not SYMBOL:YYYY-MM-DD")
-    try:
-        return symbol, datetime.strptime(day, "%Y-%m-%d").date()
-    except ValueError:
-        raise FinfusionError(f"--at: '{day}' in '{text}' is not a date YYYY-MM-DD") from None

@@ -83,7 +83,11 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "averaged per decision instant; `subset` names what is scored: all test windows, or e.g. planted_news (the "
         "steps whose bar a news item seen at the decision moves, on the synthetic market). Losses: absolute error, "
         "CRPS, direction error (1 where the forecast's sign is wrong; never tested against a reference whose "
-        "forecast has no sign, such as the random walk's zero return, which is wrong on every step by construction).",
+        "forecast has no sign, such as the random walk's zero return, which is wrong on every step by construction). "
+        "Every model with a sign is also tested on direction error against the best of the direction baselines "
+        "(majority_class: the training span's most frequent sign; previous_sign: the sign of the window's last H "
+        "bars; drift_sign: the sign of its mean return; logistic_direction: a logistic regression on its last bars; "
+        "each fitted on the fold's training windows), the best on these test windows: the hardest sign reference.",
         "",
         "| model | reference | loss | subset | statistic | p-value | mean loss difference | n |",
         "|---|---|---|---|---|---|---|---|",

@@ -73,6 +73,8 @@ def price_path_metrics(forecasts: Forecasts, rows: np.ndarray) -> dict[str, floa
     return {f"price_{name}": value for name, value in metric_table(truth, path, names=("rmse", "mae")).items()}
 
 
+#: The sign forecasts (models/direction_baselines.py) a model's direction error is tested against: the best of them.
+DIRECTION_BASELINES = ("majority_class", "previous_sign", "drift_sign", "logistic_direction")
 #: Diebold-Mariano losses of `window_losses` and their names in the significance table.
 DM_LOSSES = {"absolute": "absolute error", "crps": "CRPS", "direction": "direction error"}
 

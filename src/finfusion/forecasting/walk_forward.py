@@ -15,7 +15,11 @@ The `evaluation` part of the config:
     baselines: [random_walk, drift]   # registry or configs/model part names, or {label, part, set} (model_parts)
     label: null                        # the experiment model's name in the tables (default: its model name)
     compare_to: [random_walk]          # Diebold-Mariano of every other model against each of these
-    dm_loss: absolute                  # crps (sampled / quantile models), direction (sign errors), or a list
+    dm_loss: absolute                  # crps (sampled / quantile models), or a list
+    direction_baselines: [majority_class, previous_sign, drift_sign, logistic_direction]
+                                       # sign forecasts (models/direction_baselines.py); every model's direction
+                                       # error is tested against the best of them on the test windows (the
+                                       # hardest reference), never against a forecast without a sign
     subsets: []                        # also score on subsets of (window, step) pairs: planted_news (synthetic events)
     costs: {half_spread_bps: 2.0, commission_bps: 1.0, slippage_bps: 1.0, impact_coef: 0.0}
     periods_per_year: 252
@@ -59,6 +63,7 @@ from finfusion.forecasting.data import (
 )
 from finfusion.forecasting.forecast import PER_WINDOW, Forecasts, report_frame, run_forecasts
 from finfusion.forecasting.scoring import (
+    DIRECTION_BASELINES,
     DM_LOSSES,
     dm_against,
     forecast_metrics,
@@ -90,6 +95,7 @@ EVALUATION_DEFAULTS: dict[str, Any] = {
     "baselines": [REFERENCE, "drift"],
     "compare_to": [REFERENCE],
     "dm_loss": "absolute",
+    "direction_baselines": list(DIRECTION_BASELINES),
     "subsets": [],
     "label": None,
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
@@ -283,7 +289,8 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
         raise FinfusionError(
             f"evaluation: the timeline is too short for one fold (needs {wf.test_start(0) + 1} periods)"
         )
-    parts = model_parts(cfg, list(options["baselines"]))
+    baselines = [*options["baselines"], *options["direction_baselines"]]
+    parts = model_parts(cfg, baselines)
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
     events = subset_events(data_opts, list(options["subsets"]), aligned)
     flags: dict[str, list[np.ndarray]] = {name: [] for name in events}
@@ -304,7 +311,7 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             flags[name].append(planted_news_steps(truth, cast(TextWindowDataset, data.test), target_us))
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
     subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
-    evaluation = score(forecasts, baseline_labels(options["baselines"]), options, run, subsets)
+    evaluation = score(forecasts, baseline_labels(baselines), options, run, subsets)
     evaluation.folds, evaluation.fold_bounds = len(folds), bounds
     write_report(run)
     return evaluation
@@ -318,9 +325,10 @@ def score(
     subsets: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
     """Metrics (also on each subset of (window, step) pairs [N, H], suffixed `_<subset>`), Diebold-Mariano of every
-    model (baselines included) against each reference of `compare_to` but itself, on all windows and on each subset
-    (with the long-run variance of the full horizon: the subsets' steps still overlap), forecasts and the first
-    model's backtest."""
+    model (baselines included) against each reference of `compare_to` but itself, and of every model with a sign
+    against the best direction baseline (direction error: the paired test of per-decision correctness, averaged per
+    decision instant, with the long-run variance of the horizon), on all windows and on each subset (the subsets'
+    steps still overlap), forecasts and the first model's backtest."""
     rows = np.logical_and.reduce([usable_rows(f) for f in forecasts.values()])
     if not rows.any():
         raise FinfusionError("evaluation: no test window has a complete realised path")
@@ -333,7 +341,6 @@ def score(
             views[subset] = {name: fc.at_steps(picked) for name, fc in forecasts.items()}
     references = [name for name in options["compare_to"] if name in forecasts]
     table: dict[str, dict[str, float]] = {}
-    tests = []
     backtests = {}
     for name, fc in forecasts.items():
         backtests[name] = sign_backtest(fc, rows, costs, ppy)
@@ -342,19 +349,26 @@ def score(
             if subset != "all":
                 every = np.ones(len(view[name]), dtype=bool)
                 table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(view[name], every).items()})
-        for reference in references:
-            if name == reference:
+    signs = [name for name in options.get("direction_baselines", []) if name in forecasts]
+    best_sign = max(signs, key=lambda name: table[name]["directional_accuracy"]) if signs else None
+    tests = []
+    for name in forecasts:
+        for subset, view in views.items():
+            if len(view[name]) <= 2 * horizon:
                 continue
-            for subset, view in views.items():
-                if len(view[name]) > 2 * horizon:
-                    every = np.ones(len(view[name]), dtype=bool)
-                    # no direction test of or against a forecast without a sign (the random walk's zero return)
-                    signed = has_direction(view[reference], every) and has_direction(view[name], every)
-                    tests += [
-                        dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
-                        for loss in options["dm_loss"]
-                        if loss != "direction" or signed
-                    ]
+            every = np.ones(len(view[name]), dtype=bool)
+            for reference in references if name not in signs else ():  # sign forecasts: direction only
+                # no direction test of or against a forecast without a sign (the random walk's zero return)
+                signed = has_direction(view[reference], every) and has_direction(view[name], every)
+                tests += [
+                    dm_against(view[name], view[reference], every, name, reference, loss, subset, horizon)
+                    for loss in options["dm_loss"]
+                    if name != reference and (loss != "direction" or signed)
+                ]
+            if best_sign is not None and name not in signs and has_direction(view[name], every):
+                tests.append(
+                    dm_against(view[name], view[best_sign], every, name, best_sign, "direction", subset, horizon)
+                )
     names = list(dict.fromkeys(name for values in table.values() for name in values))
     goals = {**metric_goals(names), **metric_goals(names, prefix="price_")}
     metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], goals=goals, significance=tests)

@@ -17,6 +17,7 @@ Statistical baselines that are not trained by gradient descent implement `fit(da
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from finfusion.errors import FinfusionError
@@ -50,6 +51,13 @@ class Capabilities:
         if "logits" in outputs:
             return outputs["logits"][:, -1] - outputs["logits"][:, 0]
         raise FinfusionError(f"{type(self).__name__} returns neither a point forecast nor class scores to explain")
+
+    def held_choices(self, batch: dict[str, Tensor]) -> AbstractContextManager[None]:
+        """A context within which the model's discrete choices (e.g. TimesNet's periods) are those it makes for
+        `batch` [B0, ...], also on batches that repeat it (the steps of an attribution path): its output is then
+        smooth along a path from a baseline to `batch`, and equal to its output at `batch`. None are held by default."""
+        del batch
+        return nullcontext()
 
     def stored_options(self) -> dict[str, Any]:
         """Model-part settings a run folder stores in place of the config's (e.g. the architecture read from a

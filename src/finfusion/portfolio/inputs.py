@@ -126,6 +126,20 @@ def split_windows(dataset: PortfolioDataset, data_cfg: Mapping[str, Any]) -> Spl
     return splits
 
 
+def span_bounds(data_cfg: Mapping[str, Any], span: str) -> tuple[Any, Any]:
+    """The (start, end) decision instants of a span (None: open): test from `val_end`, val from `train_end` to
+    `val_end`, train before `train_end`, all of them."""
+    bounds = {
+        "test": (data_cfg["val_end"], None),
+        "val": (data_cfg["train_end"], data_cfg["val_end"]),
+        "train": (None, data_cfg["train_end"]),
+        "all": (None, None),
+    }
+    if span not in bounds:
+        raise FinfusionError(f"unknown span '{span}'; choose one of {', '.join(bounds)}")
+    return bounds[span]
+
+
 def loader(dataset: PortfolioDataset, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
     """Batches of consecutive decisions (`ContiguousBatches`), in random order when `shuffle`."""
     sampler = ContiguousBatches(len(dataset), batch_size, shuffle=shuffle, seed=seed)

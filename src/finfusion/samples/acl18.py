@@ -140,7 +140,9 @@ class ACL18Samples:
     targets: frame [M rows: symbol, day, split, movement, label, steps]; price [M, L, C] float32 (normalised);
     step_mask [M, L] bool; tweet_index [M, L, N] int64 rows of `vectors` (-1 on padding); tweet_age [M, L, N]
     float32; vectors [U, D] float32; symbols [S]; symbol_index, labels, origin_us [M] int64; `normalizer` of the
-    price channels (fitted before `TRAIN_END`, or the one given to `build_acl18`).
+    price channels (fitted before `TRAIN_END`, or the one given to `build_acl18`); `texts` the texts given to
+    `build_acl18` (symbol, day, published_at, row and what the caller added, e.g. id and title: which tweet a row of
+    `vectors` is, for explanations).
     """
 
     targets: pl.DataFrame
@@ -155,6 +157,7 @@ class ACL18Samples:
     origin_us: np.ndarray
     config: ACL18Config
     normalizer: FittedNormalizer
+    texts: pl.DataFrame
 
     def rows(self, split: str) -> np.ndarray:
         """Positions [M_split] of the targets of `split`."""
@@ -182,7 +185,8 @@ def build_acl18(
     normalizer: FittedNormalizer | None = None,
 ) -> ACL18Samples:
     """The benchmark from daily `bars` [symbol, ts, open, high, low, close, adj_close, volume] and `texts`
-    [symbol, day (date of its file), published_at (UTC), row (of `vectors` [U, D])] (see the module docstring)."""
+    [symbol, day (date of its file), published_at (UTC), row (of `vectors` [U, D]), any further columns kept as
+    they are] (see the module docstring)."""
     config = config or ACL18Config()
     missing = {"symbol", "day", "published_at", "row"} - set(texts.columns)
     if missing:
@@ -240,6 +244,7 @@ def build_acl18(
         origin_us=merged["day"].astype("datetime64[us]").astype(np.int64),
         config=config,
         normalizer=normalizer,
+        texts=texts,
     )
 
 

@@ -1,5 +1,6 @@
-"""The StockNet (ACL18) samples read from the lake: daily bars, the texts with their StockNet file days, and the
-texts' cached sentence embeddings (texts not embedded yet are embedded first, each once)."""
+"""The StockNet (ACL18) samples read from the lake: daily bars, the texts with their StockNet file days (their ids and
+titles kept, for explanations), and the texts' cached sentence embeddings (texts not embedded yet are embedded
+first, each once)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def load_acl18(
     embeddings = load_embeddings(lake, encoder, texts["text_hash"])
     rows = embeddings.select("text_hash").with_row_index("row")
     texts = texts.join(rows, on="text_hash", how="left").select(
-        pl.col("symbols").alias("symbol"), "day", "published_at", pl.col("row").cast(pl.Int64)
+        pl.col("symbols").alias("symbol"),
+        "day",
+        "published_at",
+        pl.col("row").cast(pl.Int64),
+        "id",
+        pl.coalesce("title", "body").fill_null("").alias("title"),
     )
     return build_acl18(bars, texts, vector_matrix(embeddings["vector"]), config, normalizer)

@@ -159,17 +159,20 @@ def normalised_inputs(panel: Panel, columns: Sequence[str], normalizer: FittedNo
     return out
 
 
-def bin_news(texts: pl.DataFrame, embeddings: pl.DataFrame, ts: np.ndarray, symbols: Sequence[str]) -> NewsBins:
-    """Bin `texts` [id, published_at, symbols, text_hash] to the (asset, bar) of timeline `ts` [T] (module docstring).
+def text_mentions(
+    texts: pl.DataFrame, embeddings: pl.DataFrame, ts: np.ndarray, symbols: Sequence[str]
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Where `texts` [id, published_at, symbols, text_hash] are binned on timeline `ts` [T] (module docstring): one
+    row per (text, universe asset it mentions) whose bar is on the timeline [text, id, published_at, row, asset,
+    bar], sorted by (text, asset), and the vectors [U, D] that `row` indexes.
 
     `embeddings` [text_hash, vector] must hold every text's hash (`features.text.load_embeddings` returns that frame).
-    Texts are summed in (published_at, id) order in float64, so a bin's mean never depends on texts of other bins.
     """
     table, vectors = text_table(texts, embeddings)
     codes = pl.DataFrame({"symbols": list(symbols)}, schema={"symbols": pl.String}).with_row_index("asset")
     bar = np.searchsorted(ts, to_us(table["published_at"]), side="right")
     mentions = (
-        table.select("text", "row", "symbols")
+        table.select("text", "id", "published_at", "row", "symbols")
         .with_columns(bar=pl.Series(bar, dtype=pl.Int64))
         .filter(pl.col("bar") < len(ts))
         .explode("symbols")
@@ -177,6 +180,15 @@ def bin_news(texts: pl.DataFrame, embeddings: pl.DataFrame, ts: np.ndarray, symb
         .unique(["text", "asset"])
         .sort("text", "asset")
     )
+    return mentions, vectors
+
+
+def bin_news(texts: pl.DataFrame, embeddings: pl.DataFrame, ts: np.ndarray, symbols: Sequence[str]) -> NewsBins:
+    """Bin `texts` [id, published_at, symbols, text_hash] to the (asset, bar) of timeline `ts` [T] (module docstring).
+
+    Texts are summed in (published_at, id) order in float64, so a bin's mean never depends on texts of other bins.
+    """
+    mentions, vectors = text_mentions(texts, embeddings, ts, symbols)
     asset = mentions["asset"].to_numpy().astype(np.int64)
     bins, inverse = np.unique(asset * len(ts) + mentions["bar"].to_numpy(), return_inverse=True)
     sums = np.zeros((len(bins), vectors.shape[1]))

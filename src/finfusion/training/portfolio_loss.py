@@ -31,10 +31,19 @@ from finfusion.training.losses import BatchLoss
 
 def top_k_abs_weights(logits: Tensor, k: int) -> Tensor:
     """Weights [B, A] of logits [B, A]: the k largest |logit| per row, signs kept, |w| summing to 1 (0 rows stay 0)."""
+    return selected_weights(logits, top_k_mask(logits, k))
+
+
+def top_k_mask(logits: Tensor, k: int) -> Tensor:
+    """[B, A] bool: the k largest |logit| of each row of logits [B, A] (ties to the lower asset index)."""
     if k < 1:
         raise FinfusionError(f"k must be at least 1, got {k}")
     order = torch.sort(logits.detach().abs(), dim=-1, descending=True, stable=True).indices
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order[..., :k], True)
+    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order[..., :k], True)
+
+
+def selected_weights(logits: Tensor, keep: Tensor) -> Tensor:
+    """Weights [B, A] of logits [B, A] held where `keep` [B, A]: signs kept, |w| summing to 1 (0 rows stay 0)."""
     kept = logits * keep
     total = kept.abs().sum(dim=-1, keepdim=True)
     return kept / torch.where(total > 0, total, torch.ones_like(total))

@@ -44,7 +44,8 @@ class StepCrossAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, tweets: Tensor, mask: Tensor) -> Tensor:
+    def _attend(self, query: Tensor, tweets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The attention weights [B, L, h, N+1] (slot 0 the null slot) and the values [B, L, N+1, h, d/h]."""
         b, steps, n, d = tweets.shape
         h = self.heads
         packed = self.key_value(tweets[mask])  # [T, 2d]
@@ -54,9 +55,16 @@ class StepCrossAttention(nn.Module):
         keys, values = kv.view(b, steps, n + 1, 2, h, d // h).unbind(dim=3)  # [B, L, N+1, h, d/h] each
         q = self.query(query).view(b, steps, h, d // h)
         scores = torch.einsum("blhe,blkhe->blhk", q, keys) / (d // h) ** 0.5  # [B, L, h, N+1]
-        weights = self.dropout(masked_softmax(scores, slots.unsqueeze(2), dim=-1))
-        context = torch.einsum("blhk,blkhe->blhe", weights, values).reshape(b, steps, d)
-        return self.out(context)
+        return masked_softmax(scores, slots.unsqueeze(2), dim=-1), values
+
+    def weights(self, query: Tensor, tweets: Tensor, mask: Tensor) -> Tensor:
+        """Each step's attention [B, L, N] on its tweets, averaged over the heads (the rest is on the null slot)."""
+        return self._attend(query, tweets, mask)[0].mean(dim=2)[..., 1:]
+
+    def forward(self, query: Tensor, tweets: Tensor, mask: Tensor) -> Tensor:
+        weights, values = self._attend(query, tweets, mask)
+        context = torch.einsum("blhk,blkhe->blhe", self.dropout(weights), values)
+        return self.out(context.reshape(query.shape))
 
 
 class MovementFusion(LatentClassifier, nn.Module, Capabilities):
@@ -85,11 +93,23 @@ class MovementFusion(LatentClassifier, nn.Module, Capabilities):
         )
         self.head = TemporalHead(d_model, dropout)
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """-> `logits` [B, 2], `latent` [B, 2d]."""
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The price steps p [B, L, d], the tweets t [B, L, N, d] and the fused steps f [B, L, d]."""
         price = self.price(batch[PAST])
         tweets = self.tweets(batch[TEXT_EMB], batch[TEXT_AGE], batch[TEXT_MASK])
         mask = batch[TEXT_MASK]
         fused = self.norm(price + self.cross(price, tweets, mask) + self.pool(tweets, mask))
-        fused = fused + self.ffn(fused)
-        return self.head(fused, batch[PAST_MASK])
+        return price, tweets, fused + self.ffn(fused)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """-> `logits` [B, 2], `latent` [B, 2d]."""
+        return self.head(self._encode(batch)[2], batch[PAST_MASK])
+
+    def lag_attention(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`steps` [B, L]: the temporal attention over the lag days; `texts` [B, L, N]: each lag day's price-queried
+        cross-attention on its tweets (mean over heads; the rest of the day's attention is on the null slot)."""
+        price, tweets, fused = self._encode(batch)
+        return {
+            "steps": self.head.attention(fused, batch[PAST_MASK]),
+            "texts": self.cross.weights(price, tweets, batch[TEXT_MASK]),
+        }

@@ -6,6 +6,9 @@
   (Adv-ALSTM style: the attention summary concatenated with the last state, the latent [B, 2d]) -> class logits
   [B, K]. `represent` and `classify` are its two halves, so that a task can perturb the latent (adversarial
   training, `MovementTask(adversarial_epsilon=...)`).
+
+The attention layers also return their weights (`StepPooling.weights`, `TemporalHead.attention`): the models'
+`lag_attention(batch)` (explanations, families/movement_explain.py) reads them.
 """
 
 from __future__ import annotations
@@ -54,11 +57,14 @@ class StepPooling(nn.Module):
         self.empty = nn.Parameter(torch.zeros(d_model))
         self.count = nn.Linear(1, d_model)
 
-    def forward(self, tweets: Tensor, mask: Tensor) -> Tensor:
+    def weights(self, tweets: Tensor, mask: Tensor) -> Tensor:
+        """The pooling weights [B, L, N] of each step's tweets (0 on padding; a step without tweets is all 0)."""
         scores = tweets.new_zeros(mask.shape)
         scores[mask] = self.score(tweets[mask]).squeeze(-1)  # scored for the real tweets only
-        weights = masked_softmax(scores, mask, dim=-1)  # [B, L, N]
-        pooled = torch.einsum("bln,blnd->bld", weights, tweets)
+        return masked_softmax(scores, mask, dim=-1)
+
+    def forward(self, tweets: Tensor, mask: Tensor) -> Tensor:
+        pooled = torch.einsum("bln,blnd->bld", self.weights(tweets, mask), tweets)
         count = mask.sum(dim=-1, keepdim=True).to(tweets.dtype)  # [B, L, 1]
         pooled = torch.where(count > 0, pooled, self.empty.expand_as(pooled))
         return pooled + self.count(torch.log1p(count))
@@ -75,10 +81,18 @@ class TemporalHead(nn.Module):
             nn.Dropout(dropout), nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Linear(d_model, n_classes)
         )
 
+    def _states(self, steps: Tensor, step_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """steps [B, L, d], step_mask [B, L] -> the GRU states [B, L, d] and the temporal attention [B, L]."""
+        states, _ = self.gru(steps * step_mask.unsqueeze(-1).to(steps.dtype))
+        return states, masked_softmax(self.score(states).squeeze(-1), step_mask, dim=-1)
+
+    def attention(self, steps: Tensor, step_mask: Tensor) -> Tensor:
+        """The temporal attention [B, L] over the steps [B, L, d] under `step_mask` [B, L]."""
+        return self._states(steps, step_mask)[1]
+
     def represent(self, steps: Tensor, step_mask: Tensor) -> Tensor:
         """steps [B, L, d], step_mask [B, L] -> latent [B, 2d] (attention summary, last state)."""
-        states, _ = self.gru(steps * step_mask.unsqueeze(-1).to(steps.dtype))  # [B, L, d]
-        weights = masked_softmax(self.score(states).squeeze(-1), step_mask, dim=-1)  # [B, L]
+        states, weights = self._states(steps, step_mask)
         summary = torch.einsum("bl,bld->bd", weights, states)
         return torch.cat([summary, states[:, -1]], dim=-1)
 

@@ -42,3 +42,7 @@ class MovementPrice(LatentClassifier, nn.Module, Capabilities):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return self.head(self.encoder(batch[PAST]), batch[PAST_MASK])
+
+    def lag_attention(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`steps` [B, L]: the temporal attention over the lag days."""
+        return {"steps": self.head.attention(self.encoder(batch[PAST]), batch[PAST_MASK])}

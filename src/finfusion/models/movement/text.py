@@ -31,7 +31,19 @@ class MovementText(LatentClassifier, nn.Module, Capabilities):
         self.position = nn.Parameter(torch.zeros(lag_days, d_model))
         self.head = TemporalHead(d_model, dropout)
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The tweets [B, L, N, d] and the steps [B, L, d]."""
         tweets = self.tweets(batch[TEXT_EMB], batch[TEXT_AGE], batch[TEXT_MASK])
-        steps = self.pool(tweets, batch[TEXT_MASK]) + self.position
-        return self.head(steps, batch[PAST_MASK])
+        return tweets, self.pool(tweets, batch[TEXT_MASK]) + self.position
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.head(self._encode(batch)[1], batch[PAST_MASK])
+
+    def lag_attention(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`steps` [B, L]: the temporal attention over the lag days; `texts` [B, L, N]: each lag day's attention
+        pooling of its tweets."""
+        tweets, steps = self._encode(batch)
+        return {
+            "steps": self.head.attention(steps, batch[PAST_MASK]),
+            "texts": self.pool.weights(tweets, batch[TEXT_MASK]),
+        }

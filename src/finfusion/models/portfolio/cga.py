@@ -20,6 +20,7 @@ Shapes: B batch, A assets, L lookback bars, F market features, D text embedding 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import ClassVar
 
 import torch
@@ -70,6 +71,11 @@ class CGAPortfolio(nn.Module, Capabilities):
     def required_inputs(self) -> frozenset[str]:
         """The price-only twin (use_news=False) reads `past` and `past_mask` only."""
         return type(self).inputs if self.use_news else frozenset({PAST, PAST_MASK})
+
+    def held_choices(self, batch: dict[str, Tensor]) -> AbstractContextManager[None]:
+        """Within, the market stream's TimesNet periods are those picked for `batch`'s series (`held_periods`)."""
+        past, mask = batch[PAST], batch[PAST_MASK]
+        return self.market.held_periods(past.flatten(0, 1), mask.flatten(0, 1))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """batch (see the class docstring) -> {"logits": [B, A]}."""

@@ -11,26 +11,43 @@ unfolded back to L steps. The k results are summed with the softmax of their amp
 
 Unlike the reference code, which picks one set of periods from amplitudes averaged over the whole batch, periods are
 chosen per series here, so a series' output never depends on the other series in its batch.
+
+The choice of periods is a step: the output jumps where two frequencies swap ranks. `TimesNetEncoder.held_periods`
+holds the choice made for given series, so that attributions along a path to them (Integrated Gradients) see a
+smooth function that equals the encoder at those series.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def dominant_periods(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """x [N, L, C] -> (periods [N, k] int64, amplitudes [N, k]) of the k strongest non-constant frequencies.
+def spectrum(x: Tensor) -> Tensor:
+    """x [N, L, C] -> amplitudes [N, L // 2] of the frequencies 1 .. L // 2: |rfft(x)[f]| averaged over the C
+    channels."""
+    return torch.fft.rfft(x, dim=1).abs().mean(dim=-1)[:, 1:]
 
-    The amplitude of frequency f is |rfft(x)[f]| averaged over the C channels; period = L // f (at least 1).
-    """
+
+def dominant_frequencies(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """x [N, L, C] -> (positions [N, k] int64 in `spectrum` (frequency position + 1), amplitudes [N, k]) of the k
+    strongest non-constant frequencies."""
     length = x.shape[1]
     if not 1 <= k <= length // 2:
         raise ValueError(f"cannot find {k} periods in {length} steps (at most {length // 2})")
-    amplitude = torch.fft.rfft(x, dim=1).abs().mean(dim=-1)[:, 1:]  # [N, L // 2] frequencies 1 .. L // 2
-    values, index = torch.topk(amplitude, k, dim=-1)
-    return torch.div(length, index + 1, rounding_mode="floor"), values
+    values, index = torch.topk(spectrum(x), k, dim=-1)
+    return index, values
+
+
+def dominant_periods(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """x [N, L, C] -> (periods [N, k] int64, amplitudes [N, k]) of the k strongest non-constant frequencies; period =
+    L // f (at least 1)."""
+    index, values = dominant_frequencies(x, k)
+    return torch.div(x.shape[1], index + 1, rounding_mode="floor"), values
 
 
 class InceptionBlock(nn.Module):
@@ -59,10 +76,28 @@ class TimesBlock(nn.Module):
         self.conv = nn.Sequential(
             InceptionBlock(d_model, d_ff, n_kernels), nn.GELU(), InceptionBlock(d_ff, d_model, n_kernels)
         )
+        #: Frequency positions [N0, k] held by `TimesNetEncoder.held_periods` (None: each input's dominant ones).
+        self.held: Tensor | None = None
+        self.recording = False
+
+    def frequencies(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [N, L, D] -> the positions [N, k] of the frequencies used and their amplitudes [N, k]: the dominant
+        ones, or the held ones (N a multiple of the N0 held series: a batch repeating them, tiled)."""
+        if self.held is None:
+            index, values = dominant_frequencies(x, self.k)
+            if self.recording:
+                self.held = index
+            return index, values
+        repeats, rest = divmod(x.shape[0], self.held.shape[0])
+        if rest:
+            raise ValueError(f"{x.shape[0]} series do not repeat the {self.held.shape[0]} whose periods are held")
+        index = self.held.repeat(repeats, 1)
+        return index, spectrum(x).gather(-1, index)
 
     def forward(self, x: Tensor) -> Tensor:
         n, length, width = x.shape
-        periods, amplitudes = dominant_periods(x, self.k)
+        index, amplitudes = self.frequencies(x)
+        periods = torch.div(length, index + 1, rounding_mode="floor")
         per_period = x.new_zeros(n, self.k, length, width)
         for period in periods.unique().tolist():
             rows, slots = (periods == period).nonzero(as_tuple=True)
@@ -98,6 +133,23 @@ class TimesNetEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TimesBlock(d_model, d_ff, top_k, n_kernels) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
+
+    @contextmanager
+    def held_periods(self, x: Tensor, mask: Tensor | None = None) -> Iterator[None]:
+        """Within: every block uses the frequencies it picks for the series x [N0, L, C] (mask [N0, L]), for those
+        series and for batches that repeat them (the steps of an attribution path, tiled)."""
+        blocks = [block for block in self.blocks if isinstance(block, TimesBlock)]
+        try:
+            for block in blocks:
+                block.recording = True
+            with torch.no_grad():
+                self(x, mask)
+            for block in blocks:
+                block.recording = False
+            yield
+        finally:
+            for block in blocks:
+                block.held, block.recording = None, False
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x [N, L, C], mask [N, L] -> [N, L, D]."""

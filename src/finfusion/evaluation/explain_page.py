@@ -1,5 +1,6 @@
 """The results page of `finfusion explain ... --markdown`: the command, the planted-news ranking rate over the span,
-and the explained decision's texts, channels and permutation importance."""
+and the explained decision's texts, channels and permutation importance (the layout of evaluation/explanation.py,
+the same for every family)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def write_page(path: Path, command: str, result: dict[str, Any], trained_by: str
     lines += [
         f"## {decision['symbol']} at {decision['decision']}",
         "",
-        f"Explained output (cumulative forecast of the first target over the horizon, normalised units) "
+        f"Explained output ({decision['explained']}) "
         f"{decision['output']:.4g}; at the all-zero baseline {decision['baseline_output']:.4g}; Integrated Gradients "
         f"completeness gap {decision['completeness_gap']:.2g}.",
         "",
@@ -53,9 +54,11 @@ def write_page(path: Path, command: str, result: dict[str, Any], trained_by: str
     channels = sorted(
         zip(decision["channels"], decision["channel_attributions"], strict=True), key=lambda c: -abs(c[1])
     )
-    lines += [*_table(["channel", "IG over the lookback"], [[n, f"{v:+.4g}"] for n, v in channels]), ""]
+    if channels:
+        lines += [*_table(["channel", "IG over the lookback"], [[n, f"{v:+.4g}"] for n, v in channels]), ""]
     rises = sorted(decision["permutation"].items(), key=lambda kv: -kv[1])
-    lines += _table(["feature group", "rise in MSE when shuffled (span)"], [[n, f"{v:+.4g}"] for n, v in rises])
+    measure = f"rise in {decision['permutation_measure']} when shuffled (span)"
+    lines += _table(["feature group", measure], [[n, f"{v:+.4g}"] for n, v in rises])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
