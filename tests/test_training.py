@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from finfusion.config import ConfigError, load_config, save_config
 from finfusion.errors import FinfusionError
@@ -31,7 +31,14 @@ from finfusion.training.losses import (
 )
 from finfusion.training.schedule import configure_optimizer, param_groups, warmup_cosine_factor
 from finfusion.training.tasks import ForecastTask, MovementTask, build_task
-from finfusion.training.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, fit, resolve_precision
+from finfusion.training.trainer import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    fit,
+    resolve_precision,
+    spread_over_span,
+)
 
 L_, C, H, T = 8, 2, 3, 1
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -427,3 +434,15 @@ def test_a_yaml_python_tag_is_a_config_error_and_never_runs(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"bad\.yaml: not a plain YAML config"):
         load_config(path)
     assert not marker.exists()
+
+
+def test_limited_validation_batches_spread_over_the_whole_span() -> None:
+    """`limit_val_batches` N picks N batches of windows evenly over the validation span, not its first N batches."""
+    windows = TensorDataset(torch.arange(100))
+    spread = spread_over_span(DataLoader(windows, batch_size=10), 2)
+    seen = torch.cat([batch for (batch,) in spread])
+    assert len(spread) == 2 and len(seen) == 20
+    assert seen[0] == 0 and seen[-1] == 99 and torch.all(seen[1:] > seen[:-1])  # the whole span, in order
+    assert seen.diff().max() <= 6  # evenly: no gap wider than the spacing (99 / 19) rounded up
+    whole = DataLoader(windows, batch_size=10)
+    assert spread_over_span(whole, None) is whole and spread_over_span(whole, 20) is whole

@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finfusion.config import plain
 from finfusion.errors import FinfusionError
+from finfusion.forecasting.scoring import DIRECTION_BASELINES
 from finfusion.models.base import Capabilities
 from finfusion.samples.universal import (
     BUILD_VERSION,
@@ -77,6 +78,7 @@ UNIVERSAL_EVALUATION: dict[str, Any] = {
     ],
     "compare_to": ["random_walk", "seasonal_naive"],
     "dm_loss": ["crps", "absolute"],
+    "direction_baselines": list(DIRECTION_BASELINES),
     "finetune_epochs": 0,
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
     "periods_per_year": 252,
@@ -247,7 +249,8 @@ def score_test_span(
         raise FinfusionError("evaluation: no test windows after data.split.val_end for evaluation.symbols")
     unseen = sorted(set(index.symbols) - set(trained or index.symbols))
     progress(f"test span: {len(test):,} windows of {len(index.symbols)} assets ({len(unseen)} never seen in training)")
-    parts = model_parts(cfg, list(evaluation["baselines"]))
+    baselines = [*evaluation["baselines"], *evaluation["direction_baselines"]]
+    parts = model_parts(cfg, baselines)
     label = str(evaluation["label"] or cfg.model.name)
     forecasts = {f"{label}_zero_shot" if unseen else label: forecasts_of(model, test)}
     epochs = int(evaluation["finetune_epochs"])
@@ -266,7 +269,7 @@ def score_test_span(
         fit_model(part_cfg, baseline, own_train, own_val, loader, run_dir / "baselines" / name, resume="never")
         forecasts[name] = forecasts_of(baseline, test)
         progress(f"  {name}: forecast {len(test):,} windows")
-    scored = score(forecasts, baseline_labels(evaluation["baselines"]), evaluation, run_dir)
+    scored = score(forecasts, baseline_labels(baselines), evaluation, run_dir)
     origins = test.column("origin_us")
     scored.folds, scored.fold_bounds = 1, [(int(origins.min()), int(origins.max()))]
     scored.design = (

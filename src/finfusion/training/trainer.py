@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import (
     Callback,
@@ -42,7 +43,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from finfusion.config import plain, save_config
 from finfusion.errors import FinfusionError
@@ -324,13 +325,33 @@ def fit(
     save_config(cfg, run / CONFIG_FILE)
     trainer_cfg = cfg.get("trainer", {})
     train_loader, val_loader = loaders
-    batches = ResumableBatches(train_loader, int(trainer_options(trainer_cfg)["seed"]))
+    options = trainer_options(trainer_cfg)
+    if val_loader is not None:
+        val_loader = spread_over_span(val_loader, options["limit_val_batches"])
+    batches = ResumableBatches(train_loader, int(options["seed"]))
     trainer = build_trainer(trainer_cfg, run, [ExactResume(batches), *callbacks])
     with quiet_third_party(), warnings.catch_warnings():
         if ckpt_path is not None:  # the checkpoints a resumed run finds are its own
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(task, train_dataloaders=batches, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer
+
+
+def spread_over_span(loader: DataLoader, limit: int | float | None) -> DataLoader:
+    """With `limit_val_batches` N (an integer) and more than N batches: a loader of N batches of windows spread evenly
+    over the whole validation span, first and last included, in order. Lightning would take the first N batches,
+    the span's earliest days only, and choose the checkpoint on them. Other loaders are returned as they are."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or loader.batch_size is None or len(loader) <= limit:
+        return loader
+    count = len(loader.dataset)  # type: ignore[arg-type]
+    positions = np.unique(np.linspace(0, count - 1, limit * loader.batch_size).round().astype(int))
+    return DataLoader(
+        Subset(loader.dataset, positions.tolist()),
+        batch_size=loader.batch_size,
+        shuffle=False,
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+    )
 
 
 @dataclass(frozen=True)
