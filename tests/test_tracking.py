@@ -76,12 +76,14 @@ def test_runs_opened_inside_another_nest_under_it_and_a_failed_run_is_marked(
 def test_mlflow_tracking_uri_is_respected_and_tracking_can_be_switched_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # MLflow puts a bare URI's artifacts in ./mlruns
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("FINFUSION_TRACKING", "on")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
     with tracking(tmp_path / "runs"), tracked_run("train", "a", {"name": "uri"}):
         pass
     assert [run.info.run_name for run in all_runs(elsewhere)] == ["train a"]
+    assert (tmp_path / "mlruns").is_dir()  # the artifacts of a store the user named: MLflow's default place
     assert not (tmp_path / "runs" / STORE_DIR).exists()
     monkeypatch.setenv("FINFUSION_TRACKING", "off")
     with tracking(tmp_path / "runs") as store, tracked_run("train", "b", {"name": "uri"}) as run:
