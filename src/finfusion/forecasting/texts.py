@@ -22,6 +22,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import polars as pl
+
 from finfusion.data.lake import Lake
 from finfusion.features.align import AlignedText, align_texts_to_bars, bars_calendar
 from finfusion.features.text import embedded_texts
@@ -43,14 +46,32 @@ TEXT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def align_panel_texts(options: Mapping[str, Any], panel: Panel) -> AlignedText | None:
-    """Texts of the data part aligned to every bar of `panel` (None when texts are not enabled)."""
+def permuted_contents(hashed: pl.DataFrame, embeddings: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The placebo's texts: every distinct text (hash) takes the embedding and the document of another, by a seeded
+    permutation. Each text keeps its publication time, symbols and place in the windows, so the days with news and
+    their counts stay as they are; what the news says is shuffled across dates (and symbols)."""
+    order = embeddings.sort("text_hash")
+    picked = np.random.default_rng(seed).permutation(order.height)
+    donor = dict(zip(order["text_hash"].to_list(), order["text_hash"].gather(picked).to_list(), strict=True))
+    document = dict(hashed.unique("text_hash", keep="first").select("text_hash", "document").iter_rows())
+    given = {text: document[donor[text]] for text in donor}
+    shuffled = order.with_columns(order["vector"].gather(picked))
+    return hashed.with_columns(
+        pl.col("text_hash").replace_strict(given, return_dtype=pl.String).alias("document")
+    ), shuffled
+
+
+def align_panel_texts(options: Mapping[str, Any], panel: Panel, placebo_seed: int | None = None) -> AlignedText | None:
+    """Texts of the data part aligned to every bar of `panel` (None when texts are not enabled); with `placebo_seed`,
+    the placebo's texts (`permuted_contents`)."""
     texts_opts = options["texts"]
     if not texts_opts["enabled"]:
         return None
     lake = Lake(options["lake"])
     dataset = str(texts_opts["dataset"] or options["dataset"])
     hashed, embeddings = embedded_texts(lake, dataset, texts_opts["encoder"], int(texts_opts["batch_size"]))
+    if placebo_seed is not None:
+        hashed, embeddings = permuted_contents(hashed, embeddings, placebo_seed)
     calendar = bars_calendar(lake, str(options["dataset"]), panel.frame["ts"])
     aligned = align_texts_to_bars(
         panel.frame.select("symbol", "ts"),

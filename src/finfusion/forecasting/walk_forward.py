@@ -12,7 +12,9 @@ The `evaluation` part of the config:
       step: null            # default: test
       embargo: null         # default: the horizon H (no label window reaches across a gap)
       max_folds: null
-    baselines: [random_walk, drift]   # registry or configs/model part names, or {label, part, set} (model_parts)
+    baselines: [random_walk, drift]   # registry or configs/model part names, or {label, part, set} (model_parts);
+                                       # {label: placebo, texts: permuted}: the placebo twin, the model fed texts
+                                       # whose contents are permuted across dates (placebo_seed: 0)
     label: null                        # the experiment model's name in the tables (default: its model name)
     compare_to: [random_walk]          # Diebold-Mariano of every other model against each of these
     dm_loss: absolute                  # crps (sampled / quantile models), or a list
@@ -96,6 +98,7 @@ EVALUATION_DEFAULTS: dict[str, Any] = {
     "compare_to": [REFERENCE],
     "dm_loss": "absolute",
     "direction_baselines": list(DIRECTION_BASELINES),
+    "placebo_seed": 0,
     "subsets": [],
     "label": None,
     "costs": {"half_spread_bps": 2.0, "commission_bps": 1.0, "slippage_bps": 1.0, "impact_coef": 0.0},
@@ -141,6 +144,19 @@ def _part(cfg: DictConfig, name: str) -> dict[str, Any]:
     resolved = OmegaConf.create({"data": cfg.data, "model": OmegaConf.load(path)})
     OmegaConf.resolve(resolved)
     return {"name": name, **plain(resolved.model)}
+
+
+def placebo_labels(baselines: list[str | Mapping[str, Any]]) -> list[str]:
+    """Labels of the placebo twins: baseline entries with `texts: permuted` (the part, default the experiment's own
+    model, trained and tested on texts whose contents are permuted across dates: forecasting/texts.py
+    `permuted_contents`, seeded by `placebo_seed`)."""
+    labels = []
+    for entry in baselines:
+        if isinstance(entry, Mapping) and "texts" in entry:
+            if entry["texts"] != "permuted":
+                raise FinfusionError(f"evaluation.baselines: texts: {entry['texts']} (use texts: permuted)")
+            labels.append(str(entry["label"]))
+    return labels
 
 
 def baseline_labels(baselines: list[str | Mapping[str, Any]]) -> list[str]:
@@ -291,20 +307,26 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
         )
     baselines = [*options["baselines"], *options["direction_baselines"]]
     parts = model_parts(cfg, baselines)
+    placebos = placebo_labels(options["baselines"])
+    if placebos and aligned is None:
+        raise FinfusionError(f"evaluation: the placebo twin {placebos[0]} permutes texts, and data.texts is off")
+    permuted = align_panel_texts(data_opts, panel, int(options["placebo_seed"])) if placebos else None
     collected: dict[str, list[Forecasts]] = {name: [] for name in parts}
     events = subset_events(data_opts, list(options["subsets"]), aligned)
     flags: dict[str, list[np.ndarray]] = {name: [] for name in events}
     bounds = []
     for split in folds:
         data = fold_data(panel, data_opts, windows, split, aligned)
+        placebo_data = fold_data(panel, data_opts, windows, split, permuted) if placebos else data
         bounds.append((int(data.test.origins_us.min()), int(data.test.origins_us.max())))
         sizes = f"{len(data.train)} train, {len(data.val)} val, {len(data.test)} test windows"
         progress(f"fold {split.fold + 1}/{len(folds)}: {sizes}")
         for name, part in parts.items():
             fold_cfg = cfg.copy()
             fold_cfg.model = OmegaConf.create(part)
-            model = fit_fold(fold_cfg, data, run / "folds" / name / f"fold_{split.fold}")
-            collected[name].append(run_forecasts(model, data.test))
+            own = placebo_data if name in placebos else data
+            model = fit_fold(fold_cfg, own, run / "folds" / name / f"fold_{split.fold}")
+            collected[name].append(run_forecasts(model, own.test))
             progress(f"  {name}: forecast {len(data.test)} windows")
         target_us = collected[next(iter(parts))][-1].target_us
         for name, truth in events.items():  # texts are aligned, so the fold's windows carry them
