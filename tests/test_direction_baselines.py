@@ -132,3 +132,23 @@ def test_direction_is_tested_against_the_best_sign_baseline_never_the_random_wal
 def test_each_direction_baseline_is_registered(name: str) -> None:
     model = build_model({"name": name}, {"horizon": H, "n_channels": C, "target_index": [0]})
     assert not model.trainable and model.outputs == frozenset({"point"})
+
+
+def test_each_subset_is_tested_against_its_own_best_sign_baseline(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.normal(0.0, 0.01, 300)
+    subset = np.zeros((300, 1), dtype=bool)
+    subset[::3] = True
+    right = np.where(rng.random(300) < 0.8, np.sign(truth), -np.sign(truth)) * 0.01
+    good_on_subset = np.where(subset[:, 0], right, -right)  # right on the subset, wrong elsewhere
+    good_elsewhere = -good_on_subset
+    runs = {
+        "model": forecasts(right, truth),
+        "majority_class": forecasts(good_on_subset, truth),
+        "previous_sign": forecasts(good_elsewhere, truth),
+    }
+    options = evaluation_options({"dm_loss": "absolute", "direction_baselines": ["majority_class", "previous_sign"]})
+    evaluation = score(runs, ["majority_class", "previous_sign"], options, tmp_path, {"news": subset})
+    references = {t["subset"]: t["baseline"] for t in evaluation.metrics.significance if t["model"] == "model"
+                  and t["loss"] == "direction error"}  # fmt: skip
+    assert references == {"all": "previous_sign", "news": "majority_class"}

@@ -87,7 +87,8 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         "Every model with a sign is also tested on direction error against the best of the direction baselines "
         "(majority_class: the training span's most frequent sign; previous_sign: the sign of the window's last H "
         "bars; drift_sign: the sign of its mean return; logistic_direction: a logistic regression on its last bars; "
-        "each fitted on the fold's training windows), the best on these test windows: the hardest sign reference.",
+        "each fitted on the fold's training windows), the best on the windows scored (all, or the subset's): the "
+        "hardest sign reference.",
         "",
         "| model | reference | loss | subset | statistic | p-value | mean loss difference | n |",
         "|---|---|---|---|---|---|---|---|",
