@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv (if needed) and install exactly the locked versions (requirements.lock, made by uv from pyproject.toml;
 # torch 2.13.0 CPU) and finfusion itself, editable. A venv already in sync takes a few seconds.
-# Bytecode is compiled at install (once, about 40 s on 2 cores) and for src/: where PYTHONDONTWRITEBYTECODE is set,
-# Python would otherwise recompile torch, pandas and the rest from source in every process.
+# COMPILE_BYTECODE=1 (scripts/test.sh) also writes the bytecode of the venv and src/ (once, about 40 s on 2 cores):
+# where PYTHONDONTWRITEBYTECODE is set, every process would otherwise recompile torch, pandas and the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
@@ -12,6 +12,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 source scripts/uv_env.sh
 ensure_uv
-.venv/bin/uv pip sync --quiet --compile-bytecode requirements.lock
+compile=()
+[ "${COMPILE_BYTECODE:-0}" = 1 ] && compile=(--compile-bytecode)
+.venv/bin/uv pip sync --quiet "${compile[@]}" requirements.lock
 .venv/bin/uv pip install --quiet --no-deps -e .
-.venv/bin/python -m compileall -q src
+if [ "${COMPILE_BYTECODE:-0}" = 1 ]; then
+  .venv/bin/python -m compileall -q src >/dev/null
+fi
