@@ -14,7 +14,7 @@ from finfusion.config import load_config
 from finfusion.errors import FinfusionError
 from finfusion.forecasting.data import build_experiment_panel, data_options
 from finfusion.forecasting.texts import align_panel_texts, permuted_contents
-from finfusion.forecasting.walk_forward import evaluate_experiment
+from finfusion.forecasting.walk_forward import evaluate_experiment, subset_steps
 from tests.test_families import FORECAST_DATA, MULTIMODAL, TRAINER, WALK_FORWARD, market
 
 __all__ = ["market"]  # the module-scoped lake fixture of test_families.py
@@ -88,3 +88,38 @@ def test_a_placebo_without_texts_or_with_another_permutation_is_refused(market: 
     odd = config(market, *WALK_FORWARD, *TRAINER, "evaluation.baselines=[{label: placebo, texts: reversed}]")
     with pytest.raises(FinfusionError, match="texts: reversed"):
         evaluate_experiment(odd, tmp_path / "odd", progress=lambda _: None)
+
+
+def test_with_and_without_texts_subsets_split_the_test_windows(market: Path, tmp_path: Path) -> None:
+    cfg = config(
+        market,
+        *WALK_FORWARD,
+        *TRAINER,
+        "evaluation.baselines=[{label: price_only, set: {use_text: false}}]",
+        "evaluation.compare_to=[price_only]",
+        "evaluation.direction_baselines=[]",
+        "evaluation.dm_loss=[crps]",
+        "evaluation.subsets=[with_texts, without_texts]",
+    )
+    evaluation = evaluate_experiment(cfg, tmp_path / "eval", progress=lambda _: None)
+    scored = evaluation.metrics.models["multimodal"]
+    assert {"crps_with_texts", "crps_without_texts"} <= scored.keys()
+    subsets = {t["subset"] for t in evaluation.metrics.significance}
+    assert {"all", "with_texts", "without_texts"} <= subsets
+
+
+class _Windows:
+    """Three test windows; the second sees no text."""
+
+    index = np.zeros((3, 2), dtype=np.int64)
+
+    def text_ids(self, item: int) -> list[str]:
+        return [] if item == 1 else ["t"]
+
+
+def test_with_and_without_texts_take_whole_windows_and_partition_them() -> None:
+    target_us = np.zeros((3, 4), dtype=np.int64)
+    seen = subset_steps("with_texts", None, _Windows(), target_us)  # type: ignore[arg-type]
+    unseen = subset_steps("without_texts", None, _Windows(), target_us)  # type: ignore[arg-type]
+    assert seen.tolist() == [[True] * 4, [False] * 4, [True] * 4]
+    assert (seen ^ unseen).all()

@@ -22,7 +22,8 @@ The `evaluation` part of the config:
                                        # sign forecasts (models/direction_baselines.py); every model's direction
                                        # error is tested against the best of them on the test windows (the
                                        # hardest reference), never against a forecast without a sign
-    subsets: []                        # also score on subsets of (window, step) pairs: planted_news (synthetic events)
+    subsets: []                        # also score on subsets of (window, step) pairs: planted_news (synthetic
+                                       # events), with_texts / without_texts (decisions that see a text / none)
     costs: {half_spread_bps: 2.0, commission_bps: 1.0, slippage_bps: 1.0, impact_coef: 0.0}
     periods_per_year: 252
 
@@ -216,19 +217,35 @@ def fold_data(
     )
 
 
+#: Subsets of (window, step) pairs a walk-forward also scores and tests (`evaluation.subsets`).
+SUBSETS = ("planted_news", "with_texts", "without_texts")
+
+
 def subset_events(
     data_opts: Mapping[str, Any], names: list[str], aligned: AlignedText | None
-) -> dict[str, pl.DataFrame]:
+) -> dict[str, pl.DataFrame | None]:
     """The ground truth of each named subset, read once before any fold trains; an unknown name, or a subset the
-    data cannot give, raises. `planted_news`: the synthetic market's events table (needs data.texts.enabled)."""
-    events: dict[str, pl.DataFrame] = {}
+    data cannot give, raises. `planted_news`: the synthetic market's events table; `with_texts` / `without_texts`
+    (any data with texts): the windows whose decision sees at least one text / none (no ground truth needed)."""
+    events: dict[str, pl.DataFrame | None] = {}
     for name in names:
-        if name != "planted_news":
-            raise FinfusionError(f"evaluation: unknown subset '{name}' (known: planted_news)")
+        if name not in SUBSETS:
+            raise FinfusionError(f"evaluation: unknown subset '{name}' (known: {', '.join(SUBSETS)})")
         if aligned is None:
-            raise FinfusionError("evaluation: the planted_news subset needs data.texts.enabled")
-        events[name] = Lake(data_opts["lake"]).read("events", str(data_opts["dataset"]))
+            raise FinfusionError(f"evaluation: the {name} subset needs data.texts.enabled")
+        events[name] = (
+            Lake(data_opts["lake"]).read("events", str(data_opts["dataset"])) if name == "planted_news" else None
+        )
     return events
+
+
+def subset_steps(name: str, events: pl.DataFrame | None, test: TextWindowDataset, target_us: np.ndarray) -> np.ndarray:
+    """[M, H] bool: the (window, step) pairs of subset `name` among the test windows (`subset_events`)."""
+    if events is not None:
+        return planted_news_steps(events, test, target_us)
+    seen = np.array([bool(test.text_ids(k)) for k in range(len(test.index))], dtype=bool)
+    picked = seen if name == "with_texts" else ~seen
+    return np.repeat(picked[:, None], target_us.shape[1], axis=1)
 
 
 def planted_news_steps(events: pl.DataFrame, test: TextWindowDataset, target_us: np.ndarray) -> np.ndarray:
@@ -330,7 +347,7 @@ def evaluate_experiment(cfg: DictConfig, run_dir: str | Path, progress: Progress
             progress(f"  {name}: forecast {len(data.test)} windows")
         target_us = collected[next(iter(parts))][-1].target_us
         for name, truth in events.items():  # texts are aligned, so the fold's windows carry them
-            flags[name].append(planted_news_steps(truth, cast(TextWindowDataset, data.test), target_us))
+            flags[name].append(subset_steps(name, truth, cast(TextWindowDataset, data.test), target_us))
     forecasts = {name: concat_forecasts(items) for name, items in collected.items()}
     subsets = {name: np.concatenate(parts) for name, parts in flags.items()}
     evaluation = score(forecasts, baseline_labels(baselines), options, run, subsets)
