@@ -22,12 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
+
+if TYPE_CHECKING:
+    from finfusion.evaluation.explain import Attributions
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,22 @@ class Explanation:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def of(cls, attributions: Attributions, heat: np.ndarray, texts: list[TextRow], **fields: Any) -> Explanation:
+        """The explanation of the first sample of `attributions`: its output, baseline output and completeness gap,
+        the heat map `heat` [L, C] with its per-channel sums, the `texts` and whether a planted one ranks first; the
+        other fields as given."""
+        return cls(
+            output=float(attributions.output[0]),
+            baseline_output=float(attributions.baseline_output[0]),
+            completeness_gap=float(attributions.delta[0]),
+            channel_attributions=heat.sum(axis=0).tolist(),
+            heat=heat.tolist(),
+            texts=texts,
+            planted_rank_first=planted_first(texts),
+            **fields,
+        )
 
 
 def instant(us: int) -> datetime:

@@ -42,7 +42,6 @@ from finfusion.evaluation.explanation import (
     check_symbol,
     decision_on,
     instant,
-    planted_first,
     planted_ids,
 )
 from finfusion.samples.acl18 import PRICE_CHANNELS, ACL18Dataset, ACL18Samples
@@ -153,23 +152,19 @@ def explain_target(
         occluded = text_occlusion(output, batch)[0].numpy()  # [L, N]
         planted = planted_ids(Lake(cfg.data.get("lake")), str(cfg.data.dataset), symbol)
         texts = _tweet_rows(_tweets(samples, row, symbol), per_tweet, occluded, tweet_attention, planted)
-    return Explanation(
+    return Explanation.of(
+        attributions,
+        heat,
+        texts,
         symbol=symbol,
         decision=instant(samples.origin_us[row]).isoformat(),
         model=str(cfg.model.name),
         explained=f"P({CLASSES[predicted]}), the probability of the predicted class",
-        output=float(attributions.output[0]),
-        baseline_output=float(attributions.baseline_output[0]),
-        completeness_gap=float(attributions.delta[0]),
         totals=totals,
         channels=list(PRICE_CHANNELS) if PAST in keys else [],
-        channel_attributions=heat.sum(axis=0).tolist(),
-        heat=heat.tolist(),
-        texts=texts,
         attention=attention,
         permutation=split_permutation(model, dataset, keys),
         permutation_measure="Brier score",
-        planted_rank_first=planted_first(texts),
     )
 
 

@@ -36,7 +36,6 @@ from finfusion.evaluation.explanation import (
     check_symbol,
     decision_on,
     instant,
-    planted_first,
     planted_ids,
 )
 from finfusion.forecasting.data import ExperimentData, data_options
@@ -113,7 +112,6 @@ def explain_decision(
     totals = {"price inputs": float(attributions.total(PAST)[0])}
     texts: list[TextRow] = []
     attention = None
-    rank_first = None
     if has_texts:
         lake, dataset = _texts_source(cfg)
         slots, rows = _texts_of(windows, item, lake, dataset)
@@ -136,26 +134,21 @@ def explain_decision(
                     planted=row["id"] in planted,
                 )
             )
-        rank_first = planted_first(texts)
         totals["texts"] = float(attributions.total(TEXT_EMB)[0])
     permutation = span_permutation(model, windows, channels, has_texts)
-    return Explanation(
+    return Explanation.of(
+        attributions,
+        heat,
+        texts,
         symbol=symbol,
         decision=instant(windows.origins_us[item]).isoformat(),
         model=str(cfg.model.name),
         explained=EXPLAINED,
-        output=float(attributions.output[0]),
-        baseline_output=float(attributions.baseline_output[0]),
-        completeness_gap=float(attributions.delta[0]),
         totals=totals,
         channels=channels,
-        channel_attributions=heat.sum(axis=0).tolist(),
-        heat=heat.tolist(),
-        texts=texts,
         attention=attention,
         permutation=permutation,
         permutation_measure="MSE",
-        planted_rank_first=rank_first,
     )
 
 

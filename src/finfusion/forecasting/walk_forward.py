@@ -389,13 +389,11 @@ def score(
                 every = np.ones(len(view[name]), dtype=bool)
                 table[name].update({f"{k}_{subset}": v for k, v in forecast_metrics(view[name], every).items()})
     signs = [name for name in options.get("direction_baselines", []) if name in forecasts]
-    best_sign = {  # the hardest sign reference of each view: the best direction baseline on its own windows
-        subset: max(
-            signs, key=lambda name: table[name][f"directional_accuracy{'' if subset == 'all' else '_' + subset}"]
-        )
-        for subset in views
-        if signs
-    }
+    # the hardest sign reference of each view: the best direction baseline on its own windows
+    accuracy = {subset: "directional_accuracy" + ("" if subset == "all" else f"_{subset}") for subset in views}
+    best_sign = (
+        {subset: max(signs, key=lambda name: table[name][key]) for subset, key in accuracy.items()} if signs else {}
+    )
     tests = []
     for name in forecasts:
         for subset, view in views.items():
@@ -410,19 +408,9 @@ def score(
                     for loss in options["dm_loss"]
                     if name != reference and (loss != "direction" or signed)
                 ]
-            if subset in best_sign and name not in signs and has_direction(view[name], every):
-                tests.append(
-                    dm_against(
-                        view[name],
-                        view[best_sign[subset]],
-                        every,
-                        name,
-                        best_sign[subset],
-                        "direction",
-                        subset,
-                        horizon,
-                    )
-                )
+            sign = best_sign.get(subset)
+            if sign is not None and name not in signs and has_direction(view[name], every):
+                tests.append(dm_against(view[name], view[sign], every, name, sign, "direction", subset, horizon))
     names = list(dict.fromkeys(name for values in table.values() for name in values))
     goals = {**metric_goals(names), **metric_goals(names, prefix="price_")}
     metrics = Metrics(models=table, baselines=[b for b in baselines if b in table], goals=goals, significance=tests)

@@ -48,7 +48,6 @@ from finfusion.evaluation.explanation import (
     check_symbol,
     decision_on,
     instant,
-    planted_first,
     planted_ids,
 )
 from finfusion.portfolio.inputs import PortfolioInputs, span_bounds, window_config
@@ -196,23 +195,19 @@ def explain_weight(
         lake, dataset = Lake(cfg.data.get("lake")), str(cfg.data.texts)
         planted = set().union(*(planted_ids(lake, dataset, name) for name in data.symbols))
         rows = _text_rows(texts, inputs.texts, per_text, occluded, planted)
-    return Explanation(
+    return Explanation.of(
+        attributions,
+        heat,
+        rows,
         symbol=symbol,
         decision=instant(decisions.origins_us[item]).isoformat(),
         model=str(cfg.model.name),
         explained=explained,
-        output=float(attributions.output[0]),
-        baseline_output=float(attributions.baseline_output[0]),
-        completeness_gap=float(attributions.delta[0]),
         totals=totals,
         channels=list(data.columns),
-        channel_attributions=heat.sum(axis=0).tolist(),
-        heat=heat.tolist(),
-        texts=rows,
         attention=None,
         permutation=span_permutation(model, data, cfg, span, reads_news),
         permutation_measure="negative Sharpe ratio of the top-k portfolio",
-        planted_rank_first=planted_first(rows),
     )
 
 
