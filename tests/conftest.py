@@ -90,3 +90,13 @@ def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands run by tests are not tracked in MLflow (tests/test_tracking.py switches it back on)."""
     monkeypatch.setenv("FINFUSION_TRACKING", "off")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its results do not
+    depend on how many cores the worker has, and two workers do not fight over them."""
+    from tests.portfolio_helpers import single_thread
+
+    with single_thread():
+        yield

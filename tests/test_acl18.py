@@ -23,17 +23,17 @@ from finfusion.families.movement_benchmark import BenchmarkRun, check_counts, re
 from finfusion.models.movement.fusion import MovementFusion
 from finfusion.models.movement.price import MovementPrice
 from finfusion.models.movement.text import MovementText
-from finfusion.samples.acl18 import (
+from finfusion.samples.contract import PAST, PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
+from finfusion.samples.daily_movement import (
     PRICE_CHANNELS,
     PUBLISHED_COUNTS,
-    ACL18Config,
-    ACL18Dataset,
-    ACL18Samples,
-    acl18_labels,
-    build_acl18,
+    DailyMovementConfig,
+    DailyMovementDataset,
+    DailyMovementSamples,
+    build_daily_movement,
+    dead_band_labels,
     stocknet_file_days,
 )
-from finfusion.samples.contract import PAST, PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
 from finfusion.training.losses import build_loss
 from finfusion.training.tasks import MovementTask
 from tests.conftest import STOCKNET, requires
@@ -92,12 +92,12 @@ def small() -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
 
 def test_dead_band_labels_follow_stocknet() -> None:
     moves = np.array([-0.02, -0.005001, -0.005, 0.0, 1e-7, 0.005499, 0.0055, 0.03])
-    assert acl18_labels(moves, ACL18Config()).tolist() == [0, 0, -1, -1, -1, -1, 1, 1]
+    assert dead_band_labels(moves, DailyMovementConfig()).tolist() == [0, 0, -1, -1, -1, -1, 1, 1]
 
 
 def test_targets_labels_and_splits(small: tuple[pl.DataFrame, pl.DataFrame, np.ndarray]) -> None:
     bars, texts, vectors = small
-    samples = build_acl18(bars, texts, vectors)
+    samples = build_daily_movement(bars, texts, vectors)
     targets = samples.targets
     assert targets["label"].is_in([0, 1]).all()
     moves = targets["movement"].to_numpy()
@@ -117,14 +117,14 @@ def test_targets_labels_and_splits(small: tuple[pl.DataFrame, pl.DataFrame, np.n
     )
     row = targets.with_row_index().filter(pl.col("symbol") == "AAA", pl.col("day") == date(2015, 3, 3))
     assert row.height == (0 if -0.005 <= expected < 0.0055 else 1)
-    with pytest.raises(FinfusionError, match="unknown ACL18 split"):
+    with pytest.raises(FinfusionError, match="unknown split"):
         samples.rows("valid")
 
 
 def test_full_lookback_rule_drops_early_targets() -> None:
     bars = make_bars(["AAA"], first="2013-12-30")  # first bar Mon 12-30, first movement Tue 12-31
     texts, vectors = make_texts(["AAA"], per_symbol=5)
-    samples = build_acl18(bars, texts, vectors, ACL18Config(up_threshold=0.0, down_threshold=0.0))
+    samples = build_daily_movement(bars, texts, vectors, DailyMovementConfig(up_threshold=0.0, down_threshold=0.0))
     days = samples.targets["day"].to_list()
     # a target t needs a movement strictly before t - 4 days: 2014-01-06 (t - 4 = 01-02) is the first that has one
     assert date(2014, 1, 3) not in days and date(2014, 1, 2) not in days
@@ -144,8 +144,8 @@ def test_steps_prices_and_tweets_of_one_target(small: tuple[pl.DataFrame, pl.Dat
         },
         schema_overrides={"published_at": pl.Datetime("us", "UTC")},
     )
-    config = ACL18Config(up_threshold=0.0, down_threshold=0.0)
-    samples = build_acl18(bars, texts, vectors, config)
+    config = DailyMovementConfig(up_threshold=0.0, down_threshold=0.0)
+    samples = build_daily_movement(bars, texts, vectors, config)
     (item,) = samples.targets.with_row_index().filter(pl.col("day") == date(2015, 3, 10))["index"]
     # target Tue 03-10: lag days in [03-06, 03-09] are Fri 6 and Mon 9 -> steps Fri 6, Mon 9, Tue 10 (T = 3)
     assert samples.step_mask[item].tolist() == [False, False, True, True, True]
@@ -182,8 +182,8 @@ def test_most_recent_tweets_are_kept() -> None:
         schema_overrides={"published_at": pl.Datetime("us", "UTC")},
     )
     vectors = np.ones((5, DIM), dtype=np.float32)
-    config = ACL18Config(max_tweets=2, up_threshold=0.0, down_threshold=0.0)
-    samples = build_acl18(bars, texts, vectors, config)
+    config = DailyMovementConfig(max_tweets=2, up_threshold=0.0, down_threshold=0.0)
+    samples = build_daily_movement(bars, texts, vectors, config)
     (item,) = samples.targets.with_row_index().filter(pl.col("day") == date(2015, 3, 10))["index"]
     assert samples.tweet_index[item, 4].tolist() == [3, 4]
     assert samples.tweet_age[item, 4].tolist() == pytest.approx([11 / 24, 7 / 24])
@@ -195,7 +195,7 @@ def test_text_published_after_its_day_is_rejected(small: tuple[pl.DataFrame, pl.
         pl.when(pl.col("row") == 3).then(pl.col("published_at") + pl.duration(days=2)).otherwise("published_at")
     )
     with pytest.raises(FinfusionError, match="published after the end of their file's day"):
-        build_acl18(bars, late, vectors)
+        build_daily_movement(bars, late, vectors)
 
 
 def test_stocknet_file_days_parse_source_ref() -> None:
@@ -232,8 +232,8 @@ def test_changing_the_future_leaves_the_past_unchanged(small: tuple[pl.DataFrame
     )
     future_texts = pl.concat([texts.filter(pl.col("day") < cut), extra])
     future_vectors = np.concatenate([vectors, np.full((3, DIM), 9.0, dtype=np.float32)])
-    before = build_acl18(bars, texts, vectors)
-    after = build_acl18(future_bars, future_texts, future_vectors)
+    before = build_daily_movement(bars, texts, vectors)
+    after = build_daily_movement(future_bars, future_texts, future_vectors)
     assert not before.targets.filter(pl.col("day") > cut).equals(after.targets.filter(pl.col("day") > cut))
     keys = ["symbol", "day"]
     old = before.targets.with_row_index("old").filter(pl.col("day") <= cut)
@@ -250,16 +250,16 @@ def test_changing_the_future_leaves_the_past_unchanged(small: tuple[pl.DataFrame
     assert strictly["label"].equals(strictly["label_right"])
 
 
-def _batch(dataset: ACL18Dataset, size: int) -> dict[str, torch.Tensor]:
+def _batch(dataset: DailyMovementDataset, size: int) -> dict[str, torch.Tensor]:
     return next(iter(dataset.loader(size, shuffle=False)))
 
 
 @pytest.fixture(scope="module")
-def planted() -> ACL18Samples:
+def planted() -> DailyMovementSamples:
     """Samples labelled up when the last step's close channel plus 2 x the first text dimension of its tweets is > 0."""
     bars = make_bars(["AAA", "BBB", "CCC"], seed=3)
     texts, vectors = make_texts(["AAA", "BBB", "CCC"], per_symbol=700, seed=4)
-    samples = build_acl18(bars, texts, vectors, ACL18Config(max_tweets=4))
+    samples = build_daily_movement(bars, texts, vectors, DailyMovementConfig(max_tweets=4))
     last = samples.tweet_index[:, -1, :]
     text = np.where(last >= 0, vectors[np.maximum(last, 0), 0], 0.0).sum(axis=1)
     return dataclasses.replace(samples, labels=(samples.price[:, -1, 0] + 2 * text > 0).astype(np.int64))
@@ -274,7 +274,7 @@ def planted() -> ACL18Samples:
     ],
 )
 def test_models_shapes_and_training_steps(
-    cls: type[torch.nn.Module], kwargs: dict[str, int], reachable: float, planted: ACL18Samples
+    cls: type[torch.nn.Module], kwargs: dict[str, int], reachable: float, planted: DailyMovementSamples
 ) -> None:
     torch.manual_seed(0)
     model = cls(d_model=16, dropout=0.0, **kwargs)
@@ -302,7 +302,7 @@ def test_models_shapes_and_training_steps(
     assert last < min(first, reachable)  # each model learns the part of the planted signal it can see
 
 
-def test_adversarial_training_adds_the_loss_at_the_worst_nearby_latent(planted: ACL18Samples) -> None:
+def test_adversarial_training_adds_the_loss_at_the_worst_nearby_latent(planted: DailyMovementSamples) -> None:
     torch.manual_seed(0)
     model = MovementFusion(n_channels=C, text_dim=DIM, d_model=16, dropout=0.0)
     batch = _batch(planted.dataset("train"), 64)
@@ -323,7 +323,7 @@ def test_adversarial_training_adds_the_loss_at_the_worst_nearby_latent(planted: 
         MovementTask(model, adversarial_epsilon=-0.1)
 
 
-def test_evaluate_seed_selects_on_dev_and_scores_test(tmp_path: Path, planted: ACL18Samples) -> None:
+def test_evaluate_seed_selects_on_dev_and_scores_test(tmp_path: Path, planted: DailyMovementSamples) -> None:
     samples = planted
     cfg = OmegaConf.create(
         {
@@ -379,7 +379,7 @@ def test_stocknet_published_counts_and_point_in_time_tweets(tmp_path: Path) -> N
     texts = lake.read("text", "stocknet")
     texts = texts.with_columns(stocknet_file_days(texts["source_ref"])).explode("symbols").with_row_index("row")
     texts = texts.select(pl.col("symbols").alias("symbol"), "day", "published_at", pl.col("row").cast(pl.Int64))
-    samples = build_acl18(bars, texts, np.zeros((texts.height, 1), dtype=np.float32))
+    samples = build_daily_movement(bars, texts, np.zeros((texts.height, 1), dtype=np.float32))
     assert samples.counts() == PUBLISHED_COUNTS == {"train": 20_339, "dev": 2_555, "test": 3_720}
     assert round(samples.up_rate(), 3) == 0.502
     check_counts(samples)

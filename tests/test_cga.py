@@ -4,7 +4,6 @@ price-only twin, training lowers the loss, and a saved model reloads to identica
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,11 @@ from finfusion.models.portfolio.news_lstm import NewsLSTM
 from finfusion.models.portfolio.timesnet import TimesBlock, TimesNetEncoder, dominant_periods
 from finfusion.samples.contract import FUTURE, NEWS_COVERAGE, NEWS_EMB, NEWS_MASK, ORIGIN_US, PAST, PAST_MASK
 from finfusion.training.portfolio_loss import PortfolioLoss
-from tests.portfolio_helpers import single_thread
 
 B, A, L, F, D = 4, 5, 12, 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_batch(seed: int = 0, batch: int = B) -> dict[str, Tensor]:

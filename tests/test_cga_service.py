@@ -38,7 +38,7 @@ from finfusion.serving.jobs import JobRunner, PipelineSpec, Span
 from finfusion.serving.model_jobs import run_finetune
 from finfusion.serving.model_store import LOCK_FILE, STAGING_DIR, ModelStore
 from finfusion.serving.steps import ModelArtifact, ModelSteps
-from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
+from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings
 from tests.serving_helpers import serving
 
 
@@ -102,10 +102,7 @@ def serve_job(root: Path, command: str, *args: str) -> str:
     return " ".join(result.output.split())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

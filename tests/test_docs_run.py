@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from finfusion.cli import app
 from tests import docs_inputs
+from tests.movement_market import write_movement_market
 from tests.test_docs import FENCE, PAGES, REPO, block_commands
 from tests.test_families import MOVEMENT, MULTIMODAL, TINY, TRAINER, WALK_FORWARD
 from tests.test_token_playbooks import TOKENS_SMALL
@@ -63,6 +64,7 @@ SMALL: dict[str, list[str]] = {
     "token_mlm_synthetic": TOKENS_SMALL,
     "token_direction_synthetic": [*TOKENS_SMALL, "data.window=8"],
     **{name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")},
+    "movement_daily": TINY["movement_daily"],
 }  # fmt: skip
 #: Option values made small (the option's own value replaced).
 SMALLER_VALUES = {"--trials": "2", "--seeds": "1", "--steps": "4", "--symbols": "4"}
@@ -86,6 +88,7 @@ INPUTS: dict[str, list[Callable[[Path], None]]] = {
     ],
     "docs/moirai.md": [docs_inputs.moirai_download],
     "docs/serving.md": [docs_inputs.live_service],
+    "docs/movement.md": [write_movement_market],
 }
 
 
@@ -112,7 +115,7 @@ def small(words: list[str]) -> list[str]:
     picks_model = "model" in own
     extra = [
         o
-        for o in [*SMALL[config], *([] if config.startswith("stocknet") else TRAINER)]
+        for o in [*SMALL[config], *([] if config.startswith(("stocknet", "movement")) else TRAINER)]
         if re.sub(r"^\+", "", o.split("=", 1)[0]) not in own and not (picks_model and o.startswith("model."))
     ]
     if serving:

@@ -1,12 +1,11 @@
 """`finfusion explain` beyond the forecast family: a movement classifier's call (price channels, lag days, tweets,
 attention) and a portfolio model's weight (its inputs, the other assets', each text), trained on generated data;
 attributions shaped like the inputs and complete (they sum to the output minus the baseline's); unknown symbols and
-days are one-line errors; families without explanations say so in one line."""
+days are one-line errors; families without explanations (the masked-LM tokens family) say so in one line."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, cast
@@ -25,18 +24,15 @@ from finfusion.evaluation.explain import text_occlusion
 from finfusion.families import family_named
 from finfusion.families.pipeline import load_run
 from finfusion.models.portfolio.timesnet import TimesNetEncoder, dominant_frequencies
-from finfusion.samples.acl18 import PRICE_CHANNELS
 from finfusion.samples.contract import TEXT_EMB, TEXT_MASK
-from tests.portfolio_helpers import OVERRIDES, fake_embeddings, single_thread
-from tests.test_families import MOVEMENT, cli, write_stocknet_copy
+from finfusion.samples.daily_movement import PRICE_CHANNELS
+from tests.portfolio_helpers import OVERRIDES, fake_embeddings
+from tests.test_families import MOVEMENT, TINY, TRAINER, cli, write_stocknet_copy
 
 STEPS = "32"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +164,17 @@ def test_occlusion_follows_a_mask_of_tweets_per_lag_day() -> None:
     assert torch.allclose(effects, batch[TEXT_EMB][..., 0] * batch[TEXT_MASK], atol=1e-6)
 
 
-def test_a_family_without_explanations_says_so_in_one_line() -> None:
-    with pytest.raises(FinfusionError, match=r"^the relevance family has no explanations yet \(.*\)$"):
-        family_named("relevance").explain(cast(Any, None), "AAA", date(2020, 1, 2), "test", 8, False)
+def test_a_family_without_explanations_says_so_in_one_line(tmp_path: Path) -> None:
+    """The masked-LM `tokens` family explains nothing: the family says so, and the command in one line."""
+    with pytest.raises(FinfusionError, match=r"^the tokens family has no explanations yet \(.*\)$"):
+        family_named("tokens").explain(cast(Any, None), "AAA", date(2020, 1, 2), "test", 8, False)
+    run, lake = tmp_path / "run", tmp_path / "lake"
+    trained = cli("train", "--config", "token_mlm_synthetic", *TINY["token_mlm_synthetic"], *TRAINER, "--run",
+                  str(run), "--lake", str(lake))  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    refused = explain(run, "AAA:2020-06-01", lake)
+    assert refused.exit_code != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "error: the tokens family has no explanations yet (finfusion explain: forecast, movement, portfolio, "
+        "universal, relevance, token_classification and orderbook runs)"
+    ]

@@ -119,8 +119,15 @@ TINY["translob_synthetic"] = [
 ]  # fmt: skip
 TINY["token_pivots_synthetic"] = TINY["token_direction_synthetic"]
 NOT_HERE: dict[str, str] = {}
-MOVEMENT = ["model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
+MOVEMENT = [
+    "model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2",
+    "evaluation.seeds=[0]",
+]  # fmt: skip
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}
+TINY["movement_daily"] = [
+    *MOVEMENT, "data.max_tweets=2", "evaluation.folds=2",
+    "data.splits={train: [2018-01-01, 2019-07-01], dev: [2019-07-01, 2020-01-01], test: [2020-01-01, 2020-07-01]}",
+]  # fmt: skip
 
 
 def cli(*args: str) -> Result:
@@ -186,7 +193,7 @@ def write_stocknet_copy(root: Path, symbols: tuple[str, ...] = ("AAA", "BBB", "C
 def test_each_config_trains_predicts_validates_and_evaluates_through_the_same_commands(
     name: str, market: Path, tmp_path: Path
 ) -> None:
-    overrides = [*TINY[name], *([] if name.startswith("stocknet") else TRAINER)]
+    overrides = [*TINY[name], *([] if name.startswith(("stocknet", "movement")) else TRAINER)]
     lake = ["--lake", str(market)]
     run = tmp_path / name
     trained = cli("train", "--config", name, *overrides, "--run", str(run), *lake)

@@ -5,7 +5,6 @@ weights, and the comparison with equal weights and the price-only twin."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +30,9 @@ from finfusion.portfolio.predict import model_weights
 from finfusion.samples.contract import FUTURE
 from finfusion.training.portfolio_loss import portfolio_returns
 from finfusion.training.tasks import sharpe_ratio
-from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings, single_thread
+from tests.portfolio_helpers import OVERRIDES, TEXT_DIM, fake_embeddings
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

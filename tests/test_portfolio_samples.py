@@ -3,7 +3,6 @@ the training-span normaliser, purged splits, batches of consecutive decisions, a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -28,7 +27,6 @@ from finfusion.samples.portfolio import (
     instant_us,
 )
 from finfusion.samples.windows import collate
-from tests.portfolio_helpers import single_thread
 from tests.sample_helpers import perturb_after, texts_with_embeddings
 
 TRAIN_END = "2019-07-01"
@@ -36,10 +34,7 @@ INPUTS = ("log_return", "body", "range_hl", "volume_z_20")
 L, H, A = 10, 4, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,14 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.synthetic import SyntheticConfig, generate_market
 from finfusion.data.sources.synthetic_context import ContextConfig
 from finfusion.data.sources.synthetic_ingest import config_fingerprint, ingest_market, planted_sensitivity
+from finfusion.features.bars import FeatureConfig, build_features
 from finfusion.features.series_asof import series_features
 from finfusion.models.relevance.module import DualTowerRelevance
+from finfusion.relevance.importance import group_columns
+from finfusion.samples.contract import CONTEXT, ORIGIN_US, STOCK, SYMBOL_INDEX
 from finfusion.samples.relevance import (
+    STOCK_GROUPS,
+    feature_groups,
     fit_state,
     forward_returns,
     raw_samples,
@@ -161,7 +166,7 @@ def test_no_context_or_stock_feature_sees_the_future(tmp_path: Path, texts: bool
     ]
     _assert_same(states[0], states[1])
     samples, finite = samples_from(raw_a, states[0])
-    assert len(samples) == int(finite.sum()) and set(states[0]["context_groups"]) == (
+    assert len(samples) == int(finite.sum()) and set(feature_groups(states[0])[0]) == (
         {"news", "policy", "macro"} if texts else {"policy", "macro"})  # fmt: skip
 
 
@@ -260,3 +265,42 @@ def test_a_trained_run_predicts_every_week_between_two_instants_from_its_stored_
     served = run.family.serving_config(cfg, lake, Sources("ctx", "1d", "features", None), start, end)
     assert served.data.split.train_end == start.isoformat() and served.data.texts.enabled is False
     assert trained.data.state == run.data.state  # nothing refitted when the run is loaded
+
+
+def test_a_loaded_runs_feature_groups_name_the_columns_that_hold_their_features(tmp_path: Path) -> None:
+    """state.json is written with sorted keys; the state stores its feature groups as ordered [group, names] pairs,
+    so a loaded run's group columns hold the features they name (they came back alphabetical: macro, policy; ohlcv,
+    returns, technical, volatility, over columns in the samples' order)."""
+    from finfusion.config import load_config
+    from finfusion.families.pipeline import load_run, train_run
+
+    lake = Lake(tmp_path / "lake")
+    ingest_market(lake, generate_market(CONTEXT_MARKET), "ctx")
+    cfg = load_config(
+        "dual_tower_synthetic",
+        [f"data.lake={lake.root}", "data.source=lake", "data.dataset=ctx", "data.texts.enabled=false",
+         "data.split.train_end=2019-01-01", "data.split.val_end=2019-06-01", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false"],
+    )  # fmt: skip
+    train_run(cfg, tmp_path / "run", resume="never")
+    run = load_run(tmp_path / "run")
+    state, test = run.data.state, run.data.test
+    context_groups, stock_groups = feature_groups(state)
+    assert list(context_groups) == ["policy", "macro"] and list(stock_groups) == list(STOCK_GROUPS)
+    origin_us = test.column(ORIGIN_US)
+    symbols = [state["symbols"][int(i)] for i in test.column(SYMBOL_INDEX)]
+    context = series_features(lake.read("series", "ctx"), [*SERIES["policy"], *SERIES["macro"]], origin_us)
+    bars = build_features(lake.read("bars", "ctx", freq="1d"), FeatureConfig())
+    row_of = {(s, t): k for k, (s, t) in enumerate(zip(bars["symbol"], to_us(bars["ts"]).tolist(), strict=True))}
+    rows = [row_of[(symbol, int(t))] for symbol, t in zip(symbols, origin_us, strict=True)]
+    stock = {name: bars[name].to_numpy()[rows] for names in STOCK_GROUPS.values() for name in names}
+    stored = {
+        key: test.column(key) * np.asarray(state[f"{key}_std"]) + np.asarray(state[f"{key}_mean"])
+        for key in (CONTEXT, STOCK)
+    }  # the samples' columns, unnormalised [N, F]
+    for name, (key, columns) in group_columns(context_groups, stock_groups).items():
+        group = name.split(":", 1)[1]
+        features = (context_groups if key == CONTEXT else stock_groups)[group]
+        for column, feature in zip(columns, features, strict=True):
+            expected = (context if key == CONTEXT else stock)[feature]
+            np.testing.assert_allclose(stored[key][:, column], expected, rtol=1e-4, atol=1e-4, err_msg=feature)

@@ -33,10 +33,11 @@ def explain(
     ] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Explain one decision of a trained run (forecast, movement and portfolio families): Integrated Gradients per
-    input channel and time step and per text, each text's occlusion effect, the model's attention where it has
-    some, permutation importance per feature group over the span; stored as RUN/explanations/SYMBOL_DATE.json and
-    rendered in RUN/report/explanations.html."""
+    """Explain one decision of a trained run (forecast, movement, portfolio, universal, relevance,
+    token_classification and orderbook families): Integrated Gradients per input channel and time step and per
+    text, each text's occlusion effect, the model's attention where it has some, permutation importance per feature
+    group over the span; stored as RUN/explanations/SYMBOL_DATE.json and rendered in
+    RUN/report/explanations.html."""
     from finfusion.data.atomic import write_json_atomic
     from finfusion.evaluation.explain_page import write_page
     from finfusion.evaluation.explain_section import EXPLANATIONS_DIR, PLANTED_FILE

@@ -1,6 +1,6 @@
 """The results page of `finfusion explain ... --markdown`: the command, the planted-news ranking rate over the span,
-and the explained decision's texts, channels and permutation importance (the layout of evaluation/explanation.py,
-the same for every family)."""
+and the explained decision's texts, channels, named heat-map rows (`heat_rows`, e.g. a window's tokens) and
+permutation importance (the layout of evaluation/explanation.py, the same for every family)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def write_page(path: Path, command: str, result: dict[str, Any], trained_by: str
     )
     if channels:
         lines += [*_table(["channel", "IG over the lookback"], [[n, f"{v:+.4g}"] for n, v in channels]), ""]
+    named = decision.get("heat_rows")  # absent from explanations stored before rows had names
+    if named is not None:
+        per_row = [
+            [str(k), name, f"{sum(values):+.4g}"]
+            for k, (name, values) in enumerate(zip(named, decision["heat"], strict=True))
+        ]
+        lines += [*_table(["row", "input", "IG over the channels"], per_row), ""]
     rises = sorted(decision["permutation"].items(), key=lambda kv: -kv[1])
     measure = f"rise in {decision['permutation_measure']} when shuffled (span)"
     lines += _table(["feature group", measure], [[n, f"{v:+.4g}"] for n, v in rises])

@@ -26,17 +26,23 @@ def _rows(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _heat_html(decision: dict[str, Any]) -> str:
-    """The IG heat map of the explained symbol's price inputs ("" for a model that reads none)."""
+    """The IG heat map [L, C] of the explained symbol's inputs ("" for a model that reads no prices): its rows named
+    by `heat_rows` where the explanation names them (e.g. a window's tokens), by their lookback step otherwise (an
+    explanation stored before rows had names has no `heat_rows`)."""
     if not decision["channels"]:
         return ""
     heat = go.Figure(
         go.Heatmap(z=decision["heat"], x=decision["channels"], colorscale="RdBu", zmid=0.0, colorbar={"title": "IG"})
     )
-    heat.update_layout(
-        title="Integrated Gradients per lookback step (0 = oldest) and channel",
-        yaxis_title="lookback step",
-        height=420,
-    )
+    rows = decision.get("heat_rows")
+    if rows is None:
+        heat.update_layout(
+            title="Integrated Gradients per lookback step (0 = oldest) and channel", yaxis_title="lookback step"
+        )
+    else:  # tick labels rather than categories: names may repeat (a token seen twice) and each row keeps its place
+        heat.update_layout(title="Integrated Gradients per input row and channel")
+        heat.update_yaxes(tickmode="array", tickvals=list(range(len(rows))), ticktext=rows)
+    heat.update_layout(height=420)
     return heat.to_html(full_html=False, include_plotlyjs=False)
 
 

@@ -7,7 +7,8 @@ results page, whatever the family.
 - `totals`: the Integrated Gradients summed per attributed input (e.g. the price inputs, the texts); they sum to
   `output - baseline_output` up to `completeness_gap`.
 - `channels` [C], `channel_attributions` [C] and `heat` [L][C]: the IG of the explained symbol's own price inputs
-  per lookback step (0 = oldest) and channel (empty for a model that reads no prices).
+  per lookback step (0 = oldest) and channel (empty for a model that reads no prices); `heat_rows` [L], where the
+  rows are named by more than their step, names them (e.g. each position's token; None: lookback steps only).
 - `texts`: one row per text the decision saw (its IG summed over the embedding width, its occlusion effect, the
   model's attention on it where the model has attention, whether it is a planted item of the synthetic market).
 - `attention`: the model's attention maps summarised by name (None: the model has none).
@@ -66,6 +67,7 @@ class Explanation:
     permutation: dict[str, float]
     permutation_measure: str
     planted_rank_first: bool | None = None
+    heat_rows: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

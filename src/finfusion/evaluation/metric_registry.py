@@ -9,6 +9,7 @@ A metric declares the inputs it needs; `metric_table` scores every registered me
 - `directions`: true and predicted classes: up / down / flat of truth and point against `reference` (within
   `threshold`), or given class labels (`labels` and `predicted`, e.g. 1 up, 0 down);
 - `classes`: given class labels only;
+- `probabilities`: given 0 / 1 class labels and the forecast probability of class 1 (`prob_up` [N]);
 - `distribution`: sampled paths [..., S] or quantiles [..., Q] at `levels` [Q]; `quantiles`: quantiles only;
 - `interval`: the central (1 - alpha) interval of the distribution (quantiles need the alpha/2 and 1 - alpha/2
   levels).
@@ -44,7 +45,9 @@ from finfusion.evaluation.metrics import (
     sample_interval,
 )
 
-INPUTS = frozenset({"point", "y_train", "directions", "classes", "distribution", "quantiles", "interval"})
+INPUTS = frozenset(
+    {"point", "y_train", "directions", "classes", "probabilities", "distribution", "quantiles", "interval"}
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class MetricInputs:
     alpha: float
     labels: np.ndarray | None
     predicted: np.ndarray | None
+    prob_up: np.ndarray | None = None
 
     @cached_property
     def interval(self) -> tuple[Array, Array] | None:
@@ -91,6 +95,7 @@ class MetricInputs:
             "y_train": self.y_train is not None,
             "directions": self.classes is not None,
             "classes": self.labels is not None and self.predicted is not None,
+            "probabilities": self.labels is not None and self.prob_up is not None,
             "distribution": self.truth is not None and (self.samples is not None or self.quantiles is not None),
             "quantiles": self.truth is not None and self.quantiles is not None and self.levels is not None,
             "interval": self.truth is not None and self.interval is not None,
@@ -165,6 +170,7 @@ def metric_table(
     alpha: float = 0.05,
     labels: ArrayLike | None = None,
     predicted: ArrayLike | None = None,
+    prob_up: ArrayLike | None = None,
     names: tuple[str, ...] | None = None,
 ) -> dict[str, float]:
     """Every registered metric (or those in `names`) that the inputs allow, by name, each a float (see the module
@@ -186,6 +192,7 @@ def metric_table(
         alpha=alpha,
         labels=None if labels is None else np.asarray(labels),
         predicted=None if predicted is None else np.asarray(predicted),
+        prob_up=None if prob_up is None else np.asarray(prob_up, dtype=np.float64),
     )
     wanted = METRICS.values() if names is None else [METRICS[name] for name in names]
     return {item.name: float(item.fn(inputs)) for item in wanted if all(inputs.has(need) for need in item.needs)}
@@ -242,6 +249,23 @@ for _side, _up in (("up", True), ("down", False)):
 def _mcc(x: MetricInputs) -> float:
     true, predicted = x.classes
     return mcc(true, predicted)
+
+
+@metric("auc", needs={"probabilities"}, goal="max")
+def _auc(x: MetricInputs) -> float:
+    """Area under the ROC curve of `prob_up` for the 1 labels (NaN when the labels hold one class)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(x.labels)
+    if np.unique(labels).size < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, x.prob_up))
+
+
+@metric("brier", needs={"probabilities"})
+def _brier(x: MetricInputs) -> float:
+    """Mean squared difference of `prob_up` and the 0 / 1 label."""
+    return float(np.mean((x.prob_up - np.asarray(x.labels, dtype=np.float64)) ** 2))
 
 
 @metric("crps", needs={"distribution"})

@@ -211,7 +211,8 @@ class Family(ABC):
         `planted` (forecast runs), also "planted": how often the synthetic market's planted news item is the text that
         moved a forecast most, over the span. Families without explanations say so."""
         raise FinfusionError(
-            f"the {self.name} family has no explanations yet (finfusion explain: forecast, movement and portfolio runs)"
+            f"the {self.name} family has no explanations yet (finfusion explain: forecast, movement, portfolio, "
+            "universal, relevance, token_classification and orderbook runs)"
         )
 
 

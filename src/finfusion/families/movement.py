@@ -1,29 +1,31 @@
-"""The movement family: up / down classification of the next session (the StockNet / ACL18 models: price GRU,
-tweets-only and price-queried fusion, models/movement/).
+"""The movement family: up / down classification of the next k sessions on any daily lake dataset (the StockNet /
+ACL18 models: price GRU, tweets-only and price-queried fusion, models/movement/), the StockNet benchmark among them.
 
-- Config: `data` (lake, dataset, encoder, lag_days, max_tweets, batch_size), `model`, `task` (movement), `optim`,
-  `trainer`, `evaluation` (seeds).
-- Samples (samples/acl18.py, L lag days, N tweets, C price channels, D text dim): `past` [L, C], `past_mask` [L],
-  `text_emb` [L, N, D], `text_mask` [L, N], `text_age` [L, N], `label`, `symbol_index`, `origin_us`. Splits: the
-  published train / dev / test days; dev is the validation split.
+- Config: `data` (lake, dataset: the bars; texts: a text dataset or null; encoder, lag_days, max_tweets, batch_size;
+  horizon k, up_threshold / down_threshold (the dead band), decimals (movement rounding, null: none), splits ('acl18'
+  or {train, dev, test: [start, end]}), text_days (published or stocknet_files), text_scope (symbol or market)),
+  `model`, `task` (movement), `optim`, `trainer`, `evaluation` (seeds, folds, twins, placebo_seed).
+- Samples (samples/daily_movement.py, L lag days, N texts per step, C price channels, D text dim): `past` [L, C],
+  `past_mask` [L], `text_emb` [L, N, D], `text_mask` [L, N], `text_age` [L, N] (no text keys without texts),
+  `label`, `symbol_index`, `origin_us`. dev is the validation split.
 - State: the price channels' normaliser (fitted before the train split's end).
 - Predictions: P(up) and the predicted class per (symbol, decision), the lake's movements table.
-- Evaluation: per seed, the checkpoint with the best dev score, scored on dev and once on test (accuracy, MCC, F1 of
-  the up class), beside the majority class of the training labels.
-- Explanations: the predicted class's probability attributed to the price channels, lag days and tweets
+- Evaluation (families/movement_evaluation.py): walk-forward folds; per seed the checkpoint with the best dev score,
+  scored once on test beside the price-only and placebo twins and the direction baselines, with paired tests.
+- Explanations: the predicted class's probability attributed to the price channels, lag days and texts
   (families/movement_explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finfusion.errors import FinfusionError
 from finfusion.families.base import (
@@ -42,11 +44,35 @@ if TYPE_CHECKING:
 
     from finfusion.data.lake import Lake
     from finfusion.families.pipeline import LoadedRun
-    from finfusion.samples.acl18 import ACL18Samples
+    from finfusion.samples.daily_movement import DailyMovementConfig, DailyMovementSamples
+    from finfusion.samples.daily_movement_lake import DailyInputs
 
-DATA_KEYS: dict[str, Any] = dict.fromkeys(("lake", "dataset", "encoder", "lag_days", "max_tweets", "batch_size"))
-EVALUATION_KEYS: dict[str, Any] = dict.fromkeys(("seeds",))
-#: Prediction span -> ACL18 split.
+#: The data keys and their defaults (None: required, or null allowed as written).
+DATA_DEFAULTS: dict[str, Any] = {
+    "lake": None,
+    "dataset": None,
+    "texts": None,
+    "encoder": "all-MiniLM-L6-v2",
+    "lag_days": 5,
+    "max_tweets": 30,
+    "batch_size": 64,
+    "horizon": 1,
+    "up_threshold": 0.0,
+    "down_threshold": 0.0,
+    "decimals": None,
+    "splits": None,
+    "text_days": "published",
+    "text_scope": "symbol",
+}
+
+
+def evaluation_keys() -> Mapping[str, Any]:
+    from finfusion.families.movement_evaluation import EVALUATION_DEFAULTS
+
+    return EVALUATION_DEFAULTS
+
+
+#: Prediction span -> split.
 SPLIT_OF_SPAN = {"train": "train", "val": "dev", "test": "test"}
 
 
@@ -132,9 +158,9 @@ class SeedResult:
     seconds: float
 
 
-def family_data(samples: ACL18Samples, cfg: DictConfig) -> FamilyData:
+def family_data(samples: DailyMovementSamples, cfg: DictConfig) -> FamilyData:
     """The family's view of built ACL18 samples: train / dev / test, batches of `data.batch_size`."""
-    from finfusion.samples.acl18 import PRICE_CHANNELS
+    from finfusion.samples.daily_movement import PRICE_CHANNELS
 
     batch_size = int(cfg.data.batch_size)
 
@@ -198,19 +224,13 @@ class MovementFamily(Family):
     table = "movements"
     tasks = ("movement",)
     spans = tuple(SPLIT_OF_SPAN)
-    sections = LazySections(data=lambda: DATA_KEYS, evaluation=lambda: EVALUATION_KEYS, trainer=trainer_keys)
+    sections = LazySections(data=lambda: DATA_DEFAULTS, evaluation=evaluation_keys, trainer=trainer_keys)
 
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
-        from finfusion.data.lake import Lake
         from finfusion.features.normalize import FittedNormalizer
-        from finfusion.samples.acl18 import ACL18Config
-        from finfusion.samples.acl18_lake import load_acl18
 
-        options = cfg.data
-        config = ACL18Config(lag_days=int(options.lag_days), max_tweets=int(options.max_tweets))
         normalizer = None if state is None else FittedNormalizer.from_dict(state["normalizer"])
-        lake = Lake(options.get("lake"))
-        return family_data(load_acl18(lake, str(options.dataset), str(options.encoder), config, normalizer), cfg)
+        return family_data(daily_inputs(cfg).build(daily_config(cfg), normalizer), cfg)
 
     def predict(self, run: LoadedRun, span: str) -> MovementPredictions:
         samples = run.data.extra["samples"]
@@ -238,25 +258,47 @@ class MovementFamily(Family):
         return {"decision": explained.as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
-        seeds = [int(seed) for seed in cfg.get("evaluation", {}).get("seeds", [0])]
-        data = self.data(cfg)
-        results = []
-        for seed in seeds:
-            result = evaluate_seed(cfg, seed, run_dir / f"seed{seed}", data)
-            progress(f"seed {seed}: epoch {result.epoch} chosen on dev (MCC {result.dev.mcc:.4f})")
-            results.append(result)
-        labels = data.test.labels
-        majority = int(np.mean(data.train.labels) >= 0.5)
-        tests = [result.test for result in results if result.test is not None]
-        mean = {name: float(np.mean([getattr(test, name) for test in tests])) for name in SCORE_NAMES}
-        return EvaluationResult(
-            models={
-                str(cfg.get("name", cfg.model.name)): mean,
-                "majority_class": asdict(scores(labels, np.full_like(labels, majority))),
-            },
-            baselines=("majority_class",),
-            notes=(f"test split scored once per seed ({', '.join(map(str, seeds))}); selection on dev",),
-        )
+        from finfusion.families.movement_evaluation import evaluate_movement
+
+        return evaluate_movement(cfg, daily_inputs(cfg), daily_config(cfg), run_dir, progress)
+
+
+def data_options(cfg: DictConfig) -> dict[str, Any]:
+    """The `data` part over DATA_DEFAULTS; the bars dataset and the splits are required."""
+    options = {**DATA_DEFAULTS, **OmegaConf.to_container(cfg.data)}
+    for key in ("dataset", "splits"):
+        if options[key] is None:
+            raise FinfusionError(f"config: data.{key} is required for a movement experiment")
+    return options
+
+
+def daily_config(cfg: DictConfig) -> DailyMovementConfig:
+    """The samples' config from the `data` part."""
+    from finfusion.families.movement_evaluation import splits_of
+    from finfusion.samples.daily_movement import DailyMovementConfig
+
+    options = data_options(cfg)
+    decimals = options["decimals"]
+    return DailyMovementConfig(
+        lag_days=int(options["lag_days"]),
+        max_tweets=int(options["max_tweets"]),
+        up_threshold=float(options["up_threshold"]),
+        down_threshold=float(options["down_threshold"]),
+        decimals=None if decimals is None else int(decimals),
+        horizon=int(options["horizon"]),
+        splits=splits_of(options["splits"]),
+    )
+
+
+def daily_inputs(cfg: DictConfig) -> DailyInputs:
+    """The bars and texts the `data` part names, read from its lake."""
+    from finfusion.data.lake import Lake
+    from finfusion.samples.daily_movement_lake import read_daily_inputs
+
+    options = data_options(cfg)
+    texts = None if options["texts"] is None else str(options["texts"])
+    return read_daily_inputs(Lake(options["lake"]), str(options["dataset"]), texts, str(options["encoder"]),
+                             str(options["text_days"]), str(options["text_scope"]))  # fmt: skip
 
 
 FAMILY = MovementFamily()

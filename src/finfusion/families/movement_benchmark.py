@@ -2,9 +2,9 @@
 seed, select on dev, test once.
 
 Flow (`run_benchmark`): ingest the StockNet copy into the lake when it is not there yet and embed its tweets (texts
-already embedded are skipped), build the samples (`samples/acl18.py`) and check the published sample counts, then
-for every experiment config and seed: `families.movement.evaluate_seed` (the one pipeline's `train_run`, keeping the
-checkpoint with the best dev MCC: selection on dev only, no early stopping or picking on test), scored on dev and,
+already embedded are skipped), build the samples (`samples/daily_movement.py`) and check the published sample counts,
+then for every experiment config and seed: `families.movement.evaluate_seed` (the one pipeline's `train_run`, keeping
+the checkpoint with the best dev MCC: selection on dev only, no early stopping or picking on test), scored on dev and,
 unless `dev_only`, once on test. The results table (accuracy, MCC, F1 of the up class: mean ± sample standard
 deviation over seeds) is written beside the published numbers to a markdown file with the command line, the
 configs, the seeds and the machine.
@@ -32,15 +32,15 @@ from finfusion.errors import FinfusionError
 from finfusion.families.movement import SeedResult, evaluate_seed, family_data
 from finfusion.features.text import embed_texts, load_encoder
 from finfusion.machine import cpu_name
-from finfusion.samples.acl18 import (
+from finfusion.samples.daily_movement import (
+    ACL18_SPLITS,
     PRICE_CHANNELS,
     PUBLISHED_COUNTS,
     PUBLISHED_UP_RATE,
-    SPLITS,
-    ACL18Config,
-    ACL18Samples,
+    DailyMovementConfig,
+    DailyMovementSamples,
 )
-from finfusion.samples.acl18_lake import load_acl18
+from finfusion.samples.daily_movement_lake import load_daily_movement
 
 DEFAULT_EXPERIMENTS = ("stocknet_price", "stocknet_text", "stocknet_fusion")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -73,9 +73,9 @@ METHOD_NOTES = (
     "to 6 decimals as in price/preprocessed), dropped inside [-0.5%, +0.55%), up if > 1e-7; a full price lookback "
     "is required; the code's extra rule that every lag day has a tweet is not applied (it leaves 6,651 targets), so "
     "every target of the published 20,339 / 2,555 / 3,720 is scored.",
-    "- Inputs of target t (`samples/acl18.py`): the symbol's trading days in [t-4, t] are the steps; each step holds "
-    "the price channels of the trading day before it and the tweets filed on the calendar days since the previous "
-    "step (from t-5), the most recent `max_tweets` of them; tweets of day t itself never enter. The "
+    "- Inputs of target t (`samples/daily_movement.py`): the symbol's trading days in [t-4, t] are the steps; each "
+    "step holds the price channels of the trading day before it and the tweets filed on the calendar days since the "
+    "previous step (from t-5), the most recent `max_tweets` of them; tweets of day t itself never enter. The "
     "decision instant is 00:00 UTC of day t.",
     f"- Price channels ({len(PRICE_CHANNELS)}: {', '.join(PRICE_CHANNELS)}): the day's close, open, high and low "
     "over the previous adjusted close, the log change of volume, the adjusted close over its trailing 5/10/20/30-day "
@@ -97,7 +97,7 @@ def prepare_lake(lake: Lake, data: Path, dataset: str, encoder: str) -> None:
     embed_texts(lake, lake.read("text", dataset).select("title", "body"), load_encoder(encoder))
 
 
-def check_counts(samples: ACL18Samples) -> None:
+def check_counts(samples: DailyMovementSamples) -> None:
     """Raise unless the samples match the published 20,339 / 2,555 / 3,720 targets and 50.2% up rate."""
     counts = samples.counts()
     if counts != PUBLISHED_COUNTS or round(samples.up_rate(), 3) != round(PUBLISHED_UP_RATE, 3):
@@ -138,7 +138,8 @@ def run_benchmark(
         )
     ((dataset, encoder, lag_days, max_tweets),) = data_cfgs
     prepare_lake(lake, data, str(dataset), str(encoder))
-    samples = load_acl18(lake, str(dataset), str(encoder), ACL18Config(lag_days=lag_days, max_tweets=max_tweets))
+    config = DailyMovementConfig(lag_days=lag_days, max_tweets=max_tweets)
+    samples = load_daily_movement(lake, str(dataset), str(dataset), str(encoder), config, text_days="stocknet_files")
     check_counts(samples)
     results = []
     for cfg in configs:
@@ -220,9 +221,9 @@ def results_markdown(command: str, run: BenchmarkRun) -> str:
     return "\n".join(lines)
 
 
-def samples_note(samples: ACL18Samples) -> str:
+def samples_note(samples: DailyMovementSamples) -> str:
     counts = samples.counts()
-    spans = ", ".join(f"{name} [{start}, {end}) {counts[name]:,}" for name, (start, end) in SPLITS.items())
+    spans = ", ".join(f"{name} [{start}, {end}) {counts[name]:,}" for name, (start, end) in ACL18_SPLITS.items())
     return f"StockNet targets by split: {spans}; {samples.up_rate():.2%} up; lag window {samples.config.lag_days} days"
 
 

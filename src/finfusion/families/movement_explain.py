@@ -1,7 +1,7 @@
 """Explanations of a trained movement classifier's decision (`finfusion explain RUN --at SYMBOL:DATE`, movement runs).
 
-For the target (symbol, day) of a split (samples/acl18.py; L lag days, C price channels, N tweets per day, D text
-dim), the explained output is the probability of the class the model predicts (softmax of its `logits` [B, 2]):
+For the target (symbol, day) of a split (samples/daily_movement.py; L lag days, C price channels, N tweets per day, D
+text dim), the explained output is the probability of the class the model predicts (softmax of its `logits` [B, 2]):
 
 - Integrated Gradients (evaluation/explain.py) per lag day and price channel of `past` [L, C] (models that read
   prices) and per tweet of `text_emb` [L, N, D], summed over D (models that read tweets), from all-zero inputs;
@@ -11,7 +11,7 @@ dim), the explained output is the probability of the class the model predicts (s
 - permutation importance over the split's targets: the rise in the Brier score of P(up) against the label when a
   price channel, or the tweets (with their masks and ages), are shuffled across the targets.
 
-Tweets are named by the texts the samples were built from (`ACL18Samples.texts`): the tweet of a slot is its
+Tweets are named by the texts the samples were built from (`DailyMovementSamples.texts`): the tweet of a slot is its
 symbol's text with the slot's embedding row published closest to the decision instant minus the slot's age.
 """
 
@@ -44,14 +44,14 @@ from finfusion.evaluation.explanation import (
     instant,
     planted_ids,
 )
-from finfusion.samples.acl18 import PRICE_CHANNELS, ACL18Dataset, ACL18Samples
 from finfusion.samples.contract import LABEL, PAST, PAST_MASK, TEXT_AGE, TEXT_EMB, TEXT_MASK
+from finfusion.samples.daily_movement import PRICE_CHANNELS, DailyMovementDataset, DailyMovementSamples
 
 _US_PER_DAY = 86_400_000_000
 CLASSES = ("down", "up")
 
 
-def _target_of(samples: ACL18Samples, dataset: ACL18Dataset, symbol: str, day: date) -> int:
+def _target_of(samples: DailyMovementSamples, dataset: DailyMovementDataset, symbol: str, day: date) -> int:
     """The position in `dataset` of `symbol`'s target on `day`."""
     position = check_symbol(symbol, samples.symbols)
     ours = np.flatnonzero(samples.symbol_index[dataset.rows] == position)
@@ -59,7 +59,7 @@ def _target_of(samples: ACL18Samples, dataset: ACL18Dataset, symbol: str, day: d
     return decision_on(symbol, day, ours.tolist(), days)
 
 
-def _tweets(samples: ACL18Samples, row: int, symbol: str) -> pl.DataFrame:
+def _tweets(samples: DailyMovementSamples, row: int, symbol: str) -> pl.DataFrame:
     """The tweets of target `row`: [slot (l * N + n), id, published_at, title], in slot order."""
     index = samples.tweet_index[row]  # [L, N]
     steps, slots = np.nonzero(index >= 0)
@@ -129,7 +129,7 @@ def _probability(model: Any, label: int) -> Output:
 
 
 def explain_target(
-    model: Any, samples: ACL18Samples, cfg: Any, symbol: str, day: date, split: str, steps: int = 64
+    model: Any, samples: DailyMovementSamples, cfg: Any, symbol: str, day: date, split: str, steps: int = 64
 ) -> Explanation:
     """Explain `model`'s movement call for `symbol` on `day` (a target of `split`; see the module docstring)."""
     dataset = samples.dataset(split)
@@ -168,7 +168,7 @@ def explain_target(
     )
 
 
-def split_permutation(model: Any, dataset: ACL18Dataset, keys: list[str]) -> dict[str, float]:
+def split_permutation(model: Any, dataset: DailyMovementDataset, keys: list[str]) -> dict[str, float]:
     """Permutation importance per price channel and for the tweets (those of `keys` the model reads) over the last
     `PERMUTATION_SAMPLES` targets of the split: the rise in the Brier score of P(up) against the label."""
     count = len(dataset)

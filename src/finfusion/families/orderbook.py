@@ -10,12 +10,13 @@
 - Predictions: the lake's `classifications` table (label set `mid_price`; prob_positive = P(up)).
 - Evaluation: every model trained with selection on validation, the test span scored once: accuracy, macro F1,
   MCC; the model against each baseline by a paired block bootstrap of the macro-F1 difference (one-sided p).
+- Explanations: the symbol's last decision of a day (families/orderbook_explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,13 @@ class OrderBookFamily(Family):
 
     def predict_between(self, run: LoadedRun, start: datetime | None, end: datetime) -> pl.DataFrame:
         raise FinfusionError("the order-book family is not served by the bar pipelines' jobs (its data are events)")
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.families.orderbook_explain import explain_decision
+
+        if planted:
+            raise FinfusionError("--planted: the planted-news rate is measured on forecast runs, not order-book runs")
+        return {"decision": explain_decision(run.model, run.data, run.cfg, symbol, day, span, steps).as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from omegaconf import OmegaConf, open_dict

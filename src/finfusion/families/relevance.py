@@ -13,13 +13,15 @@ stock over the next 7 and 30 days (the dual-tower model of seed 004).
   regression and LightGBM on the same features (and, for direction, the majority class and the previous sign),
   Diebold-Mariano tests, feature-group importance (permutation, integrated gradients) and the context x stock heat
   map.
+- Explanations (`finfusion explain`): the first horizon's score of one stock and week, per feature and feature group
+  (relevance/explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -92,6 +94,7 @@ class RelevanceFamily(Family):
 
         from finfusion.forecasting.data import ensure_bars
         from finfusion.samples.relevance import (
+            feature_groups,
             fit_state,
             raw_samples,
             relevance_options,
@@ -118,8 +121,9 @@ class RelevanceFamily(Family):
         samples, finite = samples_from(raw, state)
         # a training batch of one sample cannot be batch-normalised: the shuffled loader drops a short last batch
         loader = shuffled_loader(int(options["batch_size"]), int(options["num_workers"]), drop_short_last=True)
-        context_names = [name for names in state["context_groups"].values() for name in names]
-        stock_names = [name for names in state["stock_groups"].values() for name in names]
+        context_groups, stock_groups = feature_groups(state)
+        context_names = [name for names in context_groups.values() for name in names]
+        stock_names = [name for names in stock_groups.values() for name in names]
         return FamilyData(
             train=samples.subset(masks["train"][finite]),
             val=samples.subset(masks["val"][finite]),
@@ -173,6 +177,15 @@ class RelevanceFamily(Family):
         chosen = everything.subset((origins > first) & (origins <= instant_us(end)))
         state = run.data.state
         return relevance_rows(run.model, chosen, state["symbols"], state["horizons"])
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.relevance.explain import explain_score
+
+        if planted:
+            raise FinfusionError("--planted: the planted-news rate is measured on forecast runs, not relevance runs")
+        samples = getattr(run.data, span)
+        explained = explain_score(run.model, samples, run.data.state, str(run.cfg.model.name), symbol, day, steps)
+        return {"decision": explained.as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.data.sources.synthetic_ingest import planted_sensitivity

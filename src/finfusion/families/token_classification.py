@@ -10,13 +10,14 @@ tokens family) or from scratch, fine-tuned on direction, volatility-regime or tr
 - Predictions: the lake's `classifications` table (dataset = run name).
 - Evaluation: fine-tuning with selection on validation, the test span scored once: accuracy, MCC and F1 against the
   majority class of the training span and, for direction, the previous k-bar sign.
+- Explanations: the class of a window, or the tagger's tag of its last bar (families/token_classification_explain.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -160,6 +161,15 @@ class TokenClassificationFamily(Family):
         origins = everything.column(ORIGIN_US)
         first = np.iinfo(np.int64).min if start is None else instant_us(start)
         return _rows(run, everything.subset((origins > first) & (origins <= instant_us(end))))
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.families.token_classification_explain import explain_window
+
+        if planted:
+            raise FinfusionError(
+                "--planted: the planted-news rate is measured on forecast runs, not token_classification runs"
+            )
+        return {"decision": explain_window(run.model, run.data, run.cfg, symbol, day, span, steps).as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         import numpy as np

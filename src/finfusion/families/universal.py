@@ -9,6 +9,8 @@ never saw.
 - State: the split instants, the universe and the columns.
 - Predictions: the lake's forecasts table (dataset = run name), like the forecast family's.
 - Evaluation: pre-training with selection on validation, then the test span of `evaluation.symbols` forecast once.
+- Explanations (`finfusion explain`): the mean of the next bar's forecast distribution of one asset and day, per
+  lookback bar and channel (forecasting/universal_explain.py).
 
 A pre-training run is also a checkpoint folder: a forecast experiment starts from it with `model.pretrained=RUN`
 (zero-shot with `trainer.max_epochs=0`, fine-tuned otherwise).
@@ -17,7 +19,7 @@ A pre-training run is also a checkpoint folder: a forecast experiment starts fro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +132,15 @@ class UniversalFamily(Family):
         first = -np.inf if start is None else int(to_us(pl.Series([start]))[0])
         chosen = everything.subset((origins > first) & (origins <= int(to_us(pl.Series([end]))[0])))
         return lake_frame(forecasts_of(run.model, chosen))
+
+    def explain(self, run: LoadedRun, symbol: str, day: date, span: str, steps: int, planted: bool) -> dict[str, Any]:
+        from finfusion.forecasting.universal_explain import explain_forecast
+
+        if planted:
+            raise FinfusionError("--planted: the planted-news rate is measured on forecast runs, not universal runs")
+        windows = getattr(run.data, span)
+        explained = explain_forecast(run.model, windows, str(run.cfg.model.name), symbol, day, steps)
+        return {"decision": explained.as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
         from finfusion.families.forecast import scored_result

@@ -24,6 +24,7 @@ from finfusion.relevance.baselines import DIRECTION_BASELINES, BaselineOutputs, 
 from finfusion.relevance.importance import GroupImportance, group_columns, group_importance
 from finfusion.relevance.predict import model_outputs
 from finfusion.samples.contract import CONTEXT, DIRECTION, LABEL_MASK, ORIGIN_US, RELEVANCE, STOCK
+from finfusion.samples.relevance import feature_groups
 
 EVALUATION_DEFAULTS: dict[str, Any] = {
     "baselines": ["zero", "ridge", "lightgbm", "majority_class", "previous_sign"],
@@ -110,7 +111,7 @@ def score_relevance(
     for name, baseline in baselines.items():
         score = None if name in DIRECTION_BASELINES else baseline.score
         metrics[name] = _metrics(score, baseline.up, label, direction, known, horizons)
-    columns = group_columns(state["context_groups"], state["stock_groups"])
+    columns = group_columns(*feature_groups(state))
     importance = group_importance(
         model, test, columns, len(state["symbols"]), repeats=int(importance_options["repeats"]),
         steps=int(importance_options["integrated_gradients_steps"]),
@@ -135,7 +136,7 @@ def _outside_training_range(train: Any, test: Any, state: Mapping[str, Any], sha
     """One note per feature whose test values fall outside the training span's range for more than `share` of the
     test samples (a level that drifted: the model extrapolates there)."""
     notes = []
-    for key, groups in ((CONTEXT, state["context_groups"]), (STOCK, state["stock_groups"])):
+    for key, groups in zip((CONTEXT, STOCK), feature_groups(state), strict=True):
         names = [name for group in groups.values() for name in group]
         seen, scored = train.column(key), test.column(key)
         outside = ((scored < seen.min(axis=0)) | (scored > seen.max(axis=0))).mean(axis=0)

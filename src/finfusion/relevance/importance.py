@@ -34,7 +34,8 @@ class GroupImportance:
 
 
 def group_columns(context_groups: Mapping[str, Sequence[str]], stock_groups: Mapping[str, Sequence[str]]) -> dict:
-    """Group name -> (input key, column positions)."""
+    """Group name -> (input key, column positions), the groups in the order of their columns (as a run's state
+    stores them: samples/relevance.py `feature_groups`)."""
     columns: dict[str, tuple[str, list[int]]] = {}
     for key, groups in ((CONTEXT, context_groups), (STOCK, stock_groups)):
         start = 0

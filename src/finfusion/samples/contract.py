@@ -14,7 +14,7 @@ channels, N texts, D text dim, S tokens per text):
 - `text_ids`      [N, S] int64    token ids of the texts of `text_emb`, for models that encode text themselves
 - `text_ids_mask` [N, S] bool     True on real tokens; a text slot with no True token is empty
 
-Movement samples (samples/acl18.py; L lag days, N tweets per day, C price channels):
+Movement samples (samples/daily_movement.py; L lag days, N tweets per day, C price channels):
 
 - `past` [L, C], `past_mask` [L] (steps left-padded, the target step last)
 - `text_emb`      [L, N, D] float32  each lag day's tweets (oldest first); `text_mask` [L, N] bool

@@ -19,7 +19,9 @@ Labels, per horizon h: r_h = log(adjusted close of the last bar at or before t +
 when the stock has a bar at or after t + h days; `relevance` = tanh(r_h / s_h) in [-1, 1] with s_h the standard
 deviation of r_h over the training samples; `direction` = 1 when r_h > 0. Features are z-scored with the training
 samples' statistics. Everything fitted (PCA, z-scores, label scales, split instants, universe) is the `state`,
-fitted only on training samples and reused as stored afterwards.
+fitted only on training samples and reused as stored afterwards; it names the feature groups as lists of
+[group, feature names] pairs in the columns' order (`feature_groups` reads them), an order that a JSON object's keys
+would lose (state.json is written with sorted keys).
 
 Splits (embargo of the longest horizon): training samples have t + max(h) days before `train_end`; validation
 samples start at `train_end` and have t + max(h) days before `val_end`; test samples start at `val_end`.
@@ -313,8 +315,8 @@ def fit_state(
         "val_end_us": val_end,
         "symbols": list(raw.symbols),
         "horizons": list(options["horizons"]),
-        "context_groups": groups,
-        "stock_groups": {group: list(names) for group, names in STOCK_GROUPS.items()},
+        "context_groups": [[group, names] for group, names in groups.items()],
+        "stock_groups": [[group, list(names)] for group, names in STOCK_GROUPS.items()],
         "news_projection": pca,
         "context_mean": context[rows].mean(axis=0).tolist(),
         "context_std": _spread(context[rows]).tolist(),
@@ -322,6 +324,21 @@ def fit_state(
         "stock_std": _spread(raw.stock[rows]).tolist(),
         "label_scale": _spread(raw.forward_return[rows]).tolist(),
     }
+
+
+def feature_groups(state: Mapping[str, Any]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The context and the stock groups of a fitted `state` (group -> its feature names), in the order of the
+    samples' columns (`context` [Fc], `stock` [Fs]): the state stores them as [group, feature names] pairs."""
+    groups = []
+    for key in ("context_groups", "stock_groups"):
+        pairs = state[key]
+        if not isinstance(pairs, list):
+            raise FinfusionError(
+                f"the run's state stores {key} without their order (written before the order was stored): train the "
+                "run again"
+            )
+        groups.append({str(group): [str(name) for name in names] for group, names in pairs})
+    return groups[0], groups[1]
 
 
 def _spread(values: np.ndarray) -> np.ndarray:
@@ -332,7 +349,7 @@ def _spread(values: np.ndarray) -> np.ndarray:
 def samples_from(raw: RawSamples, state: Mapping[str, Any]) -> tuple[TensorSamples, np.ndarray]:
     """The normalised samples of the rows with every feature, and the mask [N] of those rows."""
     context = _context_matrix(raw, state["news_projection"])
-    names = [name for group in state["context_groups"].values() for name in group]
+    names = [name for group in feature_groups(state)[0].values() for name in group]
     if context.shape[1] != len(names):
         raise FinfusionError(f"the run was trained on {len(names)} context features, the data gives {context.shape[1]}")
     finite = np.isfinite(context).all(axis=1) & np.isfinite(raw.stock).all(axis=1)

@@ -104,6 +104,19 @@ class PatchMixture:
         mixed = torch.logsumexp(torch.stack(parts, dim=-1) + self.log_weights, dim=-1)
         return mixed - torch.log(self.scale)
 
+    def mean(self) -> Tensor:
+        """The mean [B, N, P] of each value's mixture in the series' units: the components' means weighed by the
+        mixture's weights, deterministic and differentiable (the expectation of `sample`'s draws, which draw from
+        every component whatever its support)."""
+        means = torch.stack(
+            [
+                _torch_distribution(name, params).mean
+                for name, params in zip(self.components, self.parameters, strict=True)
+            ],
+            dim=-1,
+        )  # [B, N, P, K], in the scaled units
+        return (self.log_weights.exp() * means).sum(dim=-1) * self.scale + self.loc
+
     def sample(self, count: int) -> Tensor:
         """`count` draws [S, B, N, P] in the series' units (torch's global generator)."""
         shape = torch.Size((count,))

@@ -4,6 +4,8 @@ Shapes: B windows, L context (`context_length`), C input channels, T targets (`t
 The targets are forecast from their own history and the other channels' (past-only covariates) by the masked
 encoder (module.py); training minimises the mixture's negative log-likelihood of `future` (trained by the
 generative task: `training_losses`, `sample`), prediction draws `num_samples` paths [B, S, H, T] and their median.
+Explanations attribute the mixture's mean instead (`mean_forecast`, `explained_output`): deterministic and
+differentiable, where the draws are neither.
 
 The weights come from a preset (`tiny`, `small`, `base`, `large`) or, with `pretrained`, from a local folder holding a
 published checkpoint or a finfusion pre-training run's export (config.json + model.safetensors): zero-shot forecasts
@@ -140,6 +142,21 @@ class Moirai(nn.Module, Capabilities):
         shape = (tokens.target.shape[0], len(self.target_index), self.n_horizon)
         paths = draws[:, 0].unflatten(1, shape).flatten(-2)[..., : self.horizon]  # [S, B, T, H]
         return paths.permute(1, 0, 3, 2)  # [B, S, H, T]
+
+    def mean_forecast(self, batch: Batch) -> Tensor:
+        """The mean of the predictive mixture [B, H, T] of every target and horizon step, in the series' units:
+        deterministic and differentiable in `past`, the expectation of the paths `sample` draws from the same
+        mixture."""
+        tokens = self._tokens(batch, with_future=False)
+        mixture = self.module.predictive(*tokens.as_arguments(), width=self.patch_size)  # [1, B T Nh, p]
+        shape = (tokens.target.shape[0], len(self.target_index), self.n_horizon)
+        means = mixture.mean()[0].unflatten(0, shape).flatten(-2)[..., : self.horizon]  # [B, T, H]
+        return means.transpose(1, 2)
+
+    def explained_output(self, batch: Batch) -> Tensor:
+        """[B]: the mean forecast of the first target summed over the horizon (`mean_forecast`; the point forecast,
+        the median of random draws, has no gradient)."""
+        return self.mean_forecast(batch)[..., 0].sum(dim=1)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         samples = self.sample(batch)
