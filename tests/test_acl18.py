@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
 from finfusion.families.movement import evaluate_seed, family_data, scores
-from finfusion.families.movement_benchmark import BenchmarkRun, check_counts, results_markdown
+from finfusion.families.movement_benchmark import BenchmarkRun, ProtocolRun, check_counts
+from finfusion.families.movement_benchmark_page import results_markdown
 from finfusion.models.movement.fusion import MovementFusion
 from finfusion.models.movement.price import MovementPrice
 from finfusion.models.movement.text import MovementText
@@ -349,8 +351,12 @@ def test_evaluate_seed_selects_on_dev_and_scores_test(tmp_path: Path, planted: D
     assert result.dev.mcc > 0.3 and result.test.mcc > 0.3  # the planted signal carries to unseen splits
     dev_only = evaluate_seed(cfg, seed=0, run_dir=tmp_path / "run", data=data, evaluate_test=False)
     assert dev_only.test is None and dev_only.dev == result.dev  # same seed, same selection
-    page = results_markdown("finfusion benchmark stocknet --data X", BenchmarkRun([cfg], [result], "tiny"))
+    twin = replace(result, experiment="tiny_fusion_placebo")
+    run = BenchmarkRun([cfg], [ProtocolRun("all", samples, [result, twin])], "tiny")
+    page = results_markdown("finfusion benchmark stocknet --data X", run)
     assert "| **tiny fusion model** |" in page and "MAN-SF" in page and "0.608" in page
+    assert "| tiny fusion model, seed ensemble |" in page and "| previous_sign (direction baseline) |" in page
+    assert "| tiny_fusion | tiny_fusion_placebo | +0.0000 |" in page and "placebo twin of tiny fusion model" in page
     with pytest.raises(FinfusionError, match="do not match the published benchmark"):
         check_counts(samples)
 

@@ -64,12 +64,8 @@ def stocknet(
     import torch
 
     from finfusion.data.lake import Lake
-    from finfusion.families.movement_benchmark import (
-        DEFAULT_EXPERIMENTS,
-        results_markdown,
-        run_benchmark,
-        write_markdown,
-    )
+    from finfusion.families.movement_benchmark import DEFAULT_EXPERIMENTS, run_benchmark
+    from finfusion.families.movement_benchmark_page import results_markdown, write_markdown
 
     if threads is not None:
         torch.set_num_threads(threads)

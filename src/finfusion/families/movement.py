@@ -148,7 +148,8 @@ def scores(labels: np.ndarray, predicted: np.ndarray) -> Scores:
 
 @dataclass(frozen=True)
 class SeedResult:
-    """One experiment and seed: the epoch chosen on dev, its dev scores, its test scores (None when dev only)."""
+    """One experiment and seed: the epoch chosen on dev, its dev scores, its test scores and P(up) per test target
+    [M_test] (None when dev only)."""
 
     experiment: str
     seed: int
@@ -156,6 +157,7 @@ class SeedResult:
     dev: Scores
     test: Scores | None
     seconds: float
+    test_prob: np.ndarray | None = None
 
 
 def family_data(samples: DailyMovementSamples, cfg: DictConfig) -> FamilyData:
@@ -216,6 +218,7 @@ def evaluate_seed(
         dev=scores(dev["label"].to_numpy(), dev["predicted"].to_numpy()),
         test=None if test is None else scores(test["label"].to_numpy(), test["predicted"].to_numpy()),
         seconds=time.perf_counter() - started,
+        test_prob=None if test is None else test["prob_up"].to_numpy(),
     )
 
 

@@ -12,26 +12,19 @@ configs, the seeds and the machine.
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from finfusion.config import ConfigError, load_config
-from finfusion.data.atomic import atomic_path
 from finfusion.data.lake import Lake
 from finfusion.data.sources.stocknet import ingest_stocknet
 from finfusion.errors import FinfusionError
 from finfusion.families.movement import SeedResult, evaluate_seed, family_data
 from finfusion.features.text import embed_texts, load_encoder
-from finfusion.machine import cpu_name
 from finfusion.samples.daily_movement import (
     ACL18_SPLITS,
     PRICE_CHANNELS,
@@ -40,7 +33,7 @@ from finfusion.samples.daily_movement import (
     DailyMovementConfig,
     DailyMovementSamples,
 )
-from finfusion.samples.daily_movement_lake import load_daily_movement
+from finfusion.samples.daily_movement_lake import read_daily_inputs
 
 DEFAULT_EXPERIMENTS = ("stocknet_price", "stocknet_text", "stocknet_fusion")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -71,8 +64,8 @@ PUBLISHED: tuple[PublishedResult, ...] = (
 METHOD_NOTES = (
     "- Targets, labels and splits as in yumoxu/stocknet-code: movement = adj_close(t) / adj_close(t-1) - 1 (rounded "
     "to 6 decimals as in price/preprocessed), dropped inside [-0.5%, +0.55%), up if > 1e-7; a full price lookback "
-    "is required; the code's extra rule that every lag day has a tweet is not applied (it leaves 6,651 targets), so "
-    "every target of the published 20,339 / 2,555 / 3,720 is scored.",
+    "is required. The first table scores every target of the published 20,339 / 2,555 / 3,720; the second applies "
+    "the code's extra rule that every lag day has a tweet (to train, dev and test alike; models retrained).",
     "- Inputs of target t (`samples/daily_movement.py`): the symbol's trading days in [t-4, t] are the steps; each "
     "step holds the price channels of the trading day before it and the tweets filed on the calendar days since the "
     "previous step (from t-5), the most recent `max_tweets` of them; tweets of day t itself never enter. The "
@@ -107,12 +100,31 @@ def check_counts(samples: DailyMovementSamples) -> None:
         )
 
 
+#: Protocol -> what its targets are.
+PROTOCOLS: dict[str, str] = {
+    "all": "every published target",
+    "tweets_every_day": "targets with a tweet on every lag day (the filter of the published code)",
+}
+#: The seed of the placebo twin's permutation of the tweets' contents.
+PLACEBO_SEED = 0
+
+
+@dataclass(frozen=True)
+class ProtocolRun:
+    """One protocol's samples and results: one per (experiment, seed); a text experiment's placebo twin (tweets'
+    contents permuted across dates) is the experiment `<name>_placebo`."""
+
+    name: str
+    samples: DailyMovementSamples
+    results: list[SeedResult]
+
+
 @dataclass(frozen=True)
 class BenchmarkRun:
-    """What `run_benchmark` did: the resolved configs, one result per (experiment, seed), the data summary."""
+    """What `run_benchmark` did: the resolved configs, each protocol's results, the data summary."""
 
     configs: list[DictConfig]
-    results: list[SeedResult]
+    protocols: list[ProtocolRun]
     data_note: str
 
 
@@ -125,8 +137,14 @@ def run_benchmark(
     overrides: Sequence[str] = (),
     dev_only: bool = False,
     on_result: Callable[[SeedResult], None] | None = None,
+    protocols: Sequence[str] = tuple(PROTOCOLS),
 ) -> BenchmarkRun:
-    """Every experiment (a config name or YAML path) with every seed on the StockNet copy at `data`."""
+    """Every experiment (a config name or YAML path) with every seed on the StockNet copy at `data`, under each
+    protocol; text experiments also train their placebo twin."""
+    from dataclasses import replace
+
+    from finfusion.families.movement_evaluation import reads_texts
+
     try:
         configs = [load_config(name, overrides) for name in experiments]
     except ConfigError as exc:
@@ -136,99 +154,39 @@ def run_benchmark(
         raise FinfusionError(
             "the experiments of one benchmark run must share data.dataset, encoder, lag_days and max_tweets"
         )
+    if unknown := [name for name in protocols if name not in PROTOCOLS]:
+        raise FinfusionError(f"unknown protocol {unknown[0]!r}: use {', '.join(PROTOCOLS)}")
     ((dataset, encoder, lag_days, max_tweets),) = data_cfgs
     prepare_lake(lake, data, str(dataset), str(encoder))
     config = DailyMovementConfig(lag_days=lag_days, max_tweets=max_tweets)
-    samples = load_daily_movement(lake, str(dataset), str(dataset), str(encoder), config, text_days="stocknet_files")
+    inputs = read_daily_inputs(lake, str(dataset), str(dataset), str(encoder), text_days="stocknet_files")
+    samples = inputs.build(config)
     check_counts(samples)
-    results = []
-    for cfg in configs:
-        data = family_data(samples, cfg)
-        for seed in seeds:
-            run_dir = runs / str(cfg.name) / f"seed{seed}"
-            result = evaluate_seed(cfg, seed, run_dir, data, evaluate_test=not dev_only)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    return BenchmarkRun(configs, results, samples_note(samples))
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    array = np.asarray(values, dtype=np.float64)
-    spread = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return f"{array.mean():.4f} ± {spread:.4f}"
-
-
-def machine() -> str:
-    """The CPU / GPU, core count, torch threads and versions this process runs with."""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu_name()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, {gpu}; "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"lightning {L.__version__}"
-    )
-
-
-def results_markdown(command: str, run: BenchmarkRun) -> str:
-    """The results page: our rows (mean ± std over seeds) beside the published ones, per-seed rows, configs."""
-    configs, results = run.configs, run.results
-    seeds = sorted({r.seed for r in results})
-    lines = [
-        "# StockNet (ACL18) benchmark",
-        "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `{command}` (do not edit by hand).",
-        "",
-        f"- Data: {run.data_note}",
-        f"- Seeds: {', '.join(map(str, seeds))}; selection on the dev split only (checkpoint with the best dev MCC); "
-        "the test split is scored once per configuration and seed.",
-        f"- Machine: {machine()}",
-        "- Metrics: accuracy, Matthews correlation (MCC), F1 of the up class; ours are mean ± sample standard "
-        "deviation over the seeds.",
-        "",
-        "## Test split (2015-10-01 to 2015-12-31, 3,720 targets)",
-        "",
-        "| model | accuracy | MCC | F1 (up) | source |",
-        "|---|---|---|---|---|",
-    ]
-    by_experiment: dict[str, list[SeedResult]] = {}
-    for r in results:
-        by_experiment.setdefault(r.experiment, []).append(r)
-    for cfg in configs:
-        runs = [r for r in by_experiment.get(str(cfg.name), []) if r.test is not None]
-        if runs:
-            lines.append(
-                f"| **{cfg.label}** | {_mean_std([r.test.accuracy for r in runs])} | "
-                f"{_mean_std([r.test.mcc for r in runs])} | {_mean_std([r.test.f1 for r in runs])} | "
-                f"this run ({cfg.name}, {len(runs)} seeds) |"
-            )
-    lines += [f"| {p.model} | {p.accuracy:.4g} | {p.mcc:.4g} | | {p.source} |" for p in PUBLISHED]
-    lines += [
-        "",
-        "## Dev split (selection) and per-seed results",
-        "",
-        "| experiment | seed | epoch chosen | dev accuracy | dev MCC | test accuracy | test MCC | test F1 | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        test = f"{r.test.accuracy:.4f} | {r.test.mcc:.4f} | {r.test.f1:.4f}" if r.test else "- | - | -"
-        lines.append(
-            f"| {r.experiment} | {r.seed} | {r.epoch} | {r.dev.accuracy:.4f} | {r.dev.mcc:.4f} | {test} | "
-            f"{r.seconds:.0f} |"
-        )
-    lines += ["", "## How the benchmark is built", "", *METHOD_NOTES, "", "## Configs", ""]
-    for cfg in configs:
-        lines += [f"### {cfg.name}", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).rstrip(), "```", ""]
-    return "\n".join(lines)
+    texts = [cfg for cfg in configs if reads_texts(str(cfg.model.name))]
+    placebo = inputs.with_texts_permuted(PLACEBO_SEED).build(config) if texts else None
+    done = []
+    for protocol in protocols:
+        keep = samples.every_step_has_text() if protocol == "tweets_every_day" else np.ones(len(samples.labels), bool)
+        real = samples.restricted(keep)
+        results = []
+        for cfg in configs:
+            variants = [(str(cfg.name), real)]
+            if placebo is not None and cfg in texts:
+                variants.append((f"{cfg.name}_placebo", placebo.restricted(keep)))
+            for name, version in variants:
+                data_part = family_data(version, cfg)
+                for seed in seeds:
+                    run_dir = runs / protocol / name / f"seed{seed}"
+                    result = evaluate_seed(cfg, seed, run_dir, data_part, evaluate_test=not dev_only)
+                    result = replace(result, experiment=name)
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+        done.append(ProtocolRun(protocol, real, results))
+    return BenchmarkRun(configs, done, samples_note(samples))
 
 
 def samples_note(samples: DailyMovementSamples) -> str:
     counts = samples.counts()
     spans = ", ".join(f"{name} [{start}, {end}) {counts[name]:,}" for name, (start, end) in ACL18_SPLITS.items())
     return f"StockNet targets by split: {spans}; {samples.up_rate():.2%} up; lag window {samples.config.lag_days} days"
-
-
-def write_markdown(path: Path, text: str) -> Path:
-    """Write `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-    return path

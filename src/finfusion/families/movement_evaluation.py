@@ -150,7 +150,7 @@ def _scored_model(labels: np.ndarray, probs: np.ndarray) -> Scored:
     return Scored(probs.mean(axis=0), (probs.mean(axis=0) > 0.5).astype(np.int64), error, metrics, collapsed)
 
 
-def _daily_test(days: np.ndarray, error: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def daily_error_test(days: np.ndarray, error: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """One-sided DM of the daily mean errors of the model against a reference ([M] each, days [M])."""
     from finfusion.evaluation.significance import diebold_mariano
 
@@ -228,7 +228,7 @@ def _tests(
             "decisions": int(keep.sum()),
             "metric": "direction error",
             "test": DM_TEST,
-            **_daily_test(days[keep], scored[name].error[keep], scored[other].error[keep]),
+            **daily_error_test(days[keep], scored[name].error[keep], scored[other].error[keep]),
         }
         for other in references
         for subset, keep in subsets.items()

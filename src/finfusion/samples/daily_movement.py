@@ -219,6 +219,26 @@ class DailyMovementSamples:
         """Texts seen by each target [M] (over all its steps)."""
         return (self.tweet_index >= 0).sum(axis=(1, 2))
 
+    def every_step_has_text(self) -> np.ndarray:
+        """Whether each target [M] has a text on every step of its window (StockNet's published code keeps only
+        these)."""
+        has = (self.tweet_index >= 0).any(axis=2)  # [M, L]
+        return np.all(has | ~self.step_mask, axis=1)
+
+    def restricted(self, keep: np.ndarray) -> DailyMovementSamples:
+        """Only the targets where `keep` [M] bool is True (every split alike)."""
+        return replace(
+            self,
+            targets=self.targets.filter(pl.Series(keep)),
+            price=self.price[keep],
+            step_mask=self.step_mask[keep],
+            tweet_index=self.tweet_index[keep],
+            tweet_age=self.tweet_age[keep],
+            symbol_index=self.symbol_index[keep],
+            labels=self.labels[keep],
+            origin_us=self.origin_us[keep],
+        )
+
     def without_texts(self) -> DailyMovementSamples:
         """The same targets with every text removed (a price-only twin of a text model: same inputs, no text)."""
         return replace(self, tweet_index=np.full_like(self.tweet_index, -1), tweet_age=np.zeros_like(self.tweet_age))
