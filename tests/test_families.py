@@ -124,6 +124,10 @@ MOVEMENT = [
     "evaluation.seeds=[0]",
 ]  # fmt: skip
 TINY |= {name: MOVEMENT for name in ("stocknet_price", "stocknet_text", "stocknet_fusion")}
+TINY["movement_kdd17"] = [
+    *MOVEMENT, "data.dataset=synthetic", "data.lag_days=5",
+    "data.splits={train: [2018-01-01, 2019-07-01], dev: [2019-07-01, 2020-01-01], test: [2020-01-01, 2020-07-01]}",
+]  # fmt: skip
 TINY["movement_daily"] = [
     *MOVEMENT, "data.max_tweets=2", "evaluation.folds=2",
     "data.splits={train: [2018-01-01, 2019-07-01], dev: [2019-07-01, 2020-01-01], test: [2020-01-01, 2020-07-01]}",

@@ -49,7 +49,14 @@ if TYPE_CHECKING:
     from finfusion.samples.daily_movement import DailyMovementConfig, DailyMovementSamples
     from finfusion.samples.daily_movement_lake import DailyInputs
 
-EVALUATION_DEFAULTS: dict[str, Any] = {"seeds": [0, 1, 2], "folds": 1, "placebo_seed": 0, "twins": True}
+#: `published`: rows shown beside ours on the results page, [{model, accuracy, mcc, source}, ...].
+EVALUATION_DEFAULTS: dict[str, Any] = {
+    "seeds": [0, 1, 2],
+    "folds": 1,
+    "placebo_seed": 0,
+    "twins": True,
+    "published": [],
+}
 SIGN_BASELINES = ("majority_class", "previous_sign", "drift_sign", "logistic_direction")
 SUBSETS = ("all", "with_texts", "without_texts")
 DM_TEST = "Diebold-Mariano (HLN), one-sided, on daily mean 0/1 errors"
@@ -208,7 +215,8 @@ def evaluate_movement(
     test_days, seen = np.concatenate(days), np.concatenate(text_counts)
     tests = _tests(name, scored, truth, test_days, seen, twins)
     _write_run(run_dir, name, scored, truth, test_days, np.concatenate(symbols), tests, config.horizon)
-    return _result(cfg, name, scored, tests, folds, seeds, twins, truth, seen)
+    published = [published_row(row) for row in options["published"]]
+    return _result(name, scored, tests, folds, seeds, truth, seen, published)
 
 
 def _tests(
@@ -277,23 +285,35 @@ def _write_run(
     write_report(run_dir)
 
 
+def published_row(row: Any) -> dict[str, Any]:
+    """One `evaluation.published` row, checked: {model, accuracy, mcc, source}."""
+    keys = {"model", "accuracy", "mcc", "source"}
+    if not isinstance(row, Mapping) or set(row) != keys:
+        raise FinfusionError(f"evaluation.published: each row is {{model, accuracy, mcc, source}}, got {row!r}")
+    try:
+        return {"model": str(row["model"]), "accuracy": float(row["accuracy"]), "mcc": float(row["mcc"]),
+                "source": str(row["source"])}  # fmt: skip
+    except (TypeError, ValueError):
+        raise FinfusionError(f"evaluation.published: accuracy and mcc must be numbers, got {row!r}") from None
+
+
 def _result(
-    cfg: DictConfig,
     name: str,
     scored: Mapping[str, Scored],
     tests: list[dict[str, Any]],
     folds: list[DailyMovementSamples],
     seeds: list[int],
-    twins: bool,
     truth: np.ndarray,
     seen: np.ndarray,
+    published: list[dict[str, Any]],
 ) -> EvaluationResult:
     from finfusion.families.movement_page import write_movement_page
 
     first, last = folds[0].config.spans["test"][0], folds[-1].config.spans["test"][1]
     notes = [
         f"test {first} to {last} over {len(folds)} fold(s), {len(truth):,} decisions, {np.mean(truth):.1%} up, "
-        f"{np.mean(seen > 0):.1%} with a text; selection on dev only; seeds {', '.join(map(str, seeds))}",
+        f"{f'{np.mean(seen > 0):.1%} with a text; ' if seen.any() else ''}selection on dev only; seeds "
+        f"{', '.join(map(str, seeds))}",
         *(
             f"{t['model']} vs {t['baseline']} ({t['subset']}, {t['decisions']:,} decisions): accuracy gain "
             f"{t['accuracy_gain']:+.4f}, {DM_TEST} p = {t['p_value']:.4f}"
@@ -307,7 +327,7 @@ def _result(
     ]
 
     def page(path: Path, command: str, title: str) -> Path:
-        return write_movement_page(path, command, title, name, scored, tests, notes, folds, seeds, truth)
+        return write_movement_page(path, command, title, name, scored, tests, notes, folds, seeds, truth, published)
 
     return EvaluationResult(
         models={model: result.metrics for model, result in scored.items()},
