@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -240,3 +241,22 @@ def test_adjusted_close_comes_from_the_dataset_or_is_refused_when_partly_empty()
     partly = bars.with_columns(adj_close=pl.Series([10.0, None, 12.0]))
     with pytest.raises(FinfusionError, match="adj_close is empty for AAA"):
         with_adjusted_close(partly, "mine")
+
+
+def test_a_given_label_column_is_the_target_and_never_mixed_or_missing() -> None:
+    rng = np.random.default_rng(1)
+    close = list(50 * np.exp(np.cumsum(rng.normal(0, 0.02, 100))))
+    given = rng.choice([-1, 1], size=100)
+    bars = bars_frame({"AAA": close}).with_columns(label=pl.Series(given).cast(pl.Int64))
+    config = replace(small_config(), label="given")
+    samples = build_daily_movement(bars, None, None, config)
+    days = bars["ts"].dt.date().to_list()
+    expected = [int(given[days.index(day)] > 0) for day in samples.targets["day"].to_list()]
+    assert samples.labels.tolist() == expected and samples.labels.min() == 0 and samples.labels.max() == 1
+    mixed = bars.with_columns(label=pl.Series([0, *given[1:]]).cast(pl.Int64))
+    with pytest.raises(FinfusionError, match=r"labels are \[-1, 0, 1\]"):
+        build_daily_movement(mixed, None, None, config)
+    with pytest.raises(FinfusionError, match="no label column"):
+        build_daily_movement(bars.drop("label"), None, None, config)
+    with pytest.raises(FinfusionError, match="no dead band"):
+        replace(config, up_threshold=0.01)

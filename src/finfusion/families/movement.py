@@ -3,7 +3,8 @@ ACL18 models: price GRU, tweets-only and price-queried fusion, models/movement/)
 
 - Config: `data` (lake, dataset: the bars; texts: a text dataset or null; encoder, lag_days, max_tweets, batch_size;
   horizon k, up_threshold / down_threshold (the dead band), decimals (movement rounding, null: none), splits ('acl18'
-  or {train, dev, test: [start, end]}), text_days (published or stocknet_files), text_scope (symbol or market)),
+  or {train, dev, test: [start, end]}), text_days (published or stocknet_files), text_scope (symbol or market),
+  label (move: the sign of the k-session move; given: the bars' own label column)),
   `model`, `task` (movement), `optim`, `trainer`, `evaluation` (seeds, folds, twins, placebo_seed).
 - Samples (samples/daily_movement.py, L lag days, N texts per step, C price channels, D text dim): `past` [L, C],
   `past_mask` [L], `text_emb` [L, N, D], `text_mask` [L, N], `text_age` [L, N] (no text keys without texts),
@@ -63,6 +64,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "splits": None,
     "text_days": "published",
     "text_scope": "symbol",
+    "label": "move",
 }
 
 
@@ -290,6 +292,7 @@ def daily_config(cfg: DictConfig) -> DailyMovementConfig:
         decimals=None if decimals is None else int(decimals),
         horizon=int(options["horizon"]),
         splits=splits_of(options["splits"]),
+        label=str(options["label"]),
     )
 
 

@@ -53,6 +53,8 @@ ACL18_SPLITS: dict[str, tuple[date, date]] = {
     "dev": (date(2015, 8, 1), date(2015, 10, 1)),
     "test": (date(2015, 10, 1), date(2016, 1, 1)),
 }
+#: Where a target's label comes from: the sign of its move (with the dead band), or the bars' own `label` column.
+LABEL_SOURCES = ("move", "given")
 #: The split names, in time order.
 SPLIT_NAMES = ("train", "dev", "test")
 PUBLISHED_COUNTS: dict[str, int] = {"train": 20_339, "dev": 2_555, "test": 3_720}
@@ -81,12 +83,17 @@ class DailyMovementConfig:
     decimals: int | None = 6
     horizon: int = 1
     splits: tuple[tuple[str, date, date], ...] = tuple((name, *span) for name, span in ACL18_SPLITS.items())
+    label: str = "move"
 
     def __post_init__(self) -> None:
         if self.lag_days < 1 or self.max_tweets < 1 or self.horizon < 1:
             raise FinfusionError("daily movement config: lag_days, max_tweets and horizon must be at least 1")
         if self.up_threshold < 0 or self.down_threshold < 0:
             raise FinfusionError("daily movement config: the dead-band thresholds are magnitudes and must be >= 0")
+        if self.label not in LABEL_SOURCES:
+            raise FinfusionError(f"daily movement config: label '{self.label}': use {' or '.join(LABEL_SOURCES)}")
+        if self.label == "given" and (self.up_threshold or self.down_threshold):
+            raise FinfusionError("daily movement config: a given label has no dead band (set both thresholds to 0)")
         if tuple(name for name, _, _ in self.splits) != SPLIT_NAMES:
             raise FinfusionError(f"daily movement config: the splits must be {', '.join(SPLIT_NAMES)}, in that order")
         ends = [date.min, *(end for _, _, end in self.splits[:-1])]
@@ -110,6 +117,19 @@ def dead_band_labels(moves: np.ndarray, config: DailyMovementConfig) -> np.ndarr
     labels = np.where(moves > 1e-7, 1, 0).astype(np.int64)
     labels[(moves >= -config.down_threshold) & (moves < config.up_threshold)] = -1
     return labels
+
+
+def given_labels(bars: pl.DataFrame) -> np.ndarray:
+    """The bars' own `label` column [n] as 1 (up) / 0 (down) / -1 (empty: not a target). A dataset's labels are
+    0 / 1 or -1 / +1, never a mix (0 would be ambiguous)."""
+    if "label" not in bars.columns:
+        raise FinfusionError("data.label 'given': the bars have no label column (ingest it with --map YOURS=label)")
+    values = bars["label"].cast(pl.Int64)
+    found = set(values.drop_nulls().unique().to_list())
+    if not (found <= {0, 1} or found <= {-1, 1}):
+        raise FinfusionError(f"data.label 'given': the bars' labels are {sorted(found)}; use 0 / 1 or -1 / +1")
+    up = (values > 0).fill_null(False).to_numpy().astype(np.int64)
+    return np.where(values.is_null().to_numpy(), -1, up)
 
 
 def horizon_moves(close: np.ndarray, horizon: int) -> np.ndarray:
@@ -271,6 +291,7 @@ def build_daily_movement(
         )
     scaled = normalizer.transform(features).select(PRICE_CHANNELS).to_numpy().astype(np.float32)
     raw_close = features["close"].to_numpy()
+    given = given_labels(bars) if config.label == "given" else np.full(bars.height, -1, dtype=np.int64)
     days_all = session_days(bars["ts"])
     symbols = tuple(bars["symbol"].unique(maintain_order=True).to_list())
     counts = bars.group_by("symbol", maintain_order=True).len()["len"].to_numpy().astype(np.int64)
@@ -281,6 +302,7 @@ def build_daily_movement(
             s,
             days_all[bounds[s] : bounds[s + 1]],
             raw_close[bounds[s] : bounds[s + 1]],
+            given[bounds[s] : bounds[s + 1]],
             scaled[bounds[s] : bounds[s + 1]],
             tweets.get(symbol),
             config,
@@ -362,11 +384,13 @@ def _symbol_samples(
     symbol_index: int,
     days: np.ndarray,
     close: np.ndarray,
+    given: np.ndarray,
     price: np.ndarray,
     tweets: _SymbolTweets | None,
     config: DailyMovementConfig,
 ) -> dict[str, np.ndarray] | None:
-    """The targets of one symbol with `days` [n], raw one-bar close moves [n] and scaled price channels [n, C]."""
+    """The targets of one symbol with `days` [n], raw one-bar close moves [n], given labels [n] (1 / 0, -1: none)
+    and scaled price channels [n, C]."""
     lag, first_day, last_day = config.lag_days, config.splits[0][1], config.splits[-1][2]
     has_move = np.flatnonzero(np.isfinite(close))
     if has_move.size == 0:
@@ -384,7 +408,7 @@ def _symbol_samples(
         & (days[has_move[0]] < days - (lag - 1) * _DAY)
         & (split_of(days, config) == split_of(label_end, config))
     )
-    labels = dead_band_labels(np.nan_to_num(moves), config)
+    labels = given if config.label == "given" else dead_band_labels(np.nan_to_num(moves), config)
     target = positions[keep & (labels >= 0)]
     if target.size == 0:
         return None
