@@ -76,9 +76,18 @@ def ingest(
     freq: Annotated[str, typer.Option(help="Bar frequency: 1d (one bar per session), 1m, 5m, 30m, 1h, ...")] = "1d",
     calendar: Annotated[str, typer.Option(help="exchange_calendars code (XNYS, XLON, ...) or 24/7.")] = "XNYS",
     tz: Annotated[
-        str | None, typer.Option(help="Time zone of naive timestamps (bars: the calendar's, text: UTC).")
+        str | None,
+        typer.Option(
+            "--tz",
+            "--timezone",
+            help="IANA time zone of local timestamps (bars: the calendar's, text: UTC); zone abbreviations (%Z in "
+            "--date-format) are checked against it.",
+        ),
     ] = None,
-    date_format: Annotated[str | None, typer.Option(help="strftime format of the dates, e.g. %d/%m/%Y.")] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option(help="strftime format of the dates, e.g. %d/%m/%Y, or '%b %d, %Y %I:%M %p %Z' with --timezone."),
+    ] = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help="Column mapping THEIRS=OURS (repeatable).")] = None,
     bar_label: Annotated[
         BarLabel, typer.Option(help="Intraday timestamps label the bar's start or end.")
@@ -139,7 +148,10 @@ def ingest(
     from finfusion.data.series import SeriesOptions
     from finfusion.data.sources.csv_parquet import parse_mapping, read_actions
     from finfusion.data.sources.file_ingest import FileIngest, Rejects, SymbolNames
+    from finfusion.data.timestamps import check_zone
 
+    if tz is not None:
+        check_zone(tz)
     store = Lake(lake)
     bar_options = BarOptions(
         dataset=dataset or "", freq=freq, calendar=calendar, tz=tz, date_format=date_format,
@@ -148,11 +160,11 @@ def ingest(
         allow_future=allow_future,
     )  # fmt: skip
     text_options = TextOptions(
-        dataset=dataset or "", source=source.value, tz=tz or "UTC", date_format=date_format,
+        dataset=dataset or "", source=source.value, tz=tz, date_format=date_format,
         symbol_separator=symbol_separator, update=update, allow_future=allow_future,
     )  # fmt: skip
     series_options = SeriesOptions(
-        dataset=dataset or "", source=source.value, series=series, tz=tz or "UTC", date_format=date_format,
+        dataset=dataset or "", source=source.value, series=series, tz=tz, date_format=date_format,
         update=update, allow_future=allow_future,
     )  # fmt: skip
     if kind is Kind.series and (symbol is not None or symbol_case is not SymbolCase.keep):

@@ -12,8 +12,11 @@ import duckdb
 import polars as pl
 
 from finfusion.data.lake import Lake
-from finfusion.data.schema import BARS, SCHEMAS, TEXT
+from finfusion.data.schema import BARS, SCHEMAS, TEXT, TableSchema
 from finfusion.errors import LakeError
+
+#: DuckDB types of the optional columns that older files may lack.
+_SQL_TYPES = {pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN", pl.String: "VARCHAR"}
 
 
 class Catalog:
@@ -29,7 +32,8 @@ class Catalog:
         if not files:
             raise LakeError(f"no {kind} dataset '{dataset}'{f' at {freq}' if freq else ''} in {self.lake.root}")
         listed = ", ".join(f"'{_quote(path.as_posix())}'" for path in files)
-        return f"read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false)"
+        # union_by_name: files written before an optional column existed lack it (read as NULL)
+        return f"read_parquet([{listed}], hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
 
     def _query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         frame = pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
@@ -37,6 +41,14 @@ class Catalog:
             pl.col(c).dt.convert_time_zone("UTC")
             for c, t in frame.schema.items()
             if isinstance(t, pl.Datetime) and t.time_zone
+        )
+
+    def _columns(self, schema: TableSchema, source: str) -> str:
+        """The schema's columns as a select list; an optional column none of the files has yet is a typed NULL."""
+        present = set(self.con.sql(f"SELECT * FROM {source} LIMIT 0").columns)
+        return ", ".join(
+            c.name if c.name in present or c.required else f"CAST(NULL AS {_SQL_TYPES[c.dtype]}) AS {c.name}"
+            for c in schema.columns
         )
 
     def datasets(self) -> pl.DataFrame:
@@ -106,8 +118,8 @@ class Catalog:
         if symbols is not None:
             where.append("list_contains(?, symbol)")
             params.append(symbols)
-        columns = ", ".join(c.name for c in BARS.columns)
         source = self._source("bars", dataset, freq)
+        columns = self._columns(BARS, source)
         sql = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return self._query(sql, params)
 
@@ -122,8 +134,8 @@ class Catalog:
         if symbols is not None:
             where.append("len(list_intersect(symbols, ?)) > 0")
             params.append(symbols)
-        columns = ", ".join(c.name for c in TEXT.columns)
         source = self._source("text", dataset)
+        columns = self._columns(TEXT, source)
         sql = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY published_at, id"
         return self._query(sql, params)
 

@@ -25,6 +25,7 @@ from finfusion.data.clean import (
     flag_volume_anomalies,
     forward_fill_prices,
 )
+from finfusion.data.labels import parse_labels
 from finfusion.data.lake import Lake, WritePolicy, WriteResult
 from finfusion.data.ordering import strictly_ordered
 from finfusion.data.report import IngestReport
@@ -71,12 +72,13 @@ class BarOptions:
 
 @dataclass
 class TextOptions:
-    """How to read texts. `update`: replace stored rows whose values changed (refused otherwise); `allow_future`:
-    keep rows dated after now; `unmapped`: the file's columns that are not stored (listed in the report)."""
+    """How to read texts. `tz`: the time zone of naive times (None: UTC; needed for zone abbreviations); `update`:
+    replace stored rows whose values changed (refused otherwise); `allow_future`: keep rows dated after now;
+    `unmapped`: the file's columns that are not stored (listed in the report)."""
 
     dataset: str
     source: str = "csv"
-    tz: str = "UTC"
+    tz: str | None = None
     date_format: str | None = None
     symbol_separator: str = ","
     notes: list[str] = field(default_factory=list)
@@ -98,7 +100,7 @@ def prepare_bars(
     df = raw.with_columns(pl.col("symbol").cast(pl.String).str.strip_chars())
     check_symbols(df, rename)
     numeric = [c for c in (*OHLCV, "adj_close") if c in df.columns]
-    df = parse_numbers(df, numeric, rename)
+    df = parse_labels(parse_numbers(df, numeric, rename), rename)
     required_values = [c for c in options.fields if c in OHLCV]
     df = df.with_columns(pl.any_horizontal([pl.col(c).is_null() for c in required_values]).alias("__missing"))
     df = _handle_missing_values(df, options.missing_bars, rename, report)
@@ -178,7 +180,7 @@ def _bar_times(
     df = df.with_columns(pl.col("ts").cast(pl.String).alias(TS_TEXT))  # the user's text, for messages
     if freq.is_daily:
         df = df.with_columns(session_dates(df["ts"]))
-    instants = parse_instants(df, "ts", tz=tz, date_format=options.date_format, rename=rename)
+    instants = parse_instants(df, "ts", tz=options.tz, default_tz=tz, date_format=options.date_format, rename=rename)
     calendar = calendar_covering(options.calendar, _years(instants))
     if freq.is_daily:
         ts, outside = daily_session_closes(df, instants, calendar)

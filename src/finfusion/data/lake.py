@@ -274,14 +274,17 @@ class Lake:
         self, kind: str, dataset: str, *, freq: str | None = None, symbols: list[str] | None = None
     ) -> pl.LazyFrame:
         """A dataset (optionally some symbols) as a lazy scan of its committed files with their partition columns:
-        filters and column selections reach the files, so only what a query keeps is read."""
+        filters and column selections reach the files, so only what a query keeps is read. Optional columns that
+        older files lack read as null."""
         scans = [
             pl.scan_parquet(path).with_columns(values)
             for path, values in self._partitions(kind, dataset, freq, symbols)
         ]
         if not scans:
             raise LakeError(f"{kind} dataset '{dataset}' has no files for symbols {symbols}")
-        return pl.concat(scans, how="vertical_relaxed")
+        schema = SCHEMAS.get(kind)
+        scan = pl.concat(scans, how="diagonal_relaxed")  # files older than an optional column lack it
+        return schema.with_absent(scan) if schema else scan
 
     def read(
         self,
@@ -291,7 +294,8 @@ class Lake:
         freq: str | None = None,
         symbols: list[str] | None = None,
     ) -> pl.DataFrame:
-        """A whole dataset (optionally some symbols) as one frame in schema column order."""
+        """A whole dataset (optionally some symbols) as one frame in schema column order (optional columns that
+        older files lack as null)."""
         schema = SCHEMAS.get(kind)
         frames = [
             pl.read_parquet(path).with_columns(values)
@@ -299,8 +303,9 @@ class Lake:
         ]
         if not frames:
             return schema.conform(pl.DataFrame()) if schema else pl.DataFrame()
-        out = pl.concat(frames, how="vertical_relaxed")
+        out = pl.concat(frames, how="diagonal_relaxed")  # files older than an optional column lack it
         if schema is not None:
+            out = schema.with_absent(out)
             extra = [c for c in out.columns if c not in schema.names] if schema.extra_dtype is not None else []
             out = out.select([c for c in schema.names if c in out.columns] + extra)
             sort_cols = [c for c in (*schema.partition_by, schema.time_column or schema.key[0]) if c in out.columns]
@@ -448,7 +453,7 @@ def _merge(
     if stored is None:
         result.new_rows += rows.height
         return rows
-    old = pl.read_parquet(stored)
+    old = schema.with_absent(pl.read_parquet(stored))  # a column added since is null there: no change by itself
     if policy.keep_stored:
         rows = _keep_stored(rows, old, key, result)
     present = rows.join(old.select(key), on=key, how="semi", nulls_equal=True).sort(key)

@@ -109,6 +109,8 @@ def _aggregations(columns: list[str]) -> tuple[list[pl.Expr], list[pl.Expr], lis
     for name in ("adj_close", "adj_factor"):
         if name in columns:
             aggs.append(pl.col(name).last(ignore_nulls=True))
+    if "label" in columns:  # the user's class of one bar says nothing of a coarser bar's
+        aggs.append(pl.lit(None, dtype=pl.Int64).alias("label"))
     for name, how in (("filled", "all"), ("volume_anomaly", "any")):
         if name in columns:
             count = f"__n_{name}"
@@ -130,7 +132,8 @@ def resample_bars(
 
     Args:
         bars: canonical bars [N rows]: symbol, ts (bar end, UTC), open, high, low, close, volume, and optionally
-            adj_close, adj_factor, filled, volume_anomaly. Any order; columns outside the BARS schema are dropped.
+            adj_close, adj_factor, filled, volume_anomaly, label. Any order; columns outside the BARS schema are
+            dropped.
         calendar: the sessions the bars trade in.
         to_freq: target frequency such as '5m', '30m', '1h' or '1d' (one bar per session, ending at its close).
         from_freq: the bars' frequency; when given, the target must be a whole multiple of it (or daily).
@@ -138,8 +141,9 @@ def resample_bars(
     Returns:
         Bars [M rows, same BARS columns in BARS order], M <= N, sorted by (symbol, ts). Per (symbol, bin):
         open = first non-null, high = max, low = min, close = last non-null, volume = sum, adj_close and adj_factor =
-        last non-null, filled = all (a bin is filled only when all its bars were synthetic), volume_anomaly = any.
-        Nulls are skipped; a bin whose values of a column are all null gets null.
+        last non-null, filled = all (a bin is filled only when all its bars were synthetic), volume_anomaly = any,
+        label = null (a bar's label is not one of the coarser bar). Nulls are skipped; a bin whose values of a
+        column are all null gets null.
 
     Raises:
         DataValidationError: a required column is missing, or a bar ends outside every session (names the first such

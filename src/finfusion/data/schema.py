@@ -10,10 +10,12 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 
 UTC_TS = pl.Datetime("us", "UTC")
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 #: Columns carried alongside raw rows so that every error can name the file and row it came from.
 SOURCE_FILE = "_file"
@@ -55,6 +57,13 @@ class TableSchema:
         """Columns stored inside the Parquet files (partition columns live in the path)."""
         return [c for c in self.columns if c.name not in self.partition_by]
 
+    def with_absent(self, frame: FrameT) -> FrameT:
+        """`frame` (eager or lazy) plus a null column for each optional column of the schema it lacks, as in files
+        written before that column existed; its own columns keep their order, the added ones follow."""
+        names = frame.collect_schema().names()
+        absent = [c for c in self.columns if not c.required and c.name not in names]
+        return frame.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in absent) if absent else frame
+
     def conform(self, df: pl.DataFrame) -> pl.DataFrame:
         """Select the schema's columns in order, cast to their types and add absent optional columns as null.
 
@@ -78,6 +87,8 @@ PRICE_FIELDS = ("open", "high", "low", "close")
 
 #: open/high/low/volume are optional at the schema level so that close-only sources (one price per day) can be
 #: stored as they are; sources that have them declare them in `BarOptions.fields`, which makes them required.
+#: `label` is the user's own class of the bar (`--map THEIRS=label`: -1, 0 or 1, stored as given; data/labels.py).
+#: Optional columns added later are absent from older files: readers and merges treat them as null.
 BARS = TableSchema(
     kind="bars",
     columns=(
@@ -92,6 +103,7 @@ BARS = TableSchema(
         Column("adj_factor", pl.Float64, required=False, nullable=True),
         Column("filled", pl.Boolean, required=False, nullable=True),
         Column("volume_anomaly", pl.Boolean, required=False, nullable=True),
+        Column("label", pl.Int64, required=False, nullable=True),
     ),
     key=("symbol", "ts"),
     time_column="ts",

@@ -40,12 +40,12 @@ SERIES_ALIASES = {
 @dataclass
 class SeriesOptions:
     """How to read series. `series`: the name of a file's one series when it has no series column; `tz`: the time
-    zone of naive release times (UTC by default; periods are read as UTC dates)."""
+    zone of naive release times (None: UTC; periods are read as UTC dates)."""
 
     dataset: str
     source: str = "csv"
     series: str | None = None
-    tz: str = "UTC"
+    tz: str | None = None
     date_format: str | None = None
     notes: list[str] = field(default_factory=list)
     update: bool = False

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import polars as pl
 
 from finfusion.data.calendar import US_PER_MINUTE, Frequency, SessionCalendar, from_us, to_us
+from finfusion.data.schema import SOURCE_FILE
 from finfusion.data.validate import fail_at
+from finfusion.data.zone_abbreviations import has_abbreviation, parse_abbreviated, refuse_without_zone
 from finfusion.errors import DataValidationError
 
 #: Formats tried, in order, when no --date-format is given. Day-first dates are ambiguous and need --date-format.
@@ -35,41 +38,77 @@ AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%
 
 
 def parse_instants(
-    df: pl.DataFrame, column: str, *, tz: str, date_format: str | None, rename: Mapping[str, str]
+    df: pl.DataFrame,
+    column: str,
+    *,
+    tz: str | None,
+    date_format: str | None,
+    rename: Mapping[str, str],
+    default_tz: str = "UTC",
 ) -> pl.Series:
-    """The column as UTC instants (Datetime us UTC). Naive values are read in `tz`; values with an offset keep it.
+    """The column as UTC instants (Datetime us UTC). Naive values are read in `tz` (`default_tz` when None), values
+    with an offset keep it, and with a `%Z` date format each value's zone abbreviation is checked against `tz`, which
+    must then be given (zone_abbreviations.py).
 
-    Raises on values that do not parse, naming the row and the user's column name.
+    Raises on values that do not parse and on local times that the clocks skip or repeat at a DST change (unless an
+    abbreviation tells which), naming the row and the user's column name.
     """
     series = df[column]
-    if series.dtype == pl.String:
+    if has_abbreviation(date_format) and tz is None:
+        refuse_without_zone(str(date_format), _first_file(df), rename.get(column, column))
+    zone = tz or default_tz
+    if series.dtype == pl.String and has_abbreviation(date_format):
+        series = parse_abbreviated(df, column, tz=zone, date_format=str(date_format), rename=rename)
+    elif series.dtype == pl.String:
         text = series.str.strip_chars().str.replace(r"Z$", "+00:00")
         if not date_format:
             _refuse_ambiguous_order(df, text, column, rename)
         formats = [(date_format, False)] if date_format else _likely_formats(text)
-        parsed = _parse_with(text, formats, tz)
-        failed = parsed.is_null() & text.is_not_null()
+        naive, aware = _parse_with(text, formats)
+        failed = naive.is_null() & aware.is_null() & text.is_not_null()
         if failed.any() and not date_format:  # mixed formats: retry only the rows that failed, with every format
             every = [(f, False) for f in NAIVE_FORMATS] + [(f, True) for f in AWARE_FORMATS]
-            parsed = parsed.scatter(failed.arg_true(), _parse_with(text.filter(failed), every, tz))
+            rows = failed.arg_true()
+            retried = _parse_with(text.filter(failed), every)
+            naive, aware = naive.scatter(rows, retried[0]), aware.scatter(rows, retried[1])
         hint = f"does not match the date format '{date_format}'" if date_format else "is not a date or timestamp"
         fail_at(
-            df, parsed.is_null() & text.is_not_null(), column, "value {value} " + hint + " (see --date-format)", rename
+            df,
+            naive.is_null() & aware.is_null() & text.is_not_null(),
+            column,
+            "value {value} " + hint + " (see --date-format)",
+            rename,
         )
-        series = parsed
+        local = _localise(df, naive, zone, column, rename)
+        series = local if aware.null_count() == aware.len() else local.fill_null(aware)
     elif series.dtype == pl.Date:
-        series = _localise(series.cast(pl.Datetime("us")), tz)
+        series = _localise(df, series.cast(pl.Datetime("us")), zone, column, rename)
     elif isinstance(series.dtype, pl.Datetime):
         if series.dtype.time_zone is None:
-            series = _localise(series, tz)
+            series = _localise(df, series, zone, column, rename)
     else:
         raise DataValidationError(
             f"column has type {series.dtype}, expected dates or timestamps",
-            file=df["_file"][0] if "_file" in df.columns and df.height else None,
+            file=_first_file(df),
             field=rename.get(column, column),
         )
-    fail_at(df, series.is_null(), column, f"timestamp is missing (or does not exist in {tz})", rename)
+    fail_at(df, series.is_null(), column, "timestamp is missing", rename)
     return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(column)
+
+
+def check_zone(name: str) -> str:
+    """`name` when it is a time zone of the IANA database (e.g. America/New_York); raises otherwise."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DataValidationError(
+            f"time zone '{name}' is not in the IANA time zone database (e.g. America/New_York, Europe/London, UTC)"
+        ) from exc
+    return name
+
+
+def _first_file(df: pl.DataFrame) -> str | None:
+    return df[SOURCE_FILE][0] if SOURCE_FILE in df.columns and df.height else None
 
 
 def _refuse_ambiguous_order(df: pl.DataFrame, text: pl.Series, column: str, rename: Mapping[str, str]) -> None:
@@ -118,21 +157,44 @@ def _likely_formats(text: pl.Series) -> list[tuple[str, bool]]:
     return candidates
 
 
-def _parse_with(text: pl.Series, formats: list[tuple[str, bool]], tz: str) -> pl.Series:
-    """Coalesce of the formats [N]: naive ones read in `tz`, offset-carrying ones converted; all UTC."""
-    parsed = []
-    for fmt, aware in formats:
-        if aware:
-            parsed.append(text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False))
-        else:
-            cache = "%H" not in fmt  # dates repeat across symbols; instants rarely do
-            parsed.append(_localise(text.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=cache), tz))
-    return pl.select(pl.coalesce(parsed)).to_series()
+def _parse_with(text: pl.Series, formats: list[tuple[str, bool]]) -> tuple[pl.Series, pl.Series]:
+    """(naive wall-clock times [N], instants with an offset [N] in UTC): per row the first of `formats` that parses
+    it, naive or with an offset as that format reads it (a given format with %z reads offsets)."""
+    naive, aware = [], []
+    for fmt, with_offset in formats:
+        if with_offset:
+            aware.append(text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False))
+            continue
+        cache = "%H" not in fmt  # dates repeat across symbols; instants rarely do
+        parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=cache)
+        (aware if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone else naive).append(parsed)
+    in_utc = [a.dt.convert_time_zone("UTC") for a in aware]
+    length = text.len()
+    return _first_parsed(naive, length, pl.Datetime("us")), _first_parsed(in_utc, length, pl.Datetime("us", "UTC"))
 
 
-def _localise(naive: pl.Series, tz: str) -> pl.Series:
-    """Naive wall-clock times read in `tz`; times in a DST gap become null (and are reported by the caller)."""
-    local = naive.dt.cast_time_unit("us").dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+def _first_parsed(parsed: list[pl.Series], length: int, dtype: pl.DataType) -> pl.Series:
+    """Per row the first non-null of `parsed` [N] (all null without any)."""
+    if not parsed:
+        return pl.repeat(None, length, dtype=dtype, eager=True)
+    return parsed[0] if len(parsed) == 1 else pl.select(pl.coalesce(parsed)).to_series()
+
+
+def _localise(df: pl.DataFrame, naive: pl.Series, tz: str, column: str, rename: Mapping[str, str]) -> pl.Series:
+    """Naive wall-clock times [N] read in `tz`, as UTC instants. A local time that the clocks skip (a DST gap) or
+    repeat (the hour when they go back) is refused, naming its row, never guessed."""
+    local = naive.dt.cast_time_unit("us").dt.replace_time_zone(tz, ambiguous="null", non_existent="null")
+    if local.null_count() > naive.null_count():  # the first such row: skipped, or repeated
+        unresolved = local.is_null() & naive.is_not_null()
+        first = naive.filter(unresolved).head(1)
+        skipped = first.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").is_null().all()
+        message = (
+            f"local time {{value}} does not exist in {tz} (the clocks skip it at a DST change)"
+            if skipped
+            else f"local time {{value}} occurs twice in {tz} (the clocks go back at a DST change): give its UTC "
+            "offset (%z) or zone abbreviation (%Z with --timezone) in --date-format"
+        )
+        fail_at(df, unresolved, column, message, rename)
     return local.dt.convert_time_zone("UTC")
 
 
