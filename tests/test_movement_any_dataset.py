@@ -16,9 +16,10 @@ import pytest
 import yaml
 from typer.testing import Result
 
+from finfusion.data.lake import Lake
 from finfusion.errors import FinfusionError
 from finfusion.samples.daily_movement import DailyMovementConfig, build_daily_movement, horizon_moves
-from finfusion.samples.daily_movement_lake import published_days, with_adjusted_close
+from finfusion.samples.daily_movement_lake import published_days, read_daily_inputs, with_adjusted_close
 from tests.movement_market import SYMBOLS, write_movement_market
 
 SPLITS = {
@@ -260,3 +261,19 @@ def test_a_given_label_column_is_the_target_and_never_mixed_or_missing() -> None
         build_daily_movement(bars.drop("label"), None, None, config)
     with pytest.raises(FinfusionError, match="no dead band"):
         replace(config, up_threshold=0.01)
+
+
+def test_a_label_column_ingested_by_mapping_is_the_given_target(
+    tmp_path: Path, lake_root: Path, cli: Callable[..., Result]
+) -> None:
+    files = write_movement_market(tmp_path / "files", start="2021-01-04", end="2021-04-30")
+    prices = pl.read_csv(files / "prices" / "aaa.csv")
+    labels = np.random.default_rng(3).choice([0, 1], size=prices.height)
+    prices.with_columns(Label=pl.Series(labels)).write_csv(tmp_path / "aaa.csv")
+    ingested = cli("data", "ingest", "csv", str(tmp_path / "aaa.csv"), "--dataset", "labelled", "--symbol-case",
+                   "upper", "--map", "Label=label")  # fmt: skip
+    assert ingested.exit_code == 0, ingested.output
+    inputs = read_daily_inputs(Lake(lake_root), "labelled", None, "all-MiniLM-L6-v2")
+    samples = inputs.build(replace(small_config(), label="given"))
+    by_day = dict(zip(prices["Date"].to_list(), labels.tolist(), strict=True))
+    assert samples.labels.tolist() == [by_day[day.isoformat()] for day in samples.targets["day"].to_list()]
