@@ -118,6 +118,24 @@ TINY["translob_synthetic"] = [
     "evaluation.bootstrap.resamples=50",
 ]  # fmt: skip
 TINY["token_pivots_synthetic"] = TINY["token_direction_synthetic"]
+#: The market fixture's synthetic settings, for configs that read a lake dataset (kdd17) or another market.
+TOKEN_MARKET = [
+    "data.source=synthetic", "data.bars=synthetic", "data.dataset=synthetic_brooks_tiny",
+    "+data.synthetic={n_symbols: 4, start: 2018-01-01, end: 2020-12-31, seed: 0, return_autocorrelation: 0.0}",
+]  # fmt: skip
+#: One walk-forward fold at the end of 2020, the windows and both towers shrunk.
+TOKEN_FUSION = [
+    *TOKEN_MARKET, "data.batch_size=16", "data.window=8", "data.prices.lookback=16", "model.hidden_size=16",
+    "model.num_heads=2", "model.num_layers=1", "model.intermediate_size=32", "model.price_d_model=8",
+    "evaluation.walk_forward.first_test=2020-07-01", "evaluation.walk_forward.validate=60",
+    "evaluation.walk_forward.test=60", "evaluation.walk_forward.folds=1",
+]  # fmt: skip
+TINY["token_fusion_synthetic"] = [*TOKEN_FUSION, "data.texts.max_texts=2"]
+TINY["token_fusion_kdd17"] = [*TOKEN_FUSION, "data.split.train_end=2019-06-03", "data.split.val_end=2019-12-02"]
+TINY["token_mlm_kdd17"] = [
+    *TOKEN_MARKET, "data.batch_size=8", "data.split.train_end=2019-06-03", "data.split.val_end=2019-12-02",
+    "+model.hidden_size=16", "+model.num_heads=2", "+model.num_layers=1", "+model.intermediate_size=32",
+]  # fmt: skip
 NOT_HERE: dict[str, str] = {}
 MOVEMENT = [
     "model.d_model=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2",

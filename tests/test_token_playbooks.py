@@ -24,6 +24,12 @@ SMALL = {
     "data synth": ["--symbols", "3", "--start", "2019-01-01"],
     "token_mlm_synthetic": TOKENS_SMALL,
     "token_direction_synthetic": [*TOKENS_SMALL, "data.window=8"],
+    "token_fusion_synthetic": [
+        *TOKENS_SMALL, "data.window=8", "data.prices.lookback=16", "data.texts.max_texts=2", "model.price_d_model=8",
+        "evaluation.walk_forward.first_test=2020-07-01", "evaluation.walk_forward.validate=60",
+        "evaluation.walk_forward.test=60", "evaluation.walk_forward.folds=1", "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+    ],
     "patchtst_synthetic": [
         *SMALL_MODELS["hf_tst"], "data.synthetic.n_symbols=2", "data.synthetic.start=2017-01-01",
         "data.lookback=32", "data.horizon=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
@@ -55,5 +61,7 @@ def test_every_token_playbook_command_runs(tmp_path: Path, monkeypatch: pytest.M
     assert "majority_class" in outputs[3] and "previous_sign" in outputs[3]
     directions = pl.read_parquet(tmp_path / "directions.parquet")
     assert set(directions["label_set"]) == {"direction"} and directions["prob_positive"].is_between(0, 1).all()
+    fused = (tmp_path / "token_fusion.md").read_text()
+    assert all(f"| {pair} |" in fused for pair in ("fusion | token_bert", "fusion | patchtst", "fusion_news | fusion"))
     assert pl.read_parquet(tmp_path / "hf_tst.parquet").height > 0
     assert "val_loss" in outputs[-1]

@@ -1,5 +1,6 @@
 """Scores of class predictions (several classes): accuracy, macro F1 and MCC, a paired block bootstrap of the
-macro-F1 difference of two classifiers on the same test samples, and a results page (any model against baselines).
+macro-F1 difference of two classifiers on the same test samples, a paired test of two direction classifiers' errors,
+and a results page (any model against baselines).
 
 The bootstrap resamples blocks of `block` consecutive test samples (their labels overlap in time) with replacement,
 `resamples` times, and recomputes both classifiers' macro F1 on each resample; the one-sided p-value is the share
@@ -16,6 +17,7 @@ from sklearn.metrics import f1_score
 
 from finfusion.data.atomic import atomic_path
 from finfusion.evaluation.metrics import mcc
+from finfusion.evaluation.significance import diebold_mariano
 
 
 def class_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -44,6 +46,26 @@ def block_bootstrap_f1(
         labels, second, average="macro", zero_division=0
     )
     return {"difference": float(difference), "p_value": (worse + 1) / (resamples + 1)}
+
+
+def direction_error_test(
+    instants: np.ndarray, error: np.ndarray, reference: np.ndarray, horizon: int
+) -> dict[str, float]:
+    """Is a classifier's direction error lower than a reference's on the same decisions? `error`, `reference` [M]: 0/1
+    errors per decision, `instants` [M] its decision instant. Both are averaged per instant (the decisions of one
+    instant share the market) and compared by a one-sided Diebold-Mariano test (HLN) whose long-run variance spans
+    `horizon` - 1 lags (labels of consecutive instants that share horizon - 1 bars). Returns {"accuracy_gain":
+    mean(reference) - mean(error) over the decisions, "statistic", "p_value", "instants"}; statistic and p-value
+    are NaN when the two never differ or there are too few instants for the horizon."""
+    periods, position = np.unique(instants, return_inverse=True)
+    count = np.bincount(position)
+    model = np.bincount(position, weights=error.astype(np.float64)) / count
+    other = np.bincount(position, weights=reference.astype(np.float64)) / count
+    out = {"accuracy_gain": float(np.mean(reference) - np.mean(error)), "instants": float(periods.size)}
+    if periods.size <= 2 * horizon or np.array_equal(model, other):
+        return {**out, "statistic": float("nan"), "p_value": float("nan")}
+    result = diebold_mariano(model, other, horizon=horizon, alternative="less")
+    return {**out, "statistic": result.statistic, "p_value": result.p_value}
 
 
 def write_class_page(

@@ -2,14 +2,18 @@
 tokens family) or from scratch, fine-tuned on direction, volatility-regime or trend/range labels (seed 001).
 
 - Config: `data` (samples/token_labels.py CLASSIFICATION_DEFAULTS: the tokens dataset, the label set, the window of
-  tokens, the horizon k, the vocabulary of a pre-training run), `model` (token_bert_classifier, `pretrained` RUN),
-  `task` (token_classification: the movement task's cross-entropy or focal loss, label smoothing), `optim`,
-  `trainer`.
-- Samples: `tokens` [W], `tokens_mask` [W], `label` [] (-1 ignored), `symbol_index`, `origin_us`.
+  tokens, the horizon k, the vocabulary of a pre-training run, the price window and the texts), `model`
+  (token_bert_classifier, `pretrained` RUN; token_fusion; patchtst_classifier), `task` (token_classification: the
+  movement task's cross-entropy or focal loss, label smoothing), `optim`, `trainer`, `evaluation` (walk-forward
+  folds, variants, pairs: families/token_walk_forward.py).
+- Samples: `tokens` [W], `tokens_mask` [W], `label` [] (-1 ignored), `symbol_index`, `origin_us`; with
+  `data.prices.enabled` `past` [L, C] and `past_mask` [L], with `data.texts.enabled` `text_emb` [N, D] and
+  `text_mask` [N] (samples/token_fusion.py).
 - State: split instants, universe, vocabulary, the label thresholds fitted on the training samples.
 - Predictions: the lake's `classifications` table (dataset = run name).
-- Evaluation: fine-tuning with selection on validation, the test span scored once: accuracy, MCC and F1 against the
-  majority class of the training span and, for direction, the previous k-bar sign.
+- Evaluation: fine-tuning with selection on validation, each test block scored once (one block, or walk-forward
+  folds), every variant on the same windows: accuracy, MCC and F1 against the majority class of the training span
+  and, for direction, the previous k-bar sign, with paired tests (families/token_walk_forward.py).
 - Explanations: the class of a window, or the tagger's tag of its last bar (families/token_classification_explain.py).
 """
 
@@ -47,8 +51,14 @@ if TYPE_CHECKING:
 def _data_keys() -> dict[str, Any]:
     from finfusion.samples.token_labels import CLASSIFICATION_DEFAULTS
 
-    split = dict.fromkeys(("train", "val", "train_end", "val_end"))
+    split = dict.fromkeys(("train", "val", "train_end", "val_end", "test_end"))
     return {**CLASSIFICATION_DEFAULTS, "split": split, "synthetic": FREE}
+
+
+def _evaluation_keys() -> dict[str, Any]:
+    from finfusion.families.token_walk_forward import EVALUATION_DEFAULTS, WALK_FORWARD_KEYS
+
+    return {**EVALUATION_DEFAULTS, "walk_forward": dict.fromkeys(WALK_FORWARD_KEYS)}
 
 
 @dataclass(frozen=True)
@@ -74,25 +84,24 @@ class TokenClassificationFamily(Family):
     table = "classifications"
     tasks = ("token_classification", "token_tagging")
     spans = ("test", "val", "train")
-    sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=lambda: {})
+    sections = LazySections(data=_data_keys, trainer=trainer_keys, evaluation=_evaluation_keys)
 
     def data(self, cfg: DictConfig, state: Mapping[str, Any] | None = None) -> FamilyData:
         import numpy as np
         import polars as pl
-        from omegaconf import OmegaConf
 
-        from finfusion.config import plain
         from finfusion.data.calendar import to_us
         from finfusion.families.run_folder import STATE_FILE, read_json
         from finfusion.families.tokens import token_lake
         from finfusion.features.vocabulary import Vocabulary
         from finfusion.samples import token_labels as tl
+        from finfusion.samples.portfolio import instant_us
         from finfusion.samples.tensors import TensorSamples
         from finfusion.samples.time_split import split_instants
+        from finfusion.samples.token_fusion import TextSamples, price_windows, window_texts
         from finfusion.samples.token_sequences import vocabulary_of, vocabulary_state
 
-        merged = OmegaConf.merge(OmegaConf.create(tl.CLASSIFICATION_DEFAULTS), OmegaConf.create(plain(cfg.data)))
-        options = OmegaConf.to_container(merged, resolve=True)
+        options = data_options(cfg)
         lake = token_lake(options)
         freq = str(options["freq"])
         symbols = options["symbols"] if state is None else state["symbols"]
@@ -102,6 +111,8 @@ class TokenClassificationFamily(Family):
             raise FinfusionError(f"no tokens or bars for the requested symbols in '{options['dataset']}'")
         if state is None:
             train_end, val_end = split_instants(options["split"], to_us(tokens["ts"]))
+            test_end = options["split"].get("test_end")
+            test_end = None if test_end is None else instant_us(test_end)
             if options["vocabulary"] is not None:
                 vocabulary = vocabulary_of(read_json(Path(options["vocabulary"]), STATE_FILE))
             else:
@@ -110,28 +121,41 @@ class TokenClassificationFamily(Family):
             universe = sorted(set(tokens["symbol"].to_list()) & set(bars["symbol"].to_list()))
         else:
             train_end, val_end = int(state["train_end_us"]), int(state["val_end_us"])
+            test_end = state.get("test_end_us")  # absent in runs made before test blocks had an end: open
             vocabulary, universe = vocabulary_of(state), list(state["symbols"])
         window, horizon = int(options["window"]), int(options["horizon"])
         raw = tl.raw_windows(tokens, bars, vocabulary, universe, window, horizon, int(options["pivot_span"]))
-        masks = tl.split_masks(raw, train_end, val_end)
+        masks = tl.split_masks(raw, train_end, val_end, test_end)
         if state is None:
             train_returns = returns_before(bars, universe, train_end)
             state = {
                 "train_end_us": train_end,
                 "val_end_us": val_end,
+                "test_end_us": test_end,
                 "symbols": universe,
                 "vocabulary": vocabulary_state(vocabulary),
                 "thresholds": tl.fit_thresholds(raw, train_returns, masks["train"]),
             }
         tagging = str(options["label"]) == "pivots"
         label = None if tagging else tl.labels(raw, str(options["label"]), options, state["thresholds"])
-        everything = TensorSamples(tl.window_tensors(raw, label, np.arange(len(raw.origin_us))))
+        rows = np.arange(len(raw.origin_us))
+        tensors = tl.window_tensors(raw, label, rows)
+        arguments = {"vocab_size": len(vocabulary), "max_len": window, "pad_id": vocabulary.pad_id}
+        prices, texts = options["prices"], options["texts"]
+        if prices["enabled"]:
+            tensors |= price_windows(bars, universe, raw.symbol_index, raw.origin_us, prices)
+            arguments |= {"n_channels": len(prices["channels"]), "context_length": int(prices["lookback"])}
+        everything: Any = TensorSamples(tensors)
+        if texts["enabled"]:
+            aligned = window_texts(lake, texts, str(options["bars"]), universe, raw.symbol_index, raw.origin_us)
+            everything = TextSamples(everything, aligned, rows)
+            arguments["text_dim"] = int(aligned.vectors.shape[1])
         return FamilyData(
             train=everything.subset(masks["train"]),
             val=everything.subset(masks["val"]),
             test=everything.subset(masks["test"]),
             loader=shuffled_loader(int(options["batch_size"]), int(options["num_workers"])),
-            model_arguments={"vocab_size": len(vocabulary), "max_len": window, "pad_id": vocabulary.pad_id},
+            model_arguments=arguments,
             state=dict(state),
             extra={"options": options, "everything": everything, "forward": raw.forward, "masks": masks},
         )
@@ -172,37 +196,35 @@ class TokenClassificationFamily(Family):
         return {"decision": explain_window(run.model, run.data, run.cfg, symbol, day, span, steps).as_dict()}
 
     def evaluate(self, cfg: DictConfig, run_dir: Path, progress: Progress) -> EvaluationResult:
-        import numpy as np
+        from finfusion.families.token_walk_forward import evaluate_tokens
 
-        from finfusion.evaluation.metric_registry import metric_table
-        from finfusion.families.pipeline import train_run
+        return evaluate_tokens(cfg, run_dir, progress)
 
-        progress(f"fine-tuning {cfg.model.name} (selection on validation) into {run_dir / 'model'}")
-        run = train_run(cfg, run_dir / "model", resume="never")
-        if str(run.data.extra["options"]["label"]) == "pivots":
-            return _tagging_result(run)
-        rows = _class_rows(run, run.data.test)
-        known = rows["label"].is_not_null().to_numpy()
-        labels, predicted = rows["label"].to_numpy()[known].astype(np.int64), rows["predicted"].to_numpy()[known]
-        if labels.size == 0:
-            raise FinfusionError("the test span has no labelled samples")
-        names = ("accuracy", "mcc", "f1_up")
-        train_labels = run.data.train.column("label")
-        majority = int(np.mean(train_labels[train_labels >= 0]) >= 0.5)
-        models = {
-            str(cfg.model.name): metric_table(labels=labels, predicted=predicted, names=names),
-            "majority_class": metric_table(labels=labels, predicted=np.full_like(labels, majority), names=names),
-        }
-        baselines = ["majority_class"]
-        if str(run.data.extra["options"]["label"]) == "direction":
-            previous = _previous_sign(run)
-            models["previous_sign"] = metric_table(labels=labels, predicted=previous[known], names=names)
-            baselines.append("previous_sign")
-        return EvaluationResult(
-            models=models,
-            baselines=tuple(baselines),
-            notes=(f"test span scored once: {labels.size:,} labelled decisions; selection on validation",),
-        )
+
+def data_options(cfg: DictConfig) -> dict[str, Any]:
+    """The data part over CLASSIFICATION_DEFAULTS, as a plain dict."""
+    from omegaconf import OmegaConf
+
+    from finfusion.config import plain
+    from finfusion.samples.token_labels import CLASSIFICATION_DEFAULTS
+
+    merged = OmegaConf.merge(OmegaConf.create(CLASSIFICATION_DEFAULTS), OmegaConf.create(plain(cfg.data)))
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def decision_instants(cfg: DictConfig) -> Any:
+    """The distinct instants [T] (UTC µs, sorted) of the tokens the data part reads: the periods of walk-forward."""
+    import numpy as np
+
+    from finfusion.data.calendar import to_us
+    from finfusion.families.tokens import token_lake
+
+    options = data_options(cfg)
+    lake = token_lake(options)
+    tokens = lake.read("tokens", str(options["dataset"]), freq=str(options["freq"]), symbols=options["symbols"])
+    if tokens.height == 0:
+        raise FinfusionError(f"no tokens for the requested symbols in '{options['dataset']}'")
+    return np.unique(to_us(tokens["ts"]))
 
 
 def _rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
@@ -243,7 +265,7 @@ def _tag_rows(run: LoadedRun, dataset: Any) -> pl.DataFrame:
     )  # fmt: skip
 
 
-def _tagging_result(run: LoadedRun) -> EvaluationResult:
+def tagging_result(run: LoadedRun) -> EvaluationResult:
     """Tag accuracy, macro F1 and MCC over every known bar of the test windows, against tagging every bar `none`;
     the decoded paths are checked against the forbidden transitions."""
     from itertools import pairwise
@@ -284,25 +306,6 @@ def returns_before(bars: Any, universe: list[str], end_us: int) -> Any:
     chosen = chosen.filter(pl.Series(to_us(chosen["ts"]) < end_us))
     returns = chosen.select(((pl.col("close") * factor).log().diff().over("symbol")).alias("r"))["r"].to_numpy()
     return returns[np.isfinite(returns)]
-
-
-def _previous_sign(run: LoadedRun) -> Any:
-    """The sign of each test decision's previous k-bar return: 1 when it rose."""
-    import numpy as np
-
-    test = run.data.test
-    everything = run.data.extra["everything"]
-    horizon = int(run.data.extra["options"]["horizon"])
-    forward = run.data.extra["forward"]
-    symbols, origins = everything.column("symbol_index"), everything.column("origin_us")
-    position = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(symbols, origins, strict=True))}
-    out = []
-    for s, t in zip(test.column("symbol_index"), test.column("origin_us"), strict=True):
-        i = position[(int(s), int(t))]
-        earlier = i - horizon
-        same = earlier >= 0 and symbols[earlier] == s
-        out.append(int(same and np.nan_to_num(forward[earlier]) > 0))
-    return np.asarray(out, dtype=np.int64)
 
 
 def classification_frame(

@@ -147,6 +147,38 @@ class PatchTSTEncoder(nn.Module):
         return self.norm(tokens).unflatten(1, (batch, channels)).permute(1, 2, 0, 3)
 
 
+class PatchTSTTower(nn.Module):
+    """The PatchTST encoder as the price tower of a classifier or a fusion model: raw `past` [B, L, C] (+ `past_mask`
+    [B, L]) -> RevIN -> `PatchTSTEncoder` -> patch embeddings [B, C, P, D], with `patch_mask` [B, P] (True where a
+    patch holds at least one observed bar)."""
+
+    def __init__(
+        self,
+        n_channels: int,
+        context_length: int,
+        patch_len: int = 8,
+        stride: int = 8,
+        d_model: int = 32,
+        n_heads: int = 2,
+        n_layers: int = 1,
+        d_ff: int = 64,
+        dropout: float = 0.1,
+        revin_affine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm = InstanceNorm(n_channels, affine=revin_affine)
+        self.encoder = PatchTSTEncoder(context_length, patch_len, stride, d_model, n_heads, n_layers, d_ff, dropout)
+
+    def forward(self, past: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """past [B, L, C], mask [B, L] or None -> (patches [B, C, P, D], patch_mask [B, P])."""
+        loc, scale = self.norm.stats(past, mask)
+        patches = self.encoder(self.norm.normalise(past, loc, scale, mask))
+        encoder = self.encoder
+        if mask is None:
+            return patches, torch.ones(past.shape[0], encoder.n_patches, dtype=torch.bool, device=past.device)
+        return patches, mask[:, encoder.start :].unfold(1, encoder.patch_len, encoder.stride).any(dim=-1)
+
+
 class PatchTST(nn.Module, Capabilities):
     """PatchTST forecaster: `past` [B, L, C] (+ `past_mask` [B, L]) -> `point` [B, H, T] (+ `quantiles` [B, H, T, Q]).
 

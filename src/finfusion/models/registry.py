@@ -32,6 +32,8 @@ _BUILTIN: dict[str, str] = {
     "token_bert": "finfusion.models.token_bert:TokenBert",
     "token_bert_classifier": "finfusion.models.token_bert_classifier:TokenBertClassifier",
     "token_bert_tagger": "finfusion.models.token_bert_tagger:TokenBertTagger",
+    "token_fusion": "finfusion.models.token_fusion:TokenFusion",
+    "patchtst_classifier": "finfusion.models.patchtst_classifier:PatchTSTClassifier",
     "translob": "finfusion.models.orderbook.translob:TransLOB",
     "lob_lstm": "finfusion.models.orderbook.lstm:LobLSTM",
     "lob_logistic": "finfusion.models.orderbook.logistic:LobLogistic",

@@ -41,7 +41,9 @@ Relevance samples (samples/relevance.py; Fc context features, Fs stock features,
   log return over the h days up to the decision instant)
 
 Token windows (samples/token_labels.py; W tokens): `tokens` [W], `tokens_mask` [W], and `label` [] (a label of the
-window) or `tags` [W] int64 (a tag per bar; -1 unknown)
+window) or `tags` [W] int64 (a tag per bar; -1 unknown); with the price window and the texts of the decision bar
+(samples/token_fusion.py; L bars, C price channels, N texts) `past` [L, C], `past_mask` [L], `text_emb` [N, D],
+`text_mask` [N]
 
 Order-book windows (samples/orderbook.py; T snapshots, L levels):
 

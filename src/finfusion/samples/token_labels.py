@@ -14,7 +14,9 @@ sqrt(mean r^2) of their one-bar log returns:
 Everything in a sample's window is known at bar t; only the label reads bars after t. The thresholds (the median of
 V, s) are fitted on the training samples and stored. A sample whose k bars are not there yet gets -1 (predicted,
 never scored). Splits: training samples end their label before `train_end`, validation samples start at `train_end`
-and end their label before `val_end`, test samples start at `val_end`.
+and end their label before `val_end`, test samples start at `val_end` (and end before `test_end` when the split
+names one: a walk-forward fold). `prices` and `texts` add the price window and the texts known at the decision bar
+(samples/token_fusion.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ from finfusion.samples.token_sequences import TOKEN_SOURCE_DEFAULTS
 LABEL_SETS = ("direction", "volatility", "trend", "pivots")
 #: Tags of the `pivots` label set, per bar.
 PIVOT_TAGS = ("none", "swing_high", "swing_low")
+#: `data.prices`: the price window of each token window (samples/token_fusion.py; channels: features/bars.py names).
+PRICE_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "lookback": 32,
+    "channels": ["ret_1", "gap", "body", "range_hl", "close_pos", "volume_z_20"],
+}
+#: `data.texts`: the texts known at each window's decision bar (samples/token_fusion.py; `dataset` None: the bars
+#: dataset's name, `encoder` None: the default MiniLM).
+TEXT_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "dataset": None,
+    "encoder": None,
+    "window": 1,
+    "max_texts": 4,
+    "scope": "symbol",
+    "batch_size": 64,
+}
 #: The data part of the token-classification family (the tokens dataset and its bars as in token_sequences.py).
 CLASSIFICATION_DEFAULTS: dict[str, Any] = {
     **TOKEN_SOURCE_DEFAULTS,
@@ -50,6 +69,8 @@ CLASSIFICATION_DEFAULTS: dict[str, Any] = {
     "split": {"train": 0.7, "val": 0.15},
     "batch_size": 64,
     "num_workers": 0,
+    "prices": PRICE_DEFAULTS,
+    "texts": TEXT_DEFAULTS,
     "synthetic": {},
 }
 
@@ -124,12 +145,15 @@ def raw_windows(
     return RawWindows(**{name: np.concatenate(values) for name, values in parts.items()})
 
 
-def split_masks(raw: RawWindows, train_end: int, val_end: int) -> dict[str, np.ndarray]:
+def split_masks(raw: RawWindows, train_end: int, val_end: int, test_end: int | None = None) -> dict[str, np.ndarray]:
+    """Training windows end their label before `train_end`, validation windows start at `train_end` and end their
+    label before `val_end`, test windows start at `val_end` (and before `test_end` when given)."""
     known = raw.label_end_us >= 0
+    test = raw.origin_us >= val_end
     return {
         "train": known & (raw.label_end_us < train_end),
         "val": known & (raw.origin_us >= train_end) & (raw.label_end_us < val_end),
-        "test": raw.origin_us >= val_end,
+        "test": test if test_end is None else test & (raw.origin_us < test_end),
     }
 
 
