@@ -13,7 +13,7 @@ configs, the seeds and the machine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +141,6 @@ def run_benchmark(
 ) -> BenchmarkRun:
     """Every experiment (a config name or YAML path) with every seed on the StockNet copy at `data`, under each
     protocol; text experiments also train their placebo twin."""
-    from dataclasses import replace
-
     from finfusion.families.movement_evaluation import reads_texts
 
     try:

@@ -58,17 +58,15 @@ EVALUATION_DEFAULTS: dict[str, Any] = {
     "published": [],
 }
 SIGN_BASELINES = ("majority_class", "previous_sign", "drift_sign", "logistic_direction")
-SUBSETS = ("all", "with_texts", "without_texts")
 DM_TEST = "Diebold-Mariano (HLN), one-sided, on daily mean 0/1 errors"
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One model's test decisions over every fold: P(up) [M] (None: a sign without a probability), the predicted
-    class [M] and per-decision error [M] (mean over seeds), and its metrics (mean over seeds)."""
+    """One model's test decisions over every fold: P(up) [M] (None: a sign without a probability), the per-decision
+    error [M] (mean over seeds), and its metrics (mean over seeds)."""
 
     prob_up: np.ndarray | None
-    predicted: np.ndarray
     error: np.ndarray
     metrics: dict[str, float]
     collapsed: bool = False
@@ -154,7 +152,7 @@ def _scored_model(labels: np.ndarray, probs: np.ndarray) -> Scored:
         metrics["accuracy_std"] = float(np.std([s["accuracy"] for s in per_seed], ddof=1))
     collapsed = any(np.unique(p).size == 1 for p in predicted)
     error = np.mean(predicted != labels[None, :], axis=0)
-    return Scored(probs.mean(axis=0), (probs.mean(axis=0) > 0.5).astype(np.int64), error, metrics, collapsed)
+    return Scored(probs.mean(axis=0), error, metrics, collapsed)
 
 
 def daily_error_test(days: np.ndarray, error: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -176,6 +174,7 @@ def evaluate_movement(
     """The evaluation of the module docstring into `run_dir`."""
     options = {**EVALUATION_DEFAULTS, **OmegaConf.to_container(cfg.get("evaluation") or OmegaConf.create({}))}
     seeds = [int(seed) for seed in options["seeds"]]
+    published = [published_row(row) for row in options["published"]]
     name = str(cfg.get("name", cfg.model.name))
     fold_list = fold_configs(config, int(options["folds"]))
     folds = [inputs.build(fold) for fold in fold_list]
@@ -211,11 +210,10 @@ def evaluate_movement(
         predicted = np.concatenate([p for p, _ in parts])
         probs = None if parts[0][1] is None else np.concatenate([q for _, q in parts])
         error = (predicted != truth).astype(np.float64)
-        scored[baseline] = Scored(probs, predicted, error, model_scores(truth, predicted, probs))
+        scored[baseline] = Scored(probs, error, model_scores(truth, predicted, probs))
     test_days, seen = np.concatenate(days), np.concatenate(text_counts)
     tests = _tests(name, scored, truth, test_days, seen, twins)
     _write_run(run_dir, name, scored, truth, test_days, np.concatenate(symbols), tests, config.horizon)
-    published = [published_row(row) for row in options["published"]]
     return _result(name, scored, tests, folds, seeds, truth, seen, published)
 
 

@@ -4,18 +4,16 @@ and the baselines, the paired tests, the notes and the resolved config. Every nu
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from finfusion import __version__
 from finfusion.data.atomic import atomic_path
 from finfusion.data.calendar import from_us
 from finfusion.families.token_walk_forward import TEST, TokenEvaluation
-from finfusion.forecasting.results import machine
+from finfusion.forecasting.results import page_header
 
 #: Model-part keys the setup table leaves out (paths and the name).
 UNSIZED = ("name", "pretrained")
@@ -67,17 +65,7 @@ def _setup(evaluation: TokenEvaluation) -> list[str]:
 def write_token_page(path: Path, command: str, title: str, evaluation: TokenEvaluation) -> Path:
     """Write the page (Markdown) to `path`."""
     lines = [
-        f"# {title}",
-        "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by finfusion {__version__} (torch {torch.__version__}).",
-        "",
-        "Reproduce with:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Machine: {machine()}; torch threads per process: {torch.get_num_threads()}.",
+        *page_header(title, command, f"; torch threads per process: {torch.get_num_threads()}"),
         "",
         "## Setup",
         "",

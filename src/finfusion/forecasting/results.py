@@ -31,11 +31,10 @@ def machine() -> str:
     return f"{platform.platform()}, {platform.processor() or platform.machine()}, {cpus} CPUs, {device}"
 
 
-def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, title: str) -> str:
-    """The page: what ran, on what, the metric table (baselines marked), the Diebold-Mariano tests, the config."""
-    metrics = evaluation.metrics
-    names = list(dict.fromkeys(key for values in metrics.models.values() for key in values))
-    lines = [
+def page_header(title: str, command: str, machine_note: str = "") -> list[str]:
+    """The top of a results page: its title, when and by which versions it was made, the one command that makes it
+    and the machine (`machine_note` appended to the machine line)."""
+    return [
         f"# {title}",
         "",
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by finfusion {__version__} (torch {torch.__version__}).",
@@ -46,7 +45,16 @@ def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, titl
         command,
         "```",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}{machine_note}.",
+    ]
+
+
+def results_markdown(evaluation: Evaluation, cfg: DictConfig, command: str, title: str) -> str:
+    """The page: what ran, on what, the metric table (baselines marked), the Diebold-Mariano tests, the config."""
+    metrics = evaluation.metrics
+    names = list(dict.fromkeys(key for values in metrics.models.values() for key in values))
+    lines = [
+        *page_header(title, command),
         "",
         f"Design: {evaluation.design}; {evaluation.folds} fold(s), {evaluation.windows:,} scored test windows "
         "(every model scored on the same windows).",
